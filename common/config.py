@@ -1,0 +1,84 @@
+"""Settings of every service, read from the environment (and `.env` if present).
+
+One class for the whole stack so one environment describes one deployment; each service reads
+only its part. Obtain it through `get_settings()` so tests can build their own `Settings(...)`.
+Service URLs are comma-separated lists: several replicas per service are allowed, and a URL
+whose host resolves to several addresses counts as several replicas (see `common.replicas`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common import constants as C
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def split_urls(value: str) -> list[str]:
+    """'http://a:1, http://b:1/' -> ['http://a:1', 'http://b:1']"""
+    return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # where this process listens (run.sh and compose set these per service)
+    bind_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    fft_port: int = 8001
+    cqt_port: int = 8002
+    tone_port: int = 8004
+    predictor_port: int = 8005
+    fuser_port: int = 8006
+
+    # where the other services are; comma-separated replica lists
+    fft_urls: str = "http://127.0.0.1:8001"
+    cqt_urls: str = "http://127.0.0.1:8002"
+    tone_urls: str = "http://127.0.0.1:8004"
+    predictor_urls: str = "http://127.0.0.1:8005"
+    fuser_urls: str = "http://127.0.0.1:8006"
+
+    data_dir: Path = REPO_ROOT / "data"
+    models_dir: Path = REPO_ROOT / "models"
+
+    # limits
+    max_upload_bytes: int = C.MAX_UPLOAD_BYTES
+    max_duration_s: float = C.MAX_DURATION_S
+    min_duration_s: float = C.MIN_DURATION_S
+
+    # orchestration
+    job_concurrency: int = Field(default=2, ge=1)  # jobs separated at once
+    chunk_concurrency: int = Field(default=2, ge=1)  # chunks of one job in flight
+    request_timeout_s: float = 600.0  # one chunk on a slow CPU can take minutes
+    chunk_retries: int = Field(default=3, ge=0)
+    default_model: str = "auto"
+
+    # prediction
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    torch_threads: int = 0  # 0: all cores
+
+    log_level: str = "INFO"
+
+    @property
+    def urls(self) -> dict[str, list[str]]:
+        return {
+            "fft": split_urls(self.fft_urls),
+            "cqt": split_urls(self.cqt_urls),
+            "tone": split_urls(self.tone_urls),
+            "predictor": split_urls(self.predictor_urls),
+            "fuser": split_urls(self.fuser_urls),
+        }
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
