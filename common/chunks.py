@@ -1,0 +1,148 @@
+"""Chunk planning and weighted overlap-add: the one implementation every separator uses.
+
+The plan reproduces `demucs.apply.apply_model(split=True, overlap, transition_power)`:
+segment `S` frames, stride `int((1 - overlap) * S)`, offsets `range(0, n, stride)`. A chunk's
+centre is `[offset, offset + length)` with `length = min(S, n - offset)`; the model sees a
+window of `padded_length` frames around it, taken from the real neighbouring samples exactly as
+`TensorChunk.padded` does (zeros only outside the track). The model output is centre-trimmed back
+to `length`, weighted by the triangle window's first `length` values and summed; the sum is
+divided by the summed weights. Summing in offset order, in float32, as Demucs does, keeps the
+result equal to Demucs' own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from common.interfaces import ChunkPlan, ChunkSpec
+
+
+def plan_chunks(
+    n_frames: int,
+    segment: int,
+    overlap: float,
+    padded_length: Callable[[int], int],
+    transition_power: float = 1.0,
+) -> ChunkPlan:
+    """Plan the chunks of a track of `n_frames` frames.
+
+    `segment` is S in frames; `padded_length(length)` gives the window the model needs for a
+    chunk of `length` frames (Demucs: `model.valid_length`, context-padded separators:
+    `length + 2 * context`). It must be ≥ `length`.
+    """
+    if n_frames <= 0:
+        raise ValueError(f"cannot plan chunks for {n_frames} frames")
+    if segment <= 0:
+        raise ValueError(f"segment must be positive, got {segment}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    stride = max(1, int((1 - overlap) * segment))
+    chunks = []
+    for index, offset in enumerate(range(0, n_frames, stride)):
+        length = min(segment, n_frames - offset)
+        window = padded_length(length)
+        if window < length:
+            raise ValueError(f"padded length {window} is shorter than the chunk ({length})")
+        delta = window - length
+        chunks.append(
+            ChunkSpec(
+                index=index,
+                offset=offset,
+                length=length,
+                window_start=offset - delta // 2,
+                window_length=window,
+            )
+        )
+    return ChunkPlan(
+        n_frames=n_frames,
+        segment=segment,
+        stride=stride,
+        transition_power=transition_power,
+        chunks=chunks,
+    )
+
+
+def chunk_window(track: np.ndarray, chunk: ChunkSpec) -> np.ndarray:
+    """The samples the model sees for `chunk`: track (C, n) -> (C, window_length) float32.
+
+    Real neighbouring samples where the track has them, zeros beyond its ends
+    (as `demucs.apply.TensorChunk.padded`).
+    """
+    n = track.shape[-1]
+    start, end = chunk.window_start, chunk.window_start + chunk.window_length
+    lo, hi = max(0, start), min(n, end)
+    out = np.zeros((track.shape[0], chunk.window_length), dtype=np.float32)
+    if hi > lo:
+        out[:, lo - start : hi - start] = track[:, lo:hi]
+    return out
+
+
+def center_trim(window_out: np.ndarray, length: int) -> np.ndarray:
+    """(..., window) -> (..., length): drop `delta // 2` frames on the left, the rest on the right
+    (as `demucs.utils.center_trim`, so it undoes `chunk_window`'s placement)."""
+    delta = window_out.shape[-1] - length
+    if delta < 0:
+        raise ValueError(f"cannot trim {window_out.shape[-1]} frames to {length}")
+    left = delta // 2
+    return window_out[..., left : left + length]
+
+
+def triangle_weight(segment: int, transition_power: float = 1.0) -> np.ndarray:
+    """(segment,) float32: maximal in the middle of the segment, as in `apply_model`.
+
+    A triangle so that overlapping chunks cross-fade: each frame's estimate leans on the chunk
+    where that frame is furthest from an edge, and thus has the most context.
+    """
+    half = segment // 2
+    weight = np.concatenate([np.arange(1, half + 1), np.arange(segment - half, 0, -1)]).astype(
+        np.float32
+    )
+    weight = weight / weight.max()
+    if transition_power != 1.0:
+        weight = weight**transition_power
+    return weight.astype(np.float32)
+
+
+def overlap_add(
+    pieces: Iterable[tuple[ChunkSpec, np.ndarray]],
+    plan: ChunkPlan,
+    n_channels: tuple[int, ...],
+) -> np.ndarray:
+    """Fuse centre-trimmed chunk outputs (..., length) into the track (..., n_frames).
+
+    `n_channels` is the leading shape of every piece, e.g. (n_stems, 2). Pieces are added in the
+    order given; pass them by ascending offset to match Demucs bit for bit.
+    """
+    out = np.zeros((*n_channels, plan.n_frames), dtype=np.float32)
+    weight_sum = np.zeros(plan.n_frames, dtype=np.float32)
+    weight = triangle_weight(plan.segment, plan.transition_power)
+    for chunk, piece in pieces:
+        add_weighted(out, weight_sum, chunk, piece, weight)
+    return divide_by_weight(out, weight_sum)
+
+
+def add_weighted(
+    out: np.ndarray,
+    weight_sum: np.ndarray,
+    chunk: ChunkSpec,
+    piece: np.ndarray,
+    weight: np.ndarray,
+) -> None:
+    """Add one chunk's piece (..., length) into `out` (..., n) in place, with its weights."""
+    if piece.shape[-1] != chunk.length:
+        raise ValueError(f"chunk {chunk.index}: {piece.shape[-1]} frames, expected {chunk.length}")
+    w = weight[: chunk.length]
+    sl = slice(chunk.offset, chunk.offset + chunk.length)
+    out[..., sl] += w * piece
+    weight_sum[sl] += w
+
+
+def divide_by_weight(out: np.ndarray, weight_sum: np.ndarray) -> np.ndarray:
+    """out / weight_sum, in place; frames no chunk covered (impossible with a valid plan) stay 0."""
+    covered = weight_sum > 0
+    if not covered.all():
+        raise ValueError(f"{int((~covered).sum())} frames were covered by no chunk")
+    out /= weight_sum
+    return out

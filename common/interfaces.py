@@ -1,0 +1,184 @@
+"""Message schemas between services (version `WIRE_VERSION`).
+
+Audio never travels as JSON: a message is a binary float32 body (see `common.wire`) plus one of
+these models, JSON-encoded in the `X-Audiosplit-Meta` header, or a small JSON body for requests
+that carry no audio.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+WIRE_VERSION = 1
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int = WIRE_VERSION
+
+
+# --- chunk plan -------------------------------------------------------------------------------
+
+
+class ChunkSpec(Message):
+    """One chunk: centre `[offset, offset + length)`; the model sees
+    `[window_start, window_start + window_length)` (zeros outside the track)."""
+
+    index: int
+    offset: int
+    length: int
+    window_start: int
+    window_length: int
+
+
+class ChunkPlan(Message):
+    n_frames: int
+    segment: int  # S, frames
+    stride: int  # frames between chunk offsets
+    transition_power: float = 1.0
+    chunks: list[ChunkSpec]
+
+
+class Normalisation(Message):
+    """The input was standardised as `(x - mean) / std` before the model; undo it after fusing."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+
+# --- channel predictor ------------------------------------------------------------------------
+
+
+class SeparatorInfo(Message):
+    """What the predictor knows of one model."""
+
+    name: str
+    family: Literal["demucs", "openunmix", "dsp"]
+    stems: list[str]
+    available: bool
+    reason: str  # why available or not, for a person
+    segment: int  # S, frames
+    overlap: float  # default overlap
+    normalise: bool  # whether jobs must standardise the input by whole-track mean/std
+
+
+class PlanRequest(Message):
+    model: str
+    n_frames: int = Field(gt=0)
+    overlap: float | None = Field(default=None, ge=0.0, le=0.9)
+
+
+class PlanResponse(Message):
+    model: SeparatorInfo
+    plan: ChunkPlan
+
+
+class SeparateMeta(Message):
+    """Header of `POST /separate`: body = float32 (batch, 2, window_length) windows."""
+
+    model: str
+    chunks: list[ChunkSpec]
+    norm: Normalisation = Normalisation()
+    shifts: int = 0
+    seed: int = 0
+    job_id: str = ""
+
+
+class SeparateResult(Message):
+    """Header of the answer: body = float32 (batch, n_stems, 2, length) centre-trimmed outputs
+    (all chunks of one request have the same length, or the batch is 1)."""
+
+    model: str
+    stems: list[str]
+    device: str
+    seconds: float  # inference time
+    warnings: list[str] = []
+
+
+# --- fuser ------------------------------------------------------------------------------------
+
+
+class FuseJob(Message):
+    """`PUT /jobs/{id}` on the fuser: what the fused result will be."""
+
+    job_id: str
+    plan: ChunkPlan
+    model_stems: list[str]  # the stems the predictor returns, in its order
+    stem: str | None = None  # one stem: output is [stem, no_stem]; None: all model stems
+    norm: Normalisation = Normalisation()
+    out_dir: str  # where the final files go (the data dir is shared with the gateway)
+
+
+class FuseChunkMeta(Message):
+    """Header of `PUT /jobs/{id}/chunks/{index}`: body = float32 (n_stems, 2, length)."""
+
+    chunk: ChunkSpec
+
+
+class FuseStatus(Message):
+    job_id: str
+    chunks_planned: int
+    chunks_received: int
+
+
+class FusedResult(Message):
+    """Answer of `POST /jobs/{id}/finalize`."""
+
+    job_id: str
+    stems: list[str]
+    n_frames: int
+    result_path: str  # multi-channel float32 WAV, channels = stems x [L, R]
+    stem_paths: dict[str, str]
+    peak: float  # absolute peak over all stems (may exceed 1.0: float WAV is never clipped)
+
+
+# --- analysis ---------------------------------------------------------------------------------
+
+
+class AnalysisWindow(Message):
+    """Header of an analysis request: body = float32 (2, n) at 44.1 kHz."""
+
+    job_id: str = ""
+    index: int
+    start_s: float
+    duration_s: float
+
+
+class ToneInput(Message):
+    """Header of `POST /identify` on the tone identifier: body = float32 (n_frames, n_mels)
+    log-mel filterbank as the AST feature extractor makes it (unnormalised)."""
+
+    job_id: str = ""
+    index: int
+    n_frames: int
+    n_mels: int
+
+
+class Label(Message):
+    label: str
+    score: float
+
+
+class ToneResult(Message):
+    status: Literal["ok", "unavailable"]
+    reason: str = ""
+    labels: list[Label] = []
+
+
+class SpectralFeatures(Message):
+    index: int
+    rms_db: float
+    peak_db: float
+    loudness_lufs: float | None  # ITU-R BS.1770 integrated loudness; None when gated silent
+    spectral_centroid_hz: float
+    spectral_rolloff_hz: float
+    tone: ToneResult
+
+
+class KeyEstimate(Message):
+    index: int
+    key: str | None  # e.g. "A minor"; None when there is no tonal content
+    confidence: float
+    chroma: list[float]  # 12 values, C..B, summing to 1 (or all 0 for silence)

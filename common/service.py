@@ -1,0 +1,128 @@
+"""The one app factory every service is built with: health, metrics, errors, logging.
+
+A service module defines its routes and a lifespan that loads its model into `app.state`, then
+calls `create_service_app`. `app.state.ready` turns True when the lifespan has loaded what the
+service needs; `/health` answers 200 from then on (503 before).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.config import Settings
+from common.errors import AudiosplitError
+from common.logs import JOB_ID_HEADER, REQUEST_ID_HEADER, job_id_var, request_id_var, setup_logging
+from common.metrics import REQUEST_LATENCY, metrics_response
+
+log = logging.getLogger("audiosplit.service")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def create_service_app(
+    name: str,
+    settings: Settings,
+    *,
+    routers: list[APIRouter],
+    lifespan: Lifespan | None = None,
+    description: str = "",
+    docs: bool = True,
+) -> FastAPI:
+    setup_logging(name, settings.log_level)
+    app = FastAPI(
+        title=f"audiosplit {name}",
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.service = name
+    app.state.ready = lifespan is None
+
+    @app.middleware("http")
+    async def trace_and_time(request: Request, call_next):
+        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16]
+        rid_token = request_id_var.set(rid)
+        jid_token = job_id_var.set(request.headers.get(JOB_ID_HEADER, ""))
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers[REQUEST_ID_HEADER] = rid
+            return response
+        finally:
+            elapsed = time.perf_counter() - start
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(name, request.method, path, str(status)).observe(elapsed)
+            if path not in ("/health", "/metrics", "/ready"):
+                log.info(
+                    "%s %s %d %.3fs",
+                    request.method,
+                    request.url.path,
+                    status,
+                    elapsed,
+                    extra={"fields": {"status": status, "seconds": round(elapsed, 4)}},
+                )
+            request_id_var.reset(rid_token)
+            job_id_var.reset(jid_token)
+
+    @app.exception_handler(AudiosplitError)
+    async def on_our_error(request: Request, exc: AudiosplitError):
+        if exc.status >= 500:
+            log.error("%s: %s", exc.code, exc.message)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        return JSONResponse(error_body("invalid_request", problems), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception):
+        # Our own bug: log the trace, never send it to the client.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", f"internal error in {name}; see its log"),
+            status_code=500,
+        )
+
+    @app.get("/health", tags=["ops"])
+    async def health(request: Request):
+        if not request.app.state.ready:
+            return JSONResponse({"status": "starting", "service": name}, status_code=503)
+        return {"status": "ok", "service": name}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return metrics_response()
+
+    for router in routers:
+        app.include_router(router)
+    return app
