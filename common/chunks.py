@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from common.interfaces import ChunkPlan, ChunkSpec
+from common.interfaces import ChunkPlan, ChunkSpec, Normalisation
 
 
 def plan_chunks(
@@ -64,19 +64,35 @@ def plan_chunks(
     )
 
 
-def chunk_window(track: np.ndarray, chunk: ChunkSpec) -> np.ndarray:
+def chunk_window(
+    track: np.ndarray, chunk: ChunkSpec, norm: Normalisation | None = None
+) -> np.ndarray:
     """The samples the model sees for `chunk`: track (C, n) -> (C, window_length) float32.
 
     Real neighbouring samples where the track has them, zeros beyond its ends
-    (as `demucs.apply.TensorChunk.padded`).
+    (as `demucs.apply.TensorChunk.padded`). With `norm`, the real samples are standardised as
+    `(x - mean) / std` first, so the padding stays zero as it does when Demucs pads the
+    already standardised track.
     """
     n = track.shape[-1]
     start, end = chunk.window_start, chunk.window_start + chunk.window_length
     lo, hi = max(0, start), min(n, end)
     out = np.zeros((track.shape[0], chunk.window_length), dtype=np.float32)
     if hi > lo:
-        out[:, lo - start : hi - start] = track[:, lo:hi]
+        real = out[:, lo - start : hi - start]
+        real[:] = track[:, lo:hi]
+        if norm is not None:
+            real -= np.float32(norm.mean)
+            real /= np.float32(norm.std)
     return out
+
+
+def standardisation(track: np.ndarray) -> Normalisation:
+    """Whole-track statistics as `demucs.api.Separator.separate_tensor` takes them: mean and
+    unbiased std of the mono mix, the std with 1e-8 added."""
+    mono = track.mean(axis=0, dtype=np.float64)
+    std = float(mono.std(ddof=1)) if mono.size > 1 else 0.0
+    return Normalisation(mean=float(mono.mean()), std=float(np.float32(std) + np.float32(1e-8)))
 
 
 def center_trim(window_out: np.ndarray, length: int) -> np.ndarray:

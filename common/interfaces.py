@@ -76,11 +76,12 @@ class PlanResponse(Message):
 
 
 class SeparateMeta(Message):
-    """Header of `POST /separate`: body = float32 (batch, 2, window_length) windows."""
+    """Header of `POST /separate`: body = float32 (batch, 2, window_length) windows, already
+    standardised by the job when the model wants it (padding zeros are zeros after that, as in
+    Demucs)."""
 
     model: str
     chunks: list[ChunkSpec]
-    norm: Normalisation = Normalisation()
     shifts: int = 0
     seed: int = 0
     job_id: str = ""
@@ -120,7 +121,7 @@ class FuseChunkMeta(Message):
 class FuseStatus(Message):
     job_id: str
     chunks_planned: int
-    chunks_received: int
+    received: list[int]  # chunk indices on disk
 
 
 class FusedResult(Message):

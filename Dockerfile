@@ -1,0 +1,58 @@
+# One image for all six audiosplit services; docker-compose.yml picks the service with `command`
+# and sets each one's healthcheck. Alone it runs the gateway:
+#   docker build -t audiosplit . && docker run -p 8000:8000 audiosplit
+FROM python:3.11-slim
+
+# torch comes from the PyTorch index, never from the project's dependencies (pyproject.toml leaves
+# it out on purpose). CPU wheels by default; a CUDA image passes another index, e.g.
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 .
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# The largest layer and the one that changes least, so it comes first.
+RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0
+
+# openunmix imports torchaudio. The PyPI wheel's compiled extensions under torchaudio/lib/ link
+# against CUDA libraries that a CPU image lacks; with them deleted torchaudio imports as pure
+# Python, which is all openunmix needs. --no-deps keeps pip from touching the torch above.
+RUN pip install --no-deps torchaudio==2.11.0 \
+    && site_packages="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    && find "${site_packages}/torchaudio/lib" -name '*.so*' -delete
+
+# Dependencies before the source, so that editing the code does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['models']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+
+COPY common/ common/
+COPY gateway/ gateway/
+COPY transforms/ transforms/
+COPY prediction/ prediction/
+RUN pip install ".[models]" && rm -rf build ./*.egg-info
+
+# Runs as an unprivileged user. /data and /models belong to it, so a named volume mounted there
+# starts out writable; a bind-mounted ./models keeps the host's owner (see docker-compose.yml).
+RUN groupadd --gid 10001 audiosplit \
+    && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin audiosplit \
+    && mkdir -p /data /models/huggingface /models/torch \
+    && chown -R 10001:10001 /data /models
+USER 10001:10001
+
+ENV BIND_HOST=0.0.0.0 \
+    DATA_DIR=/data \
+    MODELS_DIR=/models \
+    HF_HOME=/models/huggingface \
+    TORCH_HOME=/models/torch
+
+# gateway, fft, cqt, tone identifier, channel predictor, channel fuser
+EXPOSE 8000 8001 8002 8004 8005 8006
+
+CMD ["python", "-m", "uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000"]

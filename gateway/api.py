@@ -1,0 +1,224 @@
+"""The public REST API: submit, poll, download, list, delete."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+import unicodedata
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse
+
+from common.audio import decode_audio
+from common.constants import RESULT_FORMATS, SAMPLE_RATE
+from common.errors import Conflict, NotFound
+from gateway.jobfiles import JobFiles, save_input
+from gateway.options import parse_options, resolve_options
+from gateway.results import converted_stem, zip_results
+from gateway.store import JobRecord
+from gateway.upload import receive_upload
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+
+JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="job id")]
+StemName = Annotated[str, PathParam(pattern=r"^[a-z0-9_]{1,32}$", description="stem name")]
+
+
+def get_gateway(request: Request):
+    return request.app.state.gateway
+
+
+Gw = Annotated[object, Depends(get_gateway)]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def job_json(job: JobRecord) -> dict:
+    base = f"/api/jobs/{job.id}"
+    links = {"self": base, "analysis": f"{base}/analysis"}
+    if job.status == "done":
+        links["result"] = f"{base}/result"
+        links["zip"] = f"{base}/download.zip"
+        links["stems"] = {s: f"{base}/stems/{s}" for s in job.stems}
+    return {
+        "id": job.id,
+        "status": job.status,
+        "progress": round(job.progress, 4),
+        "stage": job.stage,
+        "model": job.model,
+        "model_reason": job.model_reason,
+        "stems": job.stems,
+        "error": job.error,
+        "warnings": job.warnings,
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "duration_s": job.duration_s,
+        "filename": job.filename,
+        "options": job.options.get("resolved", {}),
+        "links": links,
+    }
+
+
+@router.post("/jobs", status_code=202, summary="Upload a song and start separating it")
+async def create_job(request: Request, gw: Gw) -> JSONResponse:
+    """multipart/form-data: `file` (the audio) and optional fields `model`, `quality`, `stems`,
+    `shifts`, `overlap`, `analysis`. Answers 202 with the job once the audio is decoded."""
+    settings = gw.settings
+    job_id = secrets.token_urlsafe(16)
+    files = JobFiles(settings.jobs_dir, job_id)
+    files.dir.mkdir(parents=True, exist_ok=True)
+    try:
+        upload = await receive_upload(request, files.upload_path, settings.max_upload_bytes)
+        options = parse_options(upload.fields, settings.default_model)
+        resolved = resolve_options(options, await gw.model_infos())
+        async with gw.decode_limiter:
+            decoded = await to_thread.run_sync(
+                lambda: decode_audio(
+                    files.upload_path,
+                    min_duration_s=settings.min_duration_s,
+                    max_duration_s=settings.max_duration_s,
+                )
+            )
+        await to_thread.run_sync(save_input, files, decoded.samples)
+    except BaseException:
+        files.delete()
+        raise
+    warnings = list(decoded.warnings)
+    if resolved.shifts and resolved.model == "dsp":
+        warnings.append("the dsp separator is time-invariant: shifts do not change its result")
+    now = time.time()
+    job = JobRecord(
+        id=job_id,
+        status="queued",
+        stage="queued",
+        created_at=now,
+        updated_at=now,
+        model=resolved.model,
+        model_reason=resolved.model_reason,
+        stems=resolved.stems,
+        warnings=warnings,
+        options={"requested": options.__dict__, "resolved": resolved.to_dict()},
+        filename=safe_filename(upload.filename),
+        content_hash=upload.sha256,
+        n_frames=decoded.samples.shape[1],
+        duration_s=round(decoded.samples.shape[1] / SAMPLE_RATE, 3),
+    )
+    gw.store.insert(job)
+    gw.runner.submit(job_id)
+    return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job_id}"})
+
+
+@router.get("/jobs", summary="List jobs, newest first")
+async def list_jobs(
+    gw: Gw,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Literal["queued", "running", "done", "failed"] | None = None,
+) -> dict:
+    jobs = gw.store.list(limit=limit, offset=offset, status=status)
+    return {"jobs": [job_json(j) for j in jobs]}
+
+
+@router.get("/jobs/{job_id}", summary="A job's status")
+async def get_job(job_id: JobId, gw: Gw) -> dict:
+    return job_json(gw.store.get(job_id))
+
+
+@router.get("/status/{job_id}", summary="Alias of GET /api/jobs/{id}")
+async def get_status(job_id: JobId, gw: Gw) -> dict:
+    return job_json(gw.store.get(job_id))
+
+
+@router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job and its files")
+async def delete_job(job_id: JobId, gw: Gw) -> None:
+    gw.store.get(job_id)
+    gw.store.delete(job_id)
+    await to_thread.run_sync(JobFiles(gw.settings.jobs_dir, job_id).delete)
+
+
+def done_job(gw, job_id: str) -> JobRecord:
+    job = gw.store.get(job_id)
+    if job.status != "done":
+        raise Conflict(f"job {job_id} is {job.status}, its results are not ready", code="not_ready")
+    return job
+
+
+@router.get("/jobs/{job_id}/result", summary="All stems as one multi-channel 32-bit float WAV")
+async def get_result(job_id: JobId, gw: Gw) -> FileResponse:
+    job = done_job(gw, job_id)
+    path = JobFiles(gw.settings.jobs_dir, job_id).result_path
+    return file_response(path, f"{stem_of(job.filename)}_stems.wav", "audio/wav")
+
+
+@router.get("/result/{job_id}", summary="Alias of GET /api/jobs/{id}/result")
+async def get_result_alias(job_id: JobId, gw: Gw) -> FileResponse:
+    return await get_result(job_id, gw)
+
+
+@router.get("/jobs/{job_id}/stems/{stem}", summary="One stem")
+async def get_stem(
+    job_id: JobId,
+    stem: StemName,
+    gw: Gw,
+    format: Literal[RESULT_FORMATS] = "wav",  # type: ignore[valid-type]
+) -> FileResponse:
+    job = done_job(gw, job_id)
+    if stem not in job.stems:
+        raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
+    files = JobFiles(gw.settings.jobs_dir, job_id)
+    path, media, ext = await to_thread.run_sync(converted_stem, files, stem, format)
+    return file_response(path, f"{stem_of(job.filename)}_{stem}.{ext}", media)
+
+
+@router.get("/jobs/{job_id}/download.zip", summary="All stems and the analysis, zipped")
+async def download_zip(job_id: JobId, gw: Gw) -> FileResponse:
+    job = done_job(gw, job_id)
+    files = JobFiles(gw.settings.jobs_dir, job_id)
+    path = await to_thread.run_sync(zip_results, files, job, job_json(job))
+    return file_response(path, f"{stem_of(job.filename)}_stems.zip", "application/zip")
+
+
+@router.get("/jobs/{job_id}/analysis", summary="Per-window analysis: labels, key, loudness")
+async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
+    job = gw.store.get(job_id)
+    path = JobFiles(gw.settings.jobs_dir, job_id).analysis_path
+    if not path.exists():
+        why = (
+            "analysis=false was asked"
+            if not job.options.get("resolved", {}).get("analysis", True)
+            else f"the job is {job.status}"
+        )
+        raise NotFound(f"job {job_id} has no analysis: {why}")
+    return FileResponse(path, media_type="application/json")
+
+
+@router.get("/models", tags=["models"], summary="The models and whether their weights are here")
+async def list_models(gw: Gw) -> dict:
+    infos = await gw.model_infos()
+    return {"models": [i.model_dump(exclude={"version"}) for i in infos.values()]}
+
+
+def file_response(path: Path, filename: str, media_type: str) -> FileResponse:
+    if not path.exists():
+        raise NotFound("the result file is gone (deleted or expired)")
+    return FileResponse(path, media_type=media_type, filename=filename)
+
+
+def safe_filename(name: str) -> str:
+    """A client's file name, reduced to something safe in a header and on any disk."""
+    name = unicodedata.normalize("NFKD", Path(name.replace("\\", "/")).name)
+    name = name.encode("ascii", "ignore").decode()
+    name = re.sub(r"[^A-Za-z0-9._ -]+", "", name).strip(" .")
+    return name[:100] or "audio"
+
+
+def stem_of(filename: str) -> str:
+    return (Path(filename).stem or "audio").replace(" ", "_")

@@ -1,0 +1,130 @@
+"""The form fields of `POST /api/jobs`, checked, and the choice of model they lead to."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from common.constants import MODEL_NAMES
+from common.errors import InvalidOption, ModelUnavailable
+from common.interfaces import SeparatorInfo
+
+QUALITIES = ("preview", "render")
+MAX_SHIFTS = 10
+MAX_OVERLAP = 0.9
+# model=auto: the best separator whose weights are present, per quality
+AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
+KNOWN_FIELDS = {"model", "quality", "stems", "shifts", "overlap", "analysis"}
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the client asked for (None: not given)."""
+
+    model: str = "auto"
+    quality: str = "preview"
+    stems: str = "all"
+    shifts: int | None = None
+    overlap: float | None = None
+    analysis: bool = True
+
+
+@dataclass(frozen=True)
+class ResolvedOptions:
+    """What will run."""
+
+    model: str
+    model_reason: str
+    stem: str | None  # None: all stems of the model
+    stems: list[str]  # output stem names in channel order
+    shifts: int
+    overlap: float
+    analysis: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOptions:
+    unknown = sorted(set(fields) - KNOWN_FIELDS)
+    if unknown:
+        raise InvalidOption(
+            f"unknown form field(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(sorted(KNOWN_FIELDS))}"
+        )
+    model = fields.get("model", "").strip() or default_model
+    if model != "auto" and model not in MODEL_NAMES:
+        raise InvalidOption(
+            f"unknown model {model!r}; valid models: auto, {', '.join(MODEL_NAMES)}",
+            code="unknown_model",
+        )
+    quality = fields.get("quality", "").strip() or "preview"
+    if quality not in QUALITIES:
+        raise InvalidOption(f"quality must be one of {', '.join(QUALITIES)}, got {quality!r}")
+    return JobOptions(
+        model=model,
+        quality=quality,
+        stems=fields.get("stems", "").strip() or "all",
+        shifts=_parse_number(fields, "shifts", int, 0, MAX_SHIFTS),
+        overlap=_parse_number(fields, "overlap", float, 0.0, MAX_OVERLAP),
+        analysis=_parse_bool(fields.get("analysis", "true")),
+    )
+
+
+def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> ResolvedOptions:
+    """Pick the model (auto or named), check the stem against it, fill in quality defaults."""
+    if options.model == "auto":
+        chain = AUTO_CHAIN[options.quality]
+        name = next(n for n in chain if infos[n].available)
+        skipped = [infos[n] for n in chain[: chain.index(name)]]
+        if skipped:
+            why = "; ".join(f"{i.name}: {i.reason}" for i in skipped)
+            reason = f"model=auto, quality={options.quality}: ran {name} because {why}"
+        else:
+            reason = f"model=auto, quality={options.quality}: {name} ({infos[name].reason})"
+    else:
+        name = options.model
+        if not infos[name].available:
+            raise ModelUnavailable(infos[name].reason)
+        reason = f"asked for by name ({infos[name].reason})"
+    info = infos[name]
+    if options.stems == "all":
+        stem, stems = None, list(info.stems)
+    elif options.stems in info.stems:
+        stem, stems = options.stems, [options.stems, f"no_{options.stems}"]
+    else:
+        raise InvalidOption(
+            f"stems must be 'all' or one stem of {name}: {', '.join(info.stems)}; "
+            f"got {options.stems!r}"
+        )
+    default_shifts = 1 if options.quality == "render" else 0
+    return ResolvedOptions(
+        model=name,
+        model_reason=reason,
+        stem=stem,
+        stems=stems,
+        shifts=default_shifts if options.shifts is None else options.shifts,
+        overlap=info.overlap if options.overlap is None else options.overlap,
+        analysis=options.analysis,
+    )
+
+
+def _parse_number(fields: dict[str, str], name: str, kind: type, lo: float, hi: float):
+    raw = fields.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidOption(f"{name} must be a number between {lo} and {hi}, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise InvalidOption(f"{name} must be between {lo} and {hi}, got {raw!r}")
+    return value
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on", ""):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise InvalidOption(f"analysis must be true or false, got {raw!r}")

@@ -1,0 +1,243 @@
+"""One job, from decoded input to fused files: plan -> fan out chunks -> fuse; analysis beside.
+
+Chunks go to the channel predictor with bounded concurrency and their stems on to the fuser,
+which keeps them on disk; a job that resumes after a restart asks the fuser which chunks it
+already holds and sends only the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.chunks import chunk_window, standardisation
+from common.config import Settings
+from common.constants import ANALYSIS_WINDOW_S, SAMPLE_RATE
+from common.errors import UpstreamError
+from common.interfaces import (
+    AnalysisWindow,
+    ChunkSpec,
+    FuseChunkMeta,
+    FusedResult,
+    FuseJob,
+    FuseStatus,
+    KeyEstimate,
+    Normalisation,
+    PlanRequest,
+    PlanResponse,
+    SeparateMeta,
+    SeparateResult,
+    SpectralFeatures,
+)
+from common.logs import job_id_var
+from common.replicas import ReplicaPool
+from common.wire import decode, encode
+from gateway.jobfiles import JobFiles, load_input
+from gateway.store import JobStore
+
+log = logging.getLogger("audiosplit.pipeline")
+
+
+@dataclass
+class Pools:
+    predictor: ReplicaPool
+    fuser: ReplicaPool
+    fft: ReplicaPool
+    cqt: ReplicaPool
+
+
+def expect_ok(response, what: str) -> None:
+    """A 4xx from a downstream service is our request's fault: surface its message."""
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise UpstreamError(f"{what} refused the request ({response.status_code}): {message}")
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, store: JobStore, pools: Pools):
+        self.settings = settings
+        self.store = store
+        self.pools = pools
+
+    async def run(self, job_id: str) -> None:
+        token = job_id_var.set(job_id)
+        try:
+            await self._run(job_id)
+        finally:
+            job_id_var.reset(token)
+
+    async def _run(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        files = JobFiles(self.settings.jobs_dir, job_id)
+        opts = job.options["resolved"]
+        track = load_input(files)
+        self.store.update(job_id, status="running", stage="planning")
+        start = time.perf_counter()
+
+        plan = await self._plan(opts["model"], track.shape[1], opts["overlap"])
+        norm = standardisation(track) if plan.model.normalise else Normalisation()
+        fuse_job = FuseJob(
+            job_id=job_id,
+            plan=plan.plan,
+            model_stems=plan.model.stems,
+            stem=opts["stem"],
+            norm=norm,
+            out_dir=str(files.result_dir),
+        )
+        status = await self._fuser_json(
+            "PUT", f"/jobs/{job_id}", FuseStatus, json=fuse_job.model_dump()
+        )
+        todo = [c for c in plan.plan.chunks if c.index not in set(status.received)]
+        total = len(plan.plan.chunks)
+        done = total - len(todo)
+        self.store.update(job_id, stage="separating", progress=0.95 * done / total)
+
+        analysis = asyncio.create_task(self._analyse(job_id, track)) if opts["analysis"] else None
+        limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
+
+        async def one(chunk: ChunkSpec) -> None:
+            nonlocal done
+            async with limiter:
+                window = chunk_window(track, chunk, norm if plan.model.normalise else None)
+                stems = await self._separate(job_id, opts["model"], chunk, window)
+                await self._fuse_chunk(job_id, chunk, stems)
+            done += 1
+            self.store.update(job_id, progress=round(0.95 * done / total, 4))
+
+        tasks = [asyncio.create_task(one(c)) for c in todo]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            if analysis:
+                analysis.cancel()
+            raise
+        self.store.update(job_id, stage="fusing")
+        result = await self._fuser_json("POST", f"/jobs/{job_id}/finalize", FusedResult)
+        warnings = list(job.warnings)
+        if analysis is not None:
+            self.store.update(job_id, stage="analysing")
+            warnings += await analysis
+        await self.pools.fuser.request("DELETE", f"/jobs/{job_id}", sticky_key=job_id)
+        log.info(
+            "job done in %.2fs",
+            time.perf_counter() - start,
+            extra={"fields": {"chunks": total, "model": opts["model"], "peak": result.peak}},
+        )
+        self.store.update(
+            job_id,
+            status="done",
+            stage="done",
+            progress=1.0,
+            stems=result.stems,
+            warnings=warnings,
+        )
+
+    async def _plan(self, model: str, n_frames: int, overlap: float) -> PlanResponse:
+        req = PlanRequest(model=model, n_frames=n_frames, overlap=overlap)
+        response = await self.pools.predictor.request(
+            "POST", "/plan", json=req.model_dump(), timeout=self.settings.request_timeout_s
+        )
+        expect_ok(response, "the channel predictor")
+        return PlanResponse.model_validate_json(response.content)
+
+    async def _separate(
+        self, job_id: str, model: str, chunk: ChunkSpec, window: np.ndarray
+    ) -> np.ndarray:
+        meta = SeparateMeta(model=model, chunks=[chunk], job_id=job_id)
+        body, headers = encode(window[None], meta)
+        response = await self.pools.predictor.request(
+            "POST",
+            "/separate",
+            content=body,
+            headers=headers,
+            timeout=self.settings.request_timeout_s,
+        )
+        expect_ok(response, "the channel predictor")
+        stems, _ = decode(response.content, response.headers, SeparateResult)
+        return stems[0]
+
+    async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> None:
+        body, headers = encode(stems, FuseChunkMeta(chunk=chunk))
+        response = await self.pools.fuser.request(
+            "PUT",
+            f"/jobs/{job_id}/chunks/{chunk.index}",
+            content=body,
+            headers=headers,
+            sticky_key=job_id,
+        )
+        expect_ok(response, "the channel fuser")
+
+    async def _fuser_json(self, method: str, path: str, model, **kwargs):
+        job_id = path.split("/")[2]
+        response = await self.pools.fuser.request(
+            method, path, sticky_key=job_id, timeout=self.settings.request_timeout_s, **kwargs
+        )
+        expect_ok(response, "the channel fuser")
+        return model.model_validate_json(response.content)
+
+    async def _analyse(self, job_id: str, track: np.ndarray) -> list[str]:
+        """Per-window features (fft -> tone identifier) and key (cqt) into analysis.json.
+
+        Analysis never fails a job: a window whose call fails is recorded with its error and
+        the job gets a warning.
+        """
+        files = JobFiles(self.settings.jobs_dir, job_id)
+        step = int(ANALYSIS_WINDOW_S * SAMPLE_RATE)
+        n = track.shape[1]
+        windows = [
+            AnalysisWindow(
+                job_id=job_id,
+                index=i,
+                start_s=round(start / SAMPLE_RATE, 3),
+                duration_s=round(min(step, n - start) / SAMPLE_RATE, 3),
+            )
+            for i, start in enumerate(range(0, n, step))
+        ]
+        limiter = asyncio.Semaphore(2)
+
+        async def call(pool: ReplicaPool, win: AnalysisWindow, model):
+            s0 = int(round(win.start_s * SAMPLE_RATE))
+            body, headers = encode(np.ascontiguousarray(track[:, s0 : s0 + step]), win)
+            async with limiter:
+                response = await pool.request("POST", "/analyse", content=body, headers=headers)
+            expect_ok(response, f"the {pool.service} service")
+            return model.model_validate_json(response.content)
+
+        async def one(win: AnalysisWindow) -> dict:
+            features, key = await asyncio.gather(
+                call(self.pools.fft, win, SpectralFeatures),
+                call(self.pools.cqt, win, KeyEstimate),
+                return_exceptions=True,
+            )
+            entry = win.model_dump(include={"index", "start_s", "duration_s"})
+            for name, value in (("features", features), ("key", key)):
+                if isinstance(value, Exception):
+                    entry[name] = None
+                    entry.setdefault("errors", []).append(f"{name}: {value}")
+                else:
+                    entry[name] = value.model_dump(exclude={"index", "version"})
+            return entry
+
+        timeline = await asyncio.gather(*(one(w) for w in windows))
+        failed = sum(1 for e in timeline if e.get("errors"))
+        tone = {
+            e["features"]["tone"]["status"]: e["features"]["tone"].get("reason", "")
+            for e in timeline
+            if e.get("features")
+        }
+        files.write_json(files.analysis_path, {"windows": timeline})
+        warnings = []
+        if failed:
+            warnings.append(f"analysis failed on {failed} of {len(timeline)} windows")
+        if "unavailable" in tone:
+            warnings.append(f"instrument labels unavailable: {tone['unavailable']}")
+        return warnings

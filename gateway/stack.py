@@ -1,0 +1,197 @@
+"""Run the six services as separate processes: `python -m gateway.stack up` (what `./run.sh up`
+calls). Each service runs in its own process group, logs to `<data dir>/logs/<service>.log`,
+and is stopped with its group on Ctrl-C or SIGTERM; one that dies is started again.
+The integration tests start the stack through this same class, on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from common.config import REPO_ROOT, Settings
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    name: str
+    module: str  # "package.module" exposing create_app
+    port_field: str  # Settings field holding its port
+    urls_field: str | None  # Settings field other services use to reach it
+
+
+SERVICES = (
+    ServiceDef("tone", "prediction.tone_identifier", "tone_port", "tone_urls"),
+    ServiceDef("fft", "transforms.fft", "fft_port", "fft_urls"),
+    ServiceDef("cqt", "transforms.cqt", "cqt_port", "cqt_urls"),
+    ServiceDef("predictor", "prediction.channel_predictor", "predictor_port", "predictor_urls"),
+    ServiceDef("fuser", "prediction.channel_fuser", "fuser_port", "fuser_urls"),
+    ServiceDef("gateway", "gateway.app", "gateway_port", None),
+)
+STOP_GRACE_S = 10.0
+RESTART_BACKOFF_S = 2.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: own process group, and SIGTERM when the launcher dies (Linux), so no
+    service outlives `run.sh up` even if it is killed with -9."""
+    os.setsid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Stack:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None):
+        self.settings = settings
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = Path(settings.data_dir) / "logs"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def url(self, name: str) -> str:
+        service = next(s for s in SERVICES if s.name == name)
+        return f"http://127.0.0.1:{getattr(self.settings, service.port_field)}"
+
+    def start(self, names: tuple[str, ...] | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for service in SERVICES:
+            if names is None or service.name in names:
+                self._spawn(service)
+
+    def _spawn(self, service: ServiceDef) -> None:
+        port = getattr(self.settings, service.port_field)
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"{service.module}:create_app",
+            "--host",
+            self.settings.bind_host,
+            "--port",
+            str(port),
+            "--timeout-graceful-shutdown",
+            "5",
+        ]
+        log = open(self.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
+        self.procs[service.name] = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log.close()
+
+    def wait_healthy(self, timeout: float = 300.0) -> None:
+        """Block until every started service answers 200 on /health."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.procs)
+        while pending:
+            for name in list(pending):
+                proc = self.procs[name]
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {proc.returncode} during start; "
+                        f"see {self.log_dir / (name + '.log')}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(self.url(name) + "/health", timeout=2).status_code == 200:
+                        pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}"
+                )
+            if pending:
+                time.sleep(0.3)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to a service's whole process group (the fault tests use -9)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.procs[name].pid, sig)
+        self.procs[name].wait(timeout=30)
+
+    def restart_dead(self) -> list[str]:
+        restarted = []
+        for service in SERVICES:
+            proc = self.procs.get(service.name)
+            if proc is not None and proc.poll() is not None:
+                self._spawn(service)
+                restarted.append(service.name)
+        return restarted
+
+    def stop(self) -> None:
+        # The gateway first, so it stops handing out work; then the others.
+        order = sorted(self.procs, key=lambda n: n != "gateway")
+        for name in order:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.procs[name].pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for name in order:
+            proc = self.procs[name]
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def up() -> int:
+    settings = Settings()
+    stack = Stack(settings)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    say(f"starting 6 services; logs in {stack.log_dir}")
+    try:
+        stack.start()
+        stack.wait_healthy()
+        say(f"ready: http://{settings.bind_host}:{settings.gateway_port}  (Ctrl-C stops)")
+        while True:
+            time.sleep(0.5)
+            for name in stack.restart_dead():
+                say(f"{name} died; started it again (see {stack.log_dir / (name + '.log')})")
+                time.sleep(RESTART_BACKOFF_S)
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as e:
+        say(f"failed to start: {e}")
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        say("stopping services")
+        stack.stop()
+        say("stopped")
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"[audiosplit] {message}\n")
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["up"]:
+        sys.exit("usage: python -m gateway.stack up")
+    sys.exit(up())

@@ -1,0 +1,87 @@
+"""Channel fuser service (port 8006): reassembles predicted chunks into the final files.
+
+`PUT /jobs/{id}` records a job's plan; `PUT /jobs/{id}/chunks/{index}` stores one chunk's stems
+(idempotent: a retried chunk replaces itself); `POST /jobs/{id}/finalize` fuses them by weighted
+overlap-add and writes the multi-channel WAV and per-stem WAVs into the job's result dir.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Path as PathParam
+
+from common.config import Settings, get_settings
+from common.errors import BadRequest
+from common.interfaces import FuseChunkMeta, FusedResult, FuseJob, FuseStatus
+from common.service import create_service_app
+from common.wire import decode
+from prediction.fusion import JobAccumulator
+
+router = APIRouter()
+
+JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def get_root(request: Request) -> Path:
+    return request.app.state.root
+
+
+Root = Annotated[Path, Depends(get_root)]
+
+
+@router.put("/jobs/{job_id}", response_model=FuseStatus)
+async def create_job(job_id: JobId, job: FuseJob, root: Root) -> FuseStatus:
+    acc = JobAccumulator(root, job_id)
+    if job.job_id != job_id:
+        raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
+    await to_thread.run_sync(acc.create, job)
+    return await to_thread.run_sync(acc.status)
+
+
+@router.get("/jobs/{job_id}", response_model=FuseStatus)
+async def job_status(job_id: JobId, root: Root) -> FuseStatus:
+    return await to_thread.run_sync(JobAccumulator(root, job_id).status)
+
+
+@router.put("/jobs/{job_id}/chunks/{index}", response_model=FuseStatus)
+async def put_chunk(job_id: JobId, index: int, request: Request, root: Root) -> FuseStatus:
+    stems, meta = decode(await request.body(), request.headers, FuseChunkMeta)
+    if meta.chunk.index != index:
+        raise BadRequest(f"path says chunk {index}, header says {meta.chunk.index}")
+    acc = JobAccumulator(root, job_id)
+    await to_thread.run_sync(acc.add_chunk, meta.chunk, stems)
+    return await to_thread.run_sync(acc.status)
+
+
+@router.post("/jobs/{job_id}/finalize", response_model=FusedResult)
+async def finalize(job_id: JobId, root: Root) -> FusedResult:
+    return await to_thread.run_sync(JobAccumulator(root, job_id).finalize)
+
+
+@router.delete("/jobs/{job_id}", status_code=204)
+async def delete_job(job_id: JobId, root: Root) -> None:
+    await to_thread.run_sync(JobAccumulator(root, job_id).delete)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.root = Path(settings.data_dir) / "fuser"
+        app.state.root.mkdir(parents=True, exist_ok=True)
+        app.state.ready = True
+        yield
+
+    return create_service_app(
+        "fuser",
+        settings,
+        routers=[router],
+        lifespan=lifespan,
+        description="Weighted overlap-add of predicted chunks into the final stem files.",
+    )

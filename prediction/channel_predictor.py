@@ -1,0 +1,129 @@
+"""Channel predictor service (port 8005): separates chunks with the requested model.
+
+`POST /plan` gives the chunk plan of a track for a model (the model knows its segment and the
+window it needs); `POST /separate` takes a batch of windows and answers their centre-trimmed
+stems. The default model is loaded before `/health` turns 200; others load on first use and stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import numpy as np
+from anyio import to_thread
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+
+from common.chunks import center_trim, plan_chunks
+from common.config import Settings, get_settings
+from common.errors import BadRequest
+from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult, SeparatorInfo
+from common.metrics import SEPARATION_SECONDS
+from common.service import create_service_app
+from common.wire import decode, encode
+from prediction.registry import ModelRegistry, models_dir_env
+
+router = APIRouter()
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+Registry = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+@router.get("/models", response_model=list[SeparatorInfo])
+async def list_models(registry: Registry) -> list[SeparatorInfo]:
+    return await to_thread.run_sync(registry.infos)
+
+
+@router.get("/models/{name}", response_model=SeparatorInfo)
+async def model_info(name: str, registry: Registry) -> SeparatorInfo:
+    return await to_thread.run_sync(registry.info, name)
+
+
+@router.post("/plan", response_model=PlanResponse)
+async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
+    separator = await to_thread.run_sync(registry.get, req.model)
+    overlap = separator.info.overlap if req.overlap is None else req.overlap
+    chunk_plan = plan_chunks(req.n_frames, separator.info.segment, overlap, separator.padded_length)
+    return PlanResponse(model=separator.info, plan=chunk_plan)
+
+
+@router.post("/separate")
+async def separate(request: Request, registry: Registry) -> Response:
+    body = await request.body()
+    windows, meta = decode(body, request.headers, SeparateMeta)
+    if windows.ndim != 3 or windows.shape[1] != 2 or windows.shape[0] != len(meta.chunks):
+        raise BadRequest(
+            f"expected (batch={len(meta.chunks)}, 2, window) float32, got {windows.shape}",
+            code="bad_wire_format",
+        )
+    for chunk in meta.chunks:
+        if chunk.window_length != windows.shape[2] or not 0 < chunk.length <= chunk.window_length:
+            raise BadRequest(
+                f"chunk {chunk.index}: window {chunk.window_length} / length {chunk.length} "
+                f"do not fit a body of {windows.shape[2]} frames",
+                code="bad_wire_format",
+            )
+    if len({c.length for c in meta.chunks}) > 1:
+        raise BadRequest("all chunks of one request must have the same length")
+    if not np.isfinite(windows).all():
+        raise BadRequest("the windows contain NaN or infinite samples", code="bad_audio")
+
+    separator = await to_thread.run_sync(registry.get, meta.model)
+    limiter: asyncio.Semaphore = request.app.state.limiters.setdefault(
+        separator.info.name, asyncio.Semaphore(separator.concurrency)
+    )
+    async with limiter:
+        start = time.perf_counter()
+        stems = await to_thread.run_sync(separator.separate, np.array(windows))
+        seconds = time.perf_counter() - start
+    SEPARATION_SECONDS.labels(separator.info.name, separator.device).observe(seconds)
+    trimmed = center_trim(stems, meta.chunks[0].length)
+    result = SeparateResult(
+        model=separator.info.name,
+        stems=separator.info.stems,
+        device=separator.device,
+        seconds=round(seconds, 4),
+    )
+    out, headers = encode(trimmed, result)
+    return Response(content=out, headers=headers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        import os
+
+        for key, value in models_dir_env(settings).items():
+            os.environ.setdefault(key, value)
+        app.state.registry = ModelRegistry(settings)
+        app.state.limiters = {}
+        # Load what `model=auto` will pick before reporting healthy, so the first job does not
+        # pay for loading (and a broken model shows at start, not in a job).
+        await to_thread.run_sync(preload, app.state.registry)
+        app.state.ready = True
+        yield
+
+    return create_service_app(
+        "predictor",
+        settings,
+        routers=[router],
+        lifespan=lifespan,
+        description="Separates chunks of audio into stems (Demucs, Open-Unmix, dsp).",
+    )
+
+
+def preload(registry: ModelRegistry) -> None:
+    names = ["htdemucs", "dsp"]
+    for name in names:
+        info = registry.info(name)
+        if info.available:
+            registry.get(name)
+            return

@@ -1,0 +1,187 @@
+"""On-disk accumulation and block-wise fusing of predicted chunks.
+
+Each chunk's stems are stored as their own file (written to a temporary name, then renamed), so
+a retried chunk replaces itself instead of being added twice, and a crash never leaves half a
+chunk behind. Finalizing walks the track in blocks: for each block it adds the weighted pieces of
+the chunks that cover it, in chunk order (the order Demucs adds them, so the float sums agree),
+divides by the weight sum, undoes the input standardisation and writes the block to the output
+files. Memory stays flat in song length.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from common.chunks import triangle_weight
+from common.constants import SAMPLE_RATE, WIRE_DTYPE
+from common.errors import BadRequest, Conflict, NotFound, StorageError
+from common.interfaces import ChunkSpec, FusedResult, FuseJob, FuseStatus
+
+BLOCK_FRAMES = 1 << 18  # ~6 s per block: bounded memory whatever the song length
+
+
+def output_stems(job: FuseJob) -> list[str]:
+    """Stem names in channel order: all model stems, or [stem, no_stem]."""
+    if job.stem is None:
+        return list(job.model_stems)
+    return [job.stem, f"no_{job.stem}"]
+
+
+class JobAccumulator:
+    """The fuser's files for one job under `root/<job_id>/`."""
+
+    def __init__(self, root: Path, job_id: str):
+        self.dir = root / job_id
+        self.job_id = job_id
+
+    @property
+    def spec_path(self) -> Path:
+        return self.dir / "job.json"
+
+    def create(self, job: FuseJob) -> None:
+        """Record the job; a second identical PUT is fine, a different one is a conflict."""
+        if job.stem is not None and job.stem not in job.model_stems:
+            raise BadRequest(f"stem {job.stem!r} is not one of {job.model_stems}")
+        if self.spec_path.exists():
+            if self.load() != job:
+                raise Conflict(f"job {self.job_id} already exists with another plan")
+            return
+        try:
+            (self.dir / "chunks").mkdir(parents=True, exist_ok=True)
+            write_atomic(self.spec_path, job.model_dump_json().encode())
+        except OSError as e:
+            raise StorageError(f"cannot write the fuser's files for {self.job_id}: {e}") from e
+
+    def load(self) -> FuseJob:
+        if not self.spec_path.exists():
+            raise NotFound(f"the fuser has no job {self.job_id}")
+        return FuseJob.model_validate_json(self.spec_path.read_text())
+
+    def chunk_path(self, index: int) -> Path:
+        return self.dir / "chunks" / f"{index:06d}.f32"
+
+    def add_chunk(self, chunk: ChunkSpec, stems: np.ndarray) -> None:
+        """Store one chunk's centre-trimmed stems (n_stems, 2, length)."""
+        job = self.load()
+        if not 0 <= chunk.index < len(job.plan.chunks) or job.plan.chunks[chunk.index] != chunk:
+            raise BadRequest(f"chunk {chunk.index} is not part of job {self.job_id}'s plan")
+        expected = (len(job.model_stems), 2, chunk.length)
+        if stems.shape != expected:
+            raise BadRequest(f"chunk {chunk.index}: shape {stems.shape}, expected {expected}")
+        if not np.isfinite(stems).all():
+            raise BadRequest(f"chunk {chunk.index} contains NaN or infinite samples")
+        try:
+            write_atomic(self.chunk_path(chunk.index), np.ascontiguousarray(stems).tobytes())
+        except OSError as e:
+            raise StorageError(f"cannot store chunk {chunk.index} of {self.job_id}: {e}") from e
+
+    def status(self) -> FuseStatus:
+        job = self.load()
+        received = sorted(int(p.stem) for p in (self.dir / "chunks").glob("*.f32"))
+        return FuseStatus(
+            job_id=self.job_id, chunks_planned=len(job.plan.chunks), received=received
+        )
+
+    def finalize(self) -> FusedResult:
+        job = self.load()
+        status = self.status()
+        missing = sorted(set(range(status.chunks_planned)) - set(status.received))
+        if missing:
+            raise Conflict(f"job {self.job_id} still misses chunks {missing[:10]}")
+        try:
+            return fuse_to_files(job, self.chunk_path)
+        except OSError as e:
+            raise StorageError(f"cannot write the results of {self.job_id}: {e}") from e
+
+    def delete(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
+    """Fuse every chunk of `job` block by block into the multi-channel WAV and per-stem WAVs."""
+    plan, n = job.plan, job.plan.n_frames
+    stems = output_stems(job)
+    n_model = len(job.model_stems)
+    weight = triangle_weight(plan.segment, plan.transition_power)
+    out_dir = Path(job.out_dir)
+    (out_dir / "stems").mkdir(parents=True, exist_ok=True)
+    result_path = out_dir / "result.wav"
+    stem_paths = {s: out_dir / "stems" / f"{s}.wav" for s in stems}
+    tmp = {p: p.with_suffix(".partial.wav") for p in [result_path, *stem_paths.values()]}
+    chunk_files = {
+        c.index: np.memmap(chunk_path(c.index), WIRE_DTYPE, "r", shape=(n_model, 2, c.length))
+        for c in plan.chunks
+    }
+    peak = 0.0
+    fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
+    with sf.SoundFile(
+        tmp[result_path], "w", SAMPLE_RATE, 2 * len(stems), "FLOAT", format=fmt
+    ) as res:
+        writers = {
+            s: sf.SoundFile(tmp[stem_paths[s]], "w", SAMPLE_RATE, 2, "FLOAT", format="WAV")
+            for s in stems
+        }
+        try:
+            for b0 in range(0, n, BLOCK_FRAMES):
+                b1 = min(n, b0 + BLOCK_FRAMES)
+                block = fuse_block(plan, chunk_files, weight, b0, b1, n_model)
+                block *= np.float32(job.norm.std)
+                block += np.float32(job.norm.mean)
+                block = select_stems(block, job)
+                peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                res.write(block.reshape(-1, b1 - b0).T)
+                for i, s in enumerate(stems):
+                    writers[s].write(block[i].T)
+        finally:
+            for w in writers.values():
+                w.close()
+    for final, partial in tmp.items():
+        os.replace(partial, final)
+    return FusedResult(
+        job_id=job.job_id,
+        stems=stems,
+        n_frames=n,
+        result_path=str(result_path),
+        stem_paths={s: str(p) for s, p in stem_paths.items()},
+        peak=peak,
+    )
+
+
+def fuse_block(plan, chunk_files, weight, b0: int, b1: int, n_model: int) -> np.ndarray:
+    """(n_model, 2, b1 - b0): the weighted sum of the chunks covering [b0, b1), divided."""
+    out = np.zeros((n_model, 2, b1 - b0), dtype=np.float32)
+    weight_sum = np.zeros(b1 - b0, dtype=np.float32)
+    for chunk in plan.chunks:
+        lo, hi = max(b0, chunk.offset), min(b1, chunk.offset + chunk.length)
+        if lo >= hi:
+            continue
+        w = weight[lo - chunk.offset : hi - chunk.offset]
+        out[..., lo - b0 : hi - b0] += (
+            w * chunk_files[chunk.index][..., lo - chunk.offset : hi - chunk.offset]
+        )
+        weight_sum[lo - b0 : hi - b0] += w
+    out /= weight_sum
+    return out
+
+
+def select_stems(block: np.ndarray, job: FuseJob) -> np.ndarray:
+    """(n_model, 2, k) -> (n_out, 2, k): all stems, or [stem, sum of the others]."""
+    if job.stem is None:
+        return block
+    i = job.model_stems.index(job.stem)
+    rest = [block[j] for j in range(len(job.model_stems)) if j != i]
+    return np.stack([block[i], np.sum(rest, axis=0, dtype=np.float32)])
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,108 @@
+"""Which separators exist, whether their weights are present, and the ones loaded in memory.
+
+A model is loaded once per process and kept; `MODEL_MEMORY_BUDGET` bounds how many stay loaded
+(least recently used first out). Families other than `dsp` live in their own modules and are
+imported only when asked for, so a process that only runs `dsp` never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from common.config import Settings
+from common.constants import MODEL_NAMES
+from common.errors import InvalidOption, ModelUnavailable
+from common.interfaces import SeparatorInfo
+from common.metrics import MODELS_LOADED
+from prediction.separator import DspSeparator, Separator, dsp_info
+
+log = logging.getLogger("audiosplit.registry")
+
+DEMUCS_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra")
+UMX_MODELS = ("umxhq", "umxl", "umx")
+CHECKPOINT_SUFFIXES = (".th", ".pt", ".pth", ".ckpt")
+
+
+def is_checkpoint_path(name: str) -> bool:
+    return name.endswith(CHECKPOINT_SUFFIXES) and ("/" in name or os.sep in name)
+
+
+def check_model_name(name: str) -> None:
+    """Raise InvalidOption listing the valid names when `name` is none of them."""
+    if name in MODEL_NAMES or is_checkpoint_path(name):
+        return
+    raise InvalidOption(
+        f"unknown model {name!r}; valid models: auto, {', '.join(MODEL_NAMES)}, "
+        "or the path of a checkpoint file (.th/.pt/.pth/.ckpt)",
+        code="unknown_model",
+    )
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, memory_budget: int | None = None):
+        self.settings = settings
+        self.memory_budget = memory_budget or int(os.environ.get("MODEL_MEMORY_BUDGET", "2"))
+        self._loaded: OrderedDict[str, Separator] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def info(self, name: str) -> SeparatorInfo:
+        check_model_name(name)
+        if name == "dsp":
+            return dsp_info()
+        if name in self._loaded:
+            return self._loaded[name].info
+        return self._family(name).probe(name, self.settings)
+
+    def infos(self) -> list[SeparatorInfo]:
+        return [self.info(name) for name in MODEL_NAMES]
+
+    def get(self, name: str) -> Separator:
+        """The loaded separator for `name`, loading it on first use (thread-safe)."""
+        check_model_name(name)
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                return self._loaded[name]
+            separator = self._load(name)
+            self._loaded[name] = separator
+            MODELS_LOADED.labels(name, separator.device).set(1)
+            while len(self._loaded) > self.memory_budget:
+                old, dropped = self._loaded.popitem(last=False)
+                MODELS_LOADED.labels(old, dropped.device).set(0)
+                log.info("unloaded %s to stay within %d models", old, self.memory_budget)
+            return separator
+
+    def _load(self, name: str) -> Separator:
+        if name == "dsp":
+            return DspSeparator(cores=os.cpu_count() or 1)
+        info = self.info(name)
+        if not info.available:
+            raise ModelUnavailable(info.reason)
+        log.info("loading %s", name)
+        return self._family(name).load(name, self.settings)
+
+    @staticmethod
+    def _family(name: str):
+        """The module that knows this model's family (imported on demand: it imports torch)."""
+        if name in UMX_MODELS:
+            from prediction import umx_separator
+
+            return umx_separator
+        if name in DEMUCS_MODELS or is_checkpoint_path(name):
+            from prediction import demucs_separator
+
+            return demucs_separator
+        raise InvalidOption(f"no separator family for {name!r}")
+
+
+def models_dir_env(settings: Settings) -> dict[str, str]:
+    """TORCH_HOME / HF_HOME under the models dir, unless the environment already sets them."""
+    models = Path(settings.models_dir)
+    return {
+        "TORCH_HOME": os.environ.get("TORCH_HOME", str(models / "torch")),
+        "HF_HOME": os.environ.get("HF_HOME", str(models / "huggingface")),
+    }

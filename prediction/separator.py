@@ -1,0 +1,64 @@
+"""What every separator offers the channel predictor, and the embedded `dsp` one.
+
+A separator maps a batch of context-padded windows to stems of the same length:
+`(batch, 2, window)` -> `(batch, n_stems, 2, window)` float32. The predictor centre-trims the
+result to each chunk; the job plans the windows with `padded_length` (see `common.chunks`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from common.constants import DSP_STEMS, SAMPLE_RATE
+from common.interfaces import SeparatorInfo
+
+DSP_SEGMENT_S = 10.0  # seconds of centre per chunk
+DSP_CONTEXT_S = 2.0  # real neighbouring audio on each side, so masks see past the chunk edges
+DSP_OVERLAP = 0.25
+
+
+class Separator(ABC):
+    info: SeparatorInfo
+    device: str = "cpu"
+    # How many requests may run at once in one process: numpy code runs one per core,
+    # a torch model already uses every core (and a GPU one batch at a time).
+    concurrency: int = 1
+
+    @abstractmethod
+    def padded_length(self, length: int) -> int:
+        """Frames of window the model needs for a chunk of `length` frames."""
+
+    @abstractmethod
+    def separate(self, windows: np.ndarray) -> np.ndarray:
+        """(batch, 2, window) float32 -> (batch, n_stems, 2, window) float32."""
+
+
+class DspSeparator(Separator):
+    """Classical signal processing (see `prediction.dsp`); needs no weights."""
+
+    def __init__(self, cores: int):
+        self.concurrency = max(1, cores)
+        self.info = dsp_info()
+
+    def padded_length(self, length: int) -> int:
+        return length + 2 * int(DSP_CONTEXT_S * SAMPLE_RATE)
+
+    def separate(self, windows: np.ndarray) -> np.ndarray:
+        from prediction.dsp import separate_dsp
+
+        return np.stack([separate_dsp(w, SAMPLE_RATE) for w in windows])
+
+
+def dsp_info() -> SeparatorInfo:
+    return SeparatorInfo(
+        name="dsp",
+        family="dsp",
+        stems=list(DSP_STEMS),
+        available=True,
+        reason="embedded signal-processing separator: needs no weights",
+        segment=int(DSP_SEGMENT_S * SAMPLE_RATE),
+        overlap=DSP_OVERLAP,
+        normalise=False,
+    )

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# audiosplit: ./run.sh install | up | test | separate FILE... | fetch-models [NAME...] | bench
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PY="$VENV/bin/python"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"       # CPU wheel here; set e.g. a CUDA build elsewhere
+TORCHAUDIO_SPEC="${TORCHAUDIO_SPEC:-torchaudio==2.11.0}"
+STAMP="$VENV/.audiosplit-installed"
+
+say() { printf '[audiosplit] %s\n' "$*" >&2; }
+
+install_stamp() {
+  # Re-install when the dependency list or this script's install recipe changes.
+  cat pyproject.toml "$0" | sha256sum | cut -c1-16
+}
+
+install() {
+  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(install_stamp)" ]]; then
+    say "install: already up to date ($VENV)"
+    return
+  fi
+  local python="${PYTHON:-}"
+  if [[ -z "$python" ]]; then
+    for candidate in python3.11 python3.12 python3; do
+      if command -v "$candidate" >/dev/null && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+        python="$candidate"; break
+      fi
+    done
+  fi
+  [[ -n "$python" ]] || { say "install: needs Python >= 3.11"; exit 1; }
+  local start=$SECONDS
+  if [[ ! -x "$PY" ]]; then
+    say "install: creating $VENV with $($python --version)"
+    "$python" -m venv "$VENV"
+  fi
+  local pip=("$PY" -m pip install --disable-pip-version-check -q)
+  # torch first and pinned, so that no later requirement range can pull a multi-GB CUDA build.
+  say "install: $TORCH_SPEC"
+  "${pip[@]}" "$TORCH_SPEC"
+  local constraints="$VENV/constraints.txt"
+  "$PY" -c 'import torch; print(f"torch=={torch.__version__}")' > "$constraints"
+  say "install: project dependencies from pyproject.toml (with the models and test extras)"
+  "$PY" - > "$VENV/requirements.txt" <<'EOF'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+for req in project["dependencies"] + extras["models"] + extras["test"]:
+    print(req)
+EOF
+  "${pip[@]}" -c "$constraints" -r "$VENV/requirements.txt"
+  # openunmix imports torchaudio. The only torchaudio that installs beside torch 2.13 is 2.11,
+  # whose compiled extensions need CUDA libraries and make `import torchaudio` fail on a CPU
+  # machine. Without them torchaudio runs as pure Python (all openunmix and transformers use).
+  say "install: $TORCHAUDIO_SPEC without dependencies (it would replace torch otherwise)"
+  "${pip[@]}" --no-deps "$TORCHAUDIO_SPEC"
+  if ! "$PY" -c 'import torchaudio' 2>/dev/null; then
+    local libdir
+    libdir="$("$PY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("torchaudio").origin).parent / "lib")')"
+    say "install: torchaudio's compiled extensions do not load here; removing $libdir/*.so so it runs as pure Python"
+    rm -f "$libdir"/*.so
+  fi
+  "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
+    || { say "install: imports failed after install"; exit 1; }
+  install_stamp > "$STAMP"
+  say "install: done in $((SECONDS - start))s ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+}
+
+ensure_installed() {
+  [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(install_stamp)" ]] || install
+}
+
+usage() {
+  cat >&2 <<'EOF'
+usage: ./run.sh COMMAND
+  install                      create .venv and install everything (idempotent)
+  up                           start the six services in the foreground; Ctrl-C stops them
+  test [PYTEST ARGS]           run the test suite (fast by default; -m slow for the slow ones)
+  separate FILE... [--model M] [--stems S] [--out DIR] [--url URL]
+                               separate songs with the running stack (or a temporary one)
+  fetch-models [NAME...]       download model weights into models/ (needs a network)
+  bench NAME                   run bench/NAME.py (see bench/)
+EOF
+}
+
+# Measured here: glibc's defaults return torch's large buffers to the OS after every segment and
+# fault them in again; keeping them saves ~0.9 s of page faults per htdemucs segment.
+export MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-17179869184}"
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-17179869184}"
+export MALLOC_TOP_PAD_="${MALLOC_TOP_PAD_:-1073741824}"
+
+cmd="${1:-}"
+[[ $# -gt 0 ]] && shift
+case "$cmd" in
+  install) install ;;
+  up)
+    ensure_installed
+    exec "$PY" -m gateway.stack up
+    ;;
+  test)
+    ensure_installed
+    "$PY" -m ruff check .
+    "$PY" -m ruff format --check .
+    exec "$PY" -m pytest "$@"
+    ;;
+  separate)
+    ensure_installed
+    exec "$PY" -m gateway.client "$@"
+    ;;
+  fetch-models)
+    ensure_installed
+    exec "$PY" -m prediction.fetch "$@"
+    ;;
+  bench)
+    ensure_installed
+    [[ $# -ge 1 ]] || { ls bench/*.py >&2; exit 2; }
+    name="$1"; shift
+    exec "$PY" "bench/${name%.py}.py" "$@"
+    ;;
+  ""|-h|--help|help) usage ;;
+  *) usage; exit 2 ;;
+esac

@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from common.chunks import (
+    center_trim,
+    chunk_window,
+    overlap_add,
+    plan_chunks,
+    standardisation,
+    triangle_weight,
+)
+
+
+def context(c):
+    return lambda n: n + 2 * c
+
+
+@pytest.mark.parametrize("n", [1, 99, 100, 101, 1000, 12345])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.9])
+def test_plan_covers_every_frame_like_demucs(n, overlap):
+    segment = 100
+    plan = plan_chunks(n, segment, overlap, context(7))
+    stride = int((1 - overlap) * segment)
+    assert [c.offset for c in plan.chunks] == list(range(0, n, stride))
+    covered = np.zeros(n, int)
+    for c in plan.chunks:
+        assert c.length == min(segment, n - c.offset)
+        assert c.window_length == c.length + 14
+        assert c.window_start == c.offset - 7
+        covered[c.offset : c.offset + c.length] += 1
+    assert covered.min() >= 1
+
+
+def test_window_takes_real_neighbours_and_zeros_outside():
+    track = np.arange(2 * 50, dtype=np.float32).reshape(2, 50)
+    plan = plan_chunks(50, 20, 0.25, context(5))
+    first, last = plan.chunks[0], plan.chunks[-1]
+    w = chunk_window(track, first)
+    assert np.all(w[:, :5] == 0) and np.array_equal(w[:, 5:], track[:, :25])
+    w = chunk_window(track, last)
+    inside = 50 - last.window_start
+    assert np.array_equal(w[:, :inside], track[:, last.window_start :])
+    assert np.all(w[:, inside:] == 0)
+
+
+def test_window_standardises_only_real_samples():
+    from common.interfaces import Normalisation
+
+    track = np.ones((2, 30), np.float32)
+    chunk = plan_chunks(30, 30, 0.0, context(4)).chunks[0]
+    w = chunk_window(track, chunk, Normalisation(mean=1.0, std=2.0))
+    assert np.all(w == 0)  # (1 - 1) / 2 inside, zero padding outside
+    w = chunk_window(track, chunk, Normalisation(mean=0.5, std=2.0))
+    assert np.allclose(w[:, 4:-4], 0.25) and np.all(w[:, :4] == 0)
+
+
+def test_center_trim_undoes_window_placement():
+    plan = plan_chunks(1000, 300, 0.25, lambda n: n + 11)  # odd padding: 5 left, 6 right
+    track = np.random.default_rng(0).standard_normal((2, 1000)).astype(np.float32)
+    for c in plan.chunks:
+        trimmed = center_trim(chunk_window(track, c), c.length)
+        assert np.array_equal(trimmed, track[:, c.offset : c.offset + c.length])
+
+
+def test_triangle_weight_matches_demucs_formula():
+    for segment in (10, 11, 441000):
+        w = triangle_weight(segment)
+        half = segment // 2
+        ref = np.concatenate([np.arange(1, half + 1), np.arange(segment - half, 0, -1)])
+        assert w.dtype == np.float32 and w.shape == (segment,)
+        np.testing.assert_allclose(w, ref / ref.max(), rtol=1e-7)
+        assert w.max() == 1.0 and w.min() > 0
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+def test_identity_model_fuses_back_to_the_track(overlap):
+    rng = np.random.default_rng(1)
+    track = rng.standard_normal((2, 5003)).astype(np.float32)
+    plan = plan_chunks(5003, 700, overlap, context(33))
+    pieces = [(c, center_trim(chunk_window(track, c), c.length)[None]) for c in plan.chunks]
+    fused = overlap_add(pieces, plan, (1, 2))
+    np.testing.assert_allclose(fused[0], track, atol=1e-6)
+
+
+def test_standardisation_like_separate_tensor():
+    rng = np.random.default_rng(2)
+    track = (rng.standard_normal((2, 4000)) * 0.3 + 0.1).astype(np.float32)
+    norm = standardisation(track)
+    mono = track.mean(0)
+    assert norm.mean == pytest.approx(float(mono.mean()), rel=1e-6)
+    assert norm.std == pytest.approx(float(mono.std(ddof=1)) + 1e-8, rel=1e-6)
+
+
+def test_bad_plans_are_refused():
+    with pytest.raises(ValueError):
+        plan_chunks(0, 100, 0.25, context(0))
+    with pytest.raises(ValueError):
+        plan_chunks(10, 100, 1.0, context(0))
+    with pytest.raises(ValueError):
+        plan_chunks(10, 100, 0.0, lambda n: n - 1)

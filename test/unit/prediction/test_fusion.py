@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+import prediction.fusion as fusion
+from common.chunks import center_trim, chunk_window, overlap_add, plan_chunks
+from common.errors import BadRequest, Conflict
+from common.interfaces import FuseJob, Normalisation
+from prediction.fusion import JobAccumulator
+
+STEMS = ["vocals", "drums", "bass", "other"]
+
+
+def fake_stems(window: np.ndarray) -> np.ndarray:
+    """A deterministic stand-in separator: 4 different functions of the window."""
+    return np.stack([window * 0.5, window**2, -window, np.roll(window, 3, axis=-1)])
+
+
+def make_job(tmp_path, n=9001, segment=1500, overlap=0.25, stem=None, norm=None):
+    plan = plan_chunks(n, segment, overlap, lambda k: k + 200)
+    job = FuseJob(
+        job_id="job1",
+        plan=plan,
+        model_stems=STEMS,
+        stem=stem,
+        norm=norm or Normalisation(),
+        out_dir=str(tmp_path / "out"),
+    )
+    track = np.random.default_rng(0).standard_normal((2, n)).astype(np.float32)
+    pieces = [(c, center_trim(fake_stems(chunk_window(track, c)), c.length)) for c in plan.chunks]
+    return job, pieces
+
+
+@pytest.mark.parametrize("block", [64, 1000, 1 << 18])
+def test_fused_files_equal_in_memory_overlap_add(tmp_path, monkeypatch, block):
+    monkeypatch.setattr(fusion, "BLOCK_FRAMES", block)
+    job, pieces = make_job(tmp_path)
+    acc = JobAccumulator(tmp_path / "fuser", "job1")
+    acc.create(job)
+    for chunk, piece in reversed(pieces):  # arrival order does not matter
+        acc.add_chunk(chunk, piece)
+    result = acc.finalize()
+    expected = overlap_add(pieces, job.plan, (4, 2))
+    multi, rate = sf.read(result.result_path, dtype="float32")
+    assert rate == 44100 and multi.shape == (9001, 8)
+    np.testing.assert_array_equal(multi.T.reshape(4, 2, -1), expected)
+    for i, stem in enumerate(STEMS):
+        one, _ = sf.read(result.stem_paths[stem], dtype="float32")
+        np.testing.assert_array_equal(one.T, expected[i])
+    assert result.peak == pytest.approx(float(np.abs(expected).max()))
+
+
+def test_retried_chunk_is_not_added_twice(tmp_path):
+    job, pieces = make_job(tmp_path)
+    acc = JobAccumulator(tmp_path / "fuser", "job1")
+    acc.create(job)
+    acc.create(job)  # a retried PUT of the same job is fine
+    for chunk, piece in pieces + pieces[:2]:
+        acc.add_chunk(chunk, piece)
+    assert acc.status().received == list(range(len(pieces)))
+    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    np.testing.assert_array_equal(multi.T.reshape(4, 2, -1), overlap_add(pieces, job.plan, (4, 2)))
+
+
+def test_one_stem_and_its_complement_after_denormalising(tmp_path):
+    norm = Normalisation(mean=0.1, std=2.0)
+    job, pieces = make_job(tmp_path, stem="vocals", norm=norm)
+    acc = JobAccumulator(tmp_path / "fuser", "job1")
+    acc.create(job)
+    for chunk, piece in pieces:
+        acc.add_chunk(chunk, piece)
+    result = acc.finalize()
+    assert result.stems == ["vocals", "no_vocals"]
+    full = overlap_add(pieces, job.plan, (4, 2)) * np.float32(2.0) + np.float32(0.1)
+    multi, _ = sf.read(result.result_path, dtype="float32")
+    got = multi.T.reshape(2, 2, -1)
+    np.testing.assert_allclose(got[0], full[0], atol=1e-6)
+    np.testing.assert_allclose(got[1], full[1] + full[2] + full[3], atol=1e-5)
+
+
+def test_missing_chunks_and_wrong_pieces_are_refused(tmp_path):
+    job, pieces = make_job(tmp_path)
+    acc = JobAccumulator(tmp_path / "fuser", "job1")
+    acc.create(job)
+    acc.add_chunk(*pieces[0])
+    with pytest.raises(Conflict, match="misses chunks"):
+        acc.finalize()
+    chunk, piece = pieces[1]
+    with pytest.raises(BadRequest, match="shape"):
+        acc.add_chunk(chunk, piece[:, :, :-1])
+    with pytest.raises(BadRequest, match="NaN"):
+        acc.add_chunk(chunk, piece * np.nan)
+    with pytest.raises(BadRequest, match="not part"):
+        acc.add_chunk(chunk.model_copy(update={"offset": 1}), piece)
+    other, _ = make_job(tmp_path, n=500)
+    with pytest.raises(Conflict):
+        acc.create(other)
