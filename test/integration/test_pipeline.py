@@ -1,0 +1,214 @@
+"""The whole path through the six real services, on the embedded dsp separator."""
+
+import io
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common.quality import sdr_db
+from prediction.dsp import separate_dsp
+from test.songgen import make_song, mixture
+from test.stackutil import wait_job
+
+from .conftest import MAX_UPLOAD_BYTES
+
+STEMS = ["vocals", "drums", "bass", "other"]
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 44100, subtype: str = "PCM_24") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples.T, rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
+
+
+def submit(client, data: bytes, name: str = "song.wav", **fields):
+    return client.post("/api/jobs", files={"file": (name, data)}, data=fields)
+
+
+def read_wav(client, url: str, **params) -> tuple[np.ndarray, int, str]:
+    r = client.get(url, params=params)
+    assert r.status_code == 200, r.text
+    info = sf.info(io.BytesIO(r.content))
+    samples, rate = sf.read(io.BytesIO(r.content), dtype="float32", always_2d=True)
+    return samples.T, rate, info.subtype
+
+
+@pytest.fixture(scope="module")
+def song():
+    stems = make_song(seconds=12.0, seed=3)
+    return stems, mixture(stems)
+
+
+@pytest.fixture(scope="module")
+def done_job(client, song):
+    _, mix = song
+    r = submit(client, wav_bytes(mix, subtype="FLOAT"))
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["status"] in ("queued", "running") and job["model"] == "dsp"
+    assert job["stems"] == STEMS
+    assert "htdemucs" in job["model_reason"]  # says why auto did not pick it
+    return wait_job(client, job["id"])
+
+
+def test_job_finishes_with_four_stems(done_job):
+    assert done_job["status"] == "done", done_job
+    assert done_job["progress"] == 1.0
+    assert done_job["stems"] == STEMS
+    assert set(done_job["links"]["stems"]) == set(STEMS)
+
+
+def test_result_is_float_multichannel_as_long_as_the_input_and_sums_to_it(client, song, done_job):
+    _, mix = song
+    result, rate, subtype = read_wav(client, done_job["links"]["result"])
+    assert (rate, subtype, result.shape) == (44100, "FLOAT", (8, mix.shape[1]))
+    stems = result.reshape(4, 2, -1)
+    for i, name in enumerate(STEMS):
+        assert np.sqrt(np.mean(stems[i] ** 2)) > 1e-3, f"{name} is silent"
+    assert np.abs(stems.sum(0) - mix).max() <= 1e-4 * np.abs(mix).max()
+
+
+def test_stems_separate_the_generated_song(client, song, done_job):
+    truth, mix = song
+    result, _, _ = read_wav(client, done_job["links"]["result"])
+    stems = result.reshape(4, 2, -1)
+    for i, name in enumerate(STEMS):
+        assert sdr_db(truth[name], stems[i]) > sdr_db(truth[name], mix / 4), name
+
+
+def test_chunked_result_agrees_with_whole_track_dsp(client, song, done_job):
+    """The dsp masks are not chunk-local; chunks with 2 s of real context, cross-faded, agree
+    with the whole-track separation to this many dB."""
+    _, mix = song
+    result, _, _ = read_wav(client, done_job["links"]["result"])
+    whole = separate_dsp(mix.astype(np.float32))
+    for i, name in enumerate(STEMS):
+        agreement = sdr_db(whole[i], result.reshape(4, 2, -1)[i])
+        assert agreement > 25.0, f"{name}: chunked vs whole {agreement:.1f} dB"
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype", [("wav", "FLOAT"), ("wav16", "PCM_16"), ("wav24", "PCM_24"), ("flac", "PCM_24")]
+)
+def test_each_stem_downloads_in_each_format(client, song, done_job, fmt, subtype):
+    _, mix = song
+    stem, rate, got = read_wav(client, done_job["links"]["stems"]["vocals"], format=fmt)
+    assert (rate, got, stem.shape) == (44100, subtype, (2, mix.shape[1]))
+
+
+def test_mp3_stem(client, done_job):
+    r = client.get(done_job["links"]["stems"]["bass"], params={"format": "mp3"})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
+    assert len(r.content) > 10_000
+
+
+def test_zip_has_every_stem_and_the_analysis(client, done_job):
+    r = client.get(done_job["links"]["zip"])
+    assert r.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert {n.split("/")[-1] for n in names} >= {f"{s}.wav" for s in STEMS} | {"analysis.json"}
+
+
+def test_analysis_timeline(client, done_job):
+    analysis = client.get(done_job["links"]["analysis"]).json()
+    windows = analysis["windows"]
+    assert [w["start_s"] for w in windows] == [0.0, 10.0]
+    for w in windows:
+        assert w["features"]["tone"]["status"] == "unavailable"  # no AST weights here
+        assert "rms_db" in w["features"] and len(w["key"]["chroma"]) == 12
+    assert any("unavailable" in warning for warning in done_job["warnings"])
+
+
+def test_aliases_and_listing(client, done_job):
+    job_id = done_job["id"]
+    assert client.get(f"/api/status/{job_id}").json()["status"] == "done"
+    assert (
+        client.get(f"/api/result/{job_id}").content
+        == client.get(done_job["links"]["result"]).content
+    )
+    assert job_id in [j["id"] for j in client.get("/api/jobs").json()["jobs"]]
+
+
+def test_one_stem_and_its_complement(client, song):
+    _, mix = song
+    r = submit(client, wav_bytes(mix), stems="vocals", analysis="false")
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["status"] == "done" and job["stems"] == ["vocals", "no_vocals"]
+    result, _, _ = read_wav(client, job["links"]["result"])
+    assert result.shape[0] == 4
+    pair = result.reshape(2, 2, -1)
+    assert np.abs(pair.sum(0) - mix).max() <= 1e-3  # 24-bit input: compare loosely
+    assert client.get(job["links"]["analysis"]).status_code == 404
+
+
+def test_delete_removes_the_job(client, song):
+    _, mix = song
+    job = submit(client, wav_bytes(mix[:, :44100]), analysis="false").json()
+    wait_job(client, job["id"])
+    assert client.delete(f"/api/jobs/{job['id']}").status_code == 204
+    assert client.get(f"/api/jobs/{job['id']}").status_code == 404
+    assert client.get(f"/api/jobs/{job['id']}/result").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "data, fields, status, words",
+    [
+        (b"", {}, 415, "audio"),
+        (b"just some text, not audio at all\n" * 50, {}, 415, "audio"),
+        (None, {"model": "nonsense"}, 422, "htdemucs"),
+        (None, {"model": "htdemucs"}, 422, "955717e8-8726e21a.th"),
+        (None, {"stems": "guitar"}, 422, "vocals"),
+        (None, {"shifts": "11"}, 422, "shifts"),
+        (None, {"overlap": "0.95"}, 422, "overlap"),
+        (None, {"analysis": "maybe"}, 422, "analysis"),
+        (None, {"colour": "red"}, 422, "colour"),
+    ],
+)
+def test_bad_uploads_get_a_4xx_naming_the_problem(client, song, data, fields, status, words):
+    _, mix = song
+    body = wav_bytes(mix[:, :44100]) if data is None else data
+    r = submit(client, body, **fields)
+    assert r.status_code == status, r.text
+    assert words in r.json()["error"]["message"]
+
+
+def test_too_short_and_too_large(client):
+    r = submit(client, wav_bytes(np.zeros((2, 100), np.float32)))
+    assert r.status_code == 422 and "short" in r.json()["error"]["message"]
+    r = submit(client, b"\0" * (MAX_UPLOAD_BYTES + 1))
+    assert r.status_code == 413 and "MB" in r.json()["error"]["message"]
+
+
+def test_no_file_field_and_not_multipart(client):
+    r = client.post("/api/jobs", data={"model": "dsp"})
+    assert r.status_code == 400 and "file" in r.json()["error"]["message"]
+    r = client.post("/api/jobs", content=b"abc", headers={"content-type": "audio/wav"})
+    assert r.status_code == 400 and "multipart" in r.json()["error"]["message"]
+
+
+def test_unknown_job_and_bad_stem_names(client, done_job):
+    assert client.get("/api/jobs/doesnotexist123").status_code == 404
+    r = client.get(f"/api/jobs/{done_job['id']}/stems/..%2F..%2Fetc")
+    assert r.status_code in (404, 422)
+    assert client.get(f"/api/jobs/{done_job['id']}/stems/guitar").status_code == 404
+    assert (
+        client.get(done_job["links"]["stems"]["bass"], params={"format": "exe"}).status_code == 422
+    )
+
+
+def test_every_service_is_healthy_and_has_metrics(stack):
+    import httpx
+
+    for name in ("gateway", "fft", "cqt", "tone", "predictor", "fuser"):
+        assert httpx.get(stack.url(name) + "/health").status_code == 200
+        assert "audiosplit_request_seconds" in httpx.get(stack.url(name) + "/metrics").text
+
+
+def test_upload_page_and_docs(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "<form" in page.text and "/api/jobs" in page.text
+    assert client.get("/docs").status_code == 200
+    assert "/api/jobs" in client.get("/openapi.json").json()["paths"]

@@ -1,0 +1,63 @@
+"""Start the real six-service stack on free loopback ports for a test session."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+
+from common.config import Settings
+from gateway.stack import SERVICES, Stack, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+TESTDATA = SHARED / "testdata"
+
+
+def stack_settings(data_dir: Path, models_dir: Path, **extra) -> tuple[Settings, dict[str, str]]:
+    """Settings and the environment that carries them to the service processes."""
+    env = {
+        "DATA_DIR": str(data_dir),
+        "MODELS_DIR": str(models_dir),
+        "TORCH_HOME": str(models_dir / "torch"),
+        "HF_HOME": str(models_dir / "huggingface"),
+        "HF_HUB_OFFLINE": "1",
+        "BIND_HOST": "127.0.0.1",
+        "LOG_LEVEL": "INFO",
+    }
+    for service in SERVICES:
+        port = free_port()
+        env[service.port_field.upper()] = str(port)
+        if service.urls_field:
+            env[service.urls_field.upper()] = f"http://127.0.0.1:{port}"
+    env.update({k.upper(): str(v) for k, v in extra.items()})
+    settings = Settings(
+        _env_file=None,
+        **{k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields},
+    )
+    return settings, env
+
+
+def start_stack(data_dir: Path, models_dir: Path, **extra) -> Stack:
+    settings, env = stack_settings(data_dir, models_dir, **extra)
+    stack = Stack(settings, env)
+    stack.start()
+    try:
+        stack.wait_healthy(timeout=240)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:
+    """Poll until the job is done or failed; fail the test if it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if job["status"] in ("done", "failed"):
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        time.sleep(0.25)
