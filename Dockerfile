@@ -25,18 +25,20 @@ RUN pip install --no-deps torchaudio==2.11.0 \
     && site_packages="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && find "${site_packages}/torchaudio/lib" -name '*.so*' -delete
 
-# Dependencies before the source, so that editing the code does not reinstall them.
+# Dependencies before the source, so that editing the code does not reinstall them. The
+# constraint holds torch at the build installed above whatever a requirement asks for.
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+RUN python -c 'import torch; print(f"torch=={torch.__version__}")' > /etc/pip-constraints.txt \
+    && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 print('\n'.join(p['dependencies'] + p['optional-dependencies']['models']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -c /etc/pip-constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 COPY common/ common/
 COPY gateway/ gateway/
 COPY transforms/ transforms/
 COPY prediction/ prediction/
-RUN pip install ".[models]" && rm -rf build ./*.egg-info
+RUN pip install -c /etc/pip-constraints.txt ".[models]" && rm -rf build ./*.egg-info
 
 # Runs as an unprivileged user. /data and /models belong to it, so a named volume mounted there
 # starts out writable; a bind-mounted ./models keeps the host's owner (see docker-compose.yml).

