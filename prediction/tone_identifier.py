@@ -1,0 +1,227 @@
+"""Tone identifier service (port 8004): AudioSet labels of one analysis window with AST.
+
+`POST /identify`: body float32 `(n_frames, n_mels)` unnormalised Kaldi log-mel (see
+`transforms.features.ast_log_mel`), `ToneInput` in the meta header -> JSON `ToneResult` with the
+top 5 AudioSet labels. AudioSet is multi-label, so scores are independent sigmoids, not a softmax.
+
+The model (`AST_MODEL_ID`) is loaded once, from the local Hugging Face cache only. Without its
+weights the service still turns healthy and answers every request `unavailable`, saying where
+the weights should be: analysis never fails a job. `GET /info` says which case holds.
+
+Run: `uvicorn --factory prediction.tone_identifier:create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import numpy as np
+from anyio import to_thread
+from fastapi import APIRouter, Depends, FastAPI, Request
+from pydantic import BaseModel
+
+from common.config import Settings, get_settings
+from common.constants import AST_MODEL_ID
+from common.errors import BadRequest
+from common.interfaces import Label, ToneInput, ToneResult
+from common.metrics import MODELS_LOADED, SEPARATION_SECONDS
+from common.service import create_service_app
+from common.wire import decode
+
+log = logging.getLogger("audiosplit.tone")
+
+# The AudioSet statistics `ASTFeatureExtractor` normalises with: (x - mean) / (2 * std).
+AST_MEAN = -4.2677393
+AST_STD = 4.5689974
+TOP_K = 5
+
+
+@dataclass
+class ToneModel:
+    """The loaded model, or why there is none (`model is None`)."""
+
+    cache_dir: Path
+    device: str = "cpu"
+    reason: str = ""
+    model: Any = None  # ASTForAudioClassification; typed loosely so importing this is cheap
+    labels: list[str] = field(default_factory=list)  # index -> AudioSet label
+    n_frames: int = 1024  # what the model's position embeddings expect
+    n_mels: int = 128
+
+
+class ToneInfo(BaseModel):
+    """`GET /info`: what a person needs to know about the model."""
+
+    model_id: str
+    loaded: bool
+    reason: str
+    device: str
+    cache_dir: str
+    n_labels: int
+
+
+def hf_home(settings: Settings) -> Path:
+    """HF_HOME from the environment, else `<models dir>/huggingface`."""
+    return Path(os.environ.get("HF_HOME") or Path(settings.models_dir) / "huggingface")
+
+
+def hub_cache_dir(settings: Settings) -> Path:
+    """Where Hugging Face keeps downloaded repos: HF_HUB_CACHE, else `<HF_HOME>/hub`."""
+    return Path(os.environ.get("HF_HUB_CACHE") or hf_home(settings) / "hub")
+
+
+def pick_device(requested: str) -> str:
+    """CPU unless the settings ask for CUDA and there is one (AST is small next to the
+    separators, which get the GPU first)."""
+    import torch
+
+    if requested.startswith("cuda"):
+        if torch.cuda.is_available():
+            return requested
+        log.warning("device %s requested but CUDA is not available; AST runs on CPU", requested)
+    return "cpu"
+
+
+def load_tone_model(settings: Settings) -> ToneModel:
+    """Load AST from the local cache; never raises (a missing model is a documented state)."""
+    cache = hub_cache_dir(settings)
+    try:
+        from transformers import ASTForAudioClassification
+    except ImportError as e:
+        return ToneModel(
+            cache, reason=f"transformers is not installed ({e}); pip install .[models]"
+        )
+    device = "cpu"
+    try:
+        model = ASTForAudioClassification.from_pretrained(
+            AST_MODEL_ID, cache_dir=cache, local_files_only=True
+        )
+        device = pick_device(settings.device)
+        model = model.to(device).eval()
+    except OSError:
+        return ToneModel(
+            cache, reason=f"AST weights not found under {cache}; run ./run.sh fetch-models ast"
+        )
+    except Exception as e:  # a corrupt or incompatible checkpoint: degrade, and say why
+        log.exception("loading %s from %s failed", AST_MODEL_ID, cache)
+        return ToneModel(
+            cache, device, reason=f"AST weights under {cache} could not be loaded on {device}: {e}"
+        )
+    config = model.config
+    labels = [config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
+    MODELS_LOADED.labels("ast", device).set(1)
+    log.info("loaded %s on %s (%d labels)", AST_MODEL_ID, device, len(labels))
+    return ToneModel(
+        cache,
+        device=device,
+        reason=f"loaded from {cache}",
+        model=model,
+        labels=labels,
+        n_frames=config.max_length,
+        n_mels=config.num_mel_bins,
+    )
+
+
+def normalise(fbank: np.ndarray, n_frames: int) -> np.ndarray:
+    """Unnormalised log-mel `(k, n_mels)` -> AST input `(n_frames, n_mels)`: padded with zero
+    rows or cut as the feature extractor does, then standardised with the AudioSet mean / std."""
+    fitted = np.zeros((n_frames, fbank.shape[1]), dtype=np.float32)
+    fitted[: min(len(fbank), n_frames)] = fbank[:n_frames]
+    return (fitted - AST_MEAN) / (2.0 * AST_STD)
+
+
+def top_labels(scores: np.ndarray, labels: list[str], k: int = TOP_K) -> list[Label]:
+    """The k highest of `(n_labels,)` scores, best first."""
+    best = np.argsort(-scores, kind="stable")[:k]
+    return [Label(label=labels[i], score=round(float(scores[i]), 4)) for i in best]
+
+
+def identify(tone: ToneModel, fbank: np.ndarray) -> ToneResult:
+    """Top AudioSet labels of one unnormalised log-mel `(n_frames, n_mels)`."""
+    import torch
+
+    x = torch.from_numpy(normalise(fbank, tone.n_frames))[None].to(tone.device)
+    try:
+        with torch.inference_mode():
+            logits = tone.model(input_values=x).logits[0]
+    except RuntimeError as e:  # out of memory, a broken device: this window goes unlabelled
+        log.exception("AST inference failed")
+        return ToneResult(status="unavailable", reason=f"AST inference failed: {e}")
+    scores = torch.sigmoid(logits.float()).cpu().numpy()
+    return ToneResult(status="ok", labels=top_labels(scores, tone.labels))
+
+
+router = APIRouter()
+
+
+def get_tone(request: Request) -> ToneModel:
+    return request.app.state.tone
+
+
+Tone = Annotated[ToneModel, Depends(get_tone)]
+
+
+@router.post("/identify", response_model=ToneResult)
+async def identify_route(request: Request, tone: Tone) -> ToneResult:
+    fbank, meta = decode(await request.body(), request.headers, ToneInput)
+    if fbank.shape != (meta.n_frames, meta.n_mels):
+        raise BadRequest(
+            f"header says ({meta.n_frames}, {meta.n_mels}) log-mel, body is {fbank.shape}",
+            code="bad_wire_format",
+        )
+    if not np.isfinite(fbank).all():
+        raise BadRequest("the log-mel contains NaN or infinite values", code="bad_tone_input")
+    if tone.model is None:
+        return ToneResult(status="unavailable", reason=tone.reason)
+    if meta.n_mels != tone.n_mels:
+        raise BadRequest(
+            f"the model takes {tone.n_mels} mel bins, the log-mel has {meta.n_mels}",
+            code="bad_tone_input",
+        )
+    # One forward at a time: torch already spreads one over the cores.
+    async with request.app.state.limiter:
+        with SEPARATION_SECONDS.labels("ast", tone.device).time():
+            return await to_thread.run_sync(identify, tone, fbank)
+
+
+@router.get("/info", response_model=ToneInfo)
+async def info(tone: Tone) -> ToneInfo:
+    return ToneInfo(
+        model_id=AST_MODEL_ID,
+        loaded=tone.model is not None,
+        reason=tone.reason,
+        device=tone.device,
+        cache_dir=str(tone.cache_dir),
+        n_labels=len(tone.labels),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # Before transformers is first imported: huggingface_hub reads HF_HOME at import.
+        os.environ.setdefault("HF_HOME", str(hf_home(settings)))
+        if settings.torch_threads > 0:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        app.state.tone = await to_thread.run_sync(load_tone_model, settings)
+        app.state.limiter = anyio.Lock()
+        app.state.ready = True
+        yield
+
+    return create_service_app(
+        "tone",
+        settings,
+        routers=[router],
+        lifespan=lifespan,
+        description=f"AudioSet labels of an analysis window with {AST_MODEL_ID}.",
+    )

@@ -1,0 +1,181 @@
+"""fft, cqt and the tone identifier as real uvicorn processes on loopback ports.
+
+The tone identifier loads a tiny random-weight AST from a Hugging Face cache laid out as a hub
+download, so the whole chain fft -> tone identifier runs a real AST forward over HTTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from common.config import REPO_ROOT
+from common.constants import AST_MODEL_ID, SAMPLE_RATE
+from common.interfaces import AnalysisWindow, KeyEstimate, SpectralFeatures
+from common.wire import encode
+
+STARTUP_TIMEOUT_S = 90.0  # the tone identifier imports transformers and torch: seconds
+SERVICES = {
+    "tone": "prediction.tone_identifier:create_app",
+    "fft": "transforms.fft:create_app",
+    "cqt": "transforms.cqt:create_app",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_tiny_ast(hf_home: Path) -> None:
+    """A 2-layer random AST saved as `AST_MODEL_ID`, in the blobs / snapshots / refs layout of
+    a hub download (as in test/unit/prediction/test_tone_identifier.py)."""
+    from transformers import ASTConfig, ASTForAudioClassification
+
+    labels = ["Speech", "Music", "Guitar", "Drum", "Bass guitar", "Singing", "Piano"]
+    config = ASTConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    staging = hf_home / "staging"
+    ASTForAudioClassification(config).save_pretrained(staging)
+    repo = hf_home / "hub" / f"models--{AST_MODEL_ID.replace('/', '--')}"
+    commit = hashlib.sha1(b"tiny random AST").hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    for file in staging.iterdir():
+        blob = hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.move(file, repo / "blobs" / blob)
+        (repo / "snapshots" / commit / file.name).symlink_to(Path("../../blobs") / blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    shutil.rmtree(staging)
+
+
+def wait_healthy(urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: Path) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    pending = dict(urls)
+    while pending:
+        for name, url in list(pending.items()):
+            if procs[name].poll() is not None:
+                log = (logs / f"{name}.log").read_text()[-3000:]
+                pytest.fail(f"{name} exited with {procs[name].returncode}:\n{log}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"not healthy after {STARTUP_TIMEOUT_S} s: {sorted(pending)}")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    root = tmp_path_factory.mktemp("analysis")
+    write_tiny_ast(root / "hf")
+    ports = {name: free_port() for name in SERVICES}
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    env = {
+        **os.environ,
+        "HF_HOME": str(root / "hf"),
+        "DATA_DIR": str(root / "data"),
+        "MODELS_DIR": str(root / "models"),
+        "DEVICE": "cpu",
+        "TONE_URLS": urls["tone"],
+        "FFT_PORT": str(ports["fft"]),
+        "CQT_PORT": str(ports["cqt"]),
+        "TONE_PORT": str(ports["tone"]),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("HF_HUB_CACHE", None)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, factory in SERVICES.items():
+            cmd = [sys.executable, "-m", "uvicorn", "--factory", factory]
+            cmd += ["--host", "127.0.0.1", "--port", str(ports[name])]
+            with open(root / f"{name}.log", "wb") as log:
+                procs[name] = subprocess.Popen(
+                    cmd,
+                    cwd=REPO_ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+        wait_healthy(urls, procs, root)
+        yield urls
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def c_major_window(seconds: float = 10.0) -> np.ndarray:
+    """I-IV-V-I with a bass note, 2.5 s per chord, plus a little noise: (2, n) float32."""
+    t = np.arange(int(seconds / 4 * SAMPLE_RATE)) / SAMPLE_RATE
+    parts = []
+    for chord in ([48, 64, 67, 72], [53, 65, 69, 72], [55, 62, 67, 71], [48, 64, 67, 72]):
+        tones = sum(np.sin(2 * np.pi * 440 * 2 ** ((m - 69) / 12) * t) for m in chord)
+        parts.append(tones * np.exp(-t))
+    mono = 0.1 * np.concatenate(parts)
+    noise = 0.001 * np.random.default_rng(0).standard_normal((2, len(mono)))
+    return (np.stack([mono, mono]) + noise).astype(np.float32)
+
+
+def post_window(url: str, audio: np.ndarray, index: int) -> httpx.Response:
+    meta = AnalysisWindow(job_id="itest", index=index, start_s=10.0 * index, duration_s=10.0)
+    body, headers = encode(audio, meta)
+    return httpx.post(f"{url}/analyse", content=body, headers=headers, timeout=60.0)
+
+
+def test_fft_forwards_to_the_tone_identifier(services):
+    info = httpx.get(f"{services['tone']}/info").json()
+    assert info["loaded"] is True, info
+
+    response = post_window(services["fft"], c_major_window(), index=1)
+    assert response.status_code == 200, response.text
+    result = SpectralFeatures.model_validate_json(response.content)
+    assert result.index == 1
+    assert -40 < result.rms_db < result.peak_db < 0
+    assert result.loudness_lufs is not None
+    assert 100 < result.spectral_centroid_hz < 2000
+    assert result.tone.status == "ok", result.tone.reason
+    assert len(result.tone.labels) == 5
+
+
+def test_cqt_finds_the_key(services):
+    response = post_window(services["cqt"], c_major_window(), index=1)
+    assert response.status_code == 200, response.text
+    estimate = KeyEstimate.model_validate_json(response.content)
+    assert estimate.key == "C major"
+    assert sum(estimate.chroma) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_bad_bodies_are_4xx_over_http(services):
+    for name in ("fft", "cqt"):
+        response = httpx.post(f"{services[name]}/analyse", content=b"not audio", timeout=10.0)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "bad_wire_format"

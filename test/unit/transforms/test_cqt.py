@@ -1,0 +1,71 @@
+"""The cqt service in-process: a key for a chord progression, None for silence, 4xx for junk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from common.config import Settings
+from common.interfaces import AnalysisWindow, KeyEstimate
+from common.wire import encode
+from transforms.cqt import create_app
+
+SR = 44100
+
+
+def chords(seconds_each: float = 2.5) -> np.ndarray:
+    """C major, F major, G major, C major triads with a bass note: (2, n) float32."""
+    t = np.arange(int(seconds_each * SR)) / SR
+    parts = []
+    for chord in ([48, 64, 67, 72], [53, 65, 69, 72], [55, 62, 67, 71], [48, 64, 67, 72]):
+        freqs = [440 * 2 ** ((m - 69) / 12) for m in chord]
+        parts.append(sum(np.sin(2 * np.pi * f * t) for f in freqs) * np.exp(-t))
+    mono = 0.1 * np.concatenate(parts)
+    return np.stack([mono, mono]).astype(np.float32)
+
+
+@pytest.fixture
+def client(tmp_path):
+    with TestClient(create_app(Settings(data_dir=tmp_path))) as c:
+        yield c
+
+
+def post(client: TestClient, audio: np.ndarray, index: int = 0):
+    meta = AnalysisWindow(job_id="j", index=index, start_s=0.0, duration_s=audio.shape[1] / SR)
+    body, headers = encode(audio, meta)
+    return client.post("/analyse", content=body, headers=headers)
+
+
+def test_health_and_a_key(client):
+    assert client.get("/health").status_code == 200
+    response = post(client, chords(), index=4)
+    assert response.status_code == 200, response.text
+    estimate = KeyEstimate.model_validate_json(response.content)
+    assert estimate.index == 4
+    assert estimate.key == "C major"
+    assert 0.5 < estimate.confidence <= 1.0
+    assert len(estimate.chroma) == 12 and sum(estimate.chroma) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_silence_has_no_key(client):
+    estimate = KeyEstimate.model_validate_json(
+        post(client, np.zeros((2, 10 * SR), np.float32)).content
+    )
+    assert estimate.key is None and estimate.confidence == 0.0 and not any(estimate.chroma)
+
+
+def test_a_tiny_window_is_answered(client):
+    response = post(client, chords()[:, :100])
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [np.zeros((1, 100), np.float32), np.full((2, 10), np.inf, np.float32)],
+    ids=["mono", "inf"],
+)
+def test_bad_audio_is_a_400(client, audio):
+    response = post(client, audio)
+    assert response.status_code == 400
+    assert "error" in response.json()

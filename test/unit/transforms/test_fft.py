@@ -1,0 +1,151 @@
+"""The fft service in-process: features, the ToneInput it forwards, and how it degrades."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
+
+from common.config import Settings
+from common.interfaces import AnalysisWindow, SpectralFeatures, ToneInput
+from common.wire import decode, encode
+from transforms import features
+from transforms.fft import create_app
+
+SR = 44100
+OK_ANSWER = {"status": "ok", "labels": [{"label": "Music", "score": 0.9}]}
+
+
+def window_request(audio: np.ndarray, index: int = 2) -> tuple[bytes, dict[str, str]]:
+    meta = AnalysisWindow(job_id="job1", index=index, start_s=20.0, duration_s=10.0)
+    return encode(audio, meta)
+
+
+def a440(seconds: float = 10.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    mono = 0.25 * np.sin(2 * np.pi * 440 * t)
+    return np.stack([mono, mono]).astype(np.float32)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def fake_tone_identifier(seen: list, answer: dict, status: int = 200) -> FastAPI:
+    """Stands in for the tone identifier: records each ToneInput with its log-mel."""
+    app = FastAPI()
+
+    @app.post("/identify")
+    async def identify(request: Request) -> JSONResponse:
+        fbank, meta = decode(await request.body(), request.headers, ToneInput)
+        seen.append((meta, fbank.copy()))
+        return JSONResponse(answer, status_code=status)
+
+    return app
+
+
+def fft_client(tmp_path, tone_app: FastAPI | None = None) -> TestClient:
+    """The fft service, reaching `tone_app` in-process, or a closed port when None."""
+    tone_urls = "http://tone" if tone_app else closed_port_url()
+    transport = httpx.ASGITransport(app=tone_app) if tone_app else None
+    settings = Settings(data_dir=tmp_path, tone_urls=tone_urls)
+    return TestClient(create_app(settings, tone_transport=transport))
+
+
+def test_features_and_the_forwarded_tone_input(tmp_path):
+    seen: list = []
+    audio = a440()
+    with fft_client(tmp_path, fake_tone_identifier(seen, OK_ANSWER)) as client:
+        assert client.get("/health").status_code == 200
+        body, headers = window_request(audio)
+        response = client.post("/analyse", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    result = SpectralFeatures.model_validate_json(response.content)
+    assert result.index == 2
+    assert result.rms_db == pytest.approx(20 * np.log10(0.25 / np.sqrt(2)), abs=0.01)
+    assert result.peak_db == pytest.approx(20 * np.log10(0.25), abs=0.01)
+    assert result.loudness_lufs is not None and -20 < result.loudness_lufs < -10
+    assert result.spectral_centroid_hz == pytest.approx(440, abs=25)
+    assert result.tone.status == "ok" and result.tone.labels[0].label == "Music"
+
+    [(meta, fbank)] = seen
+    assert (meta.job_id, meta.index, meta.n_frames, meta.n_mels) == ("job1", 2, 1024, 128)
+    np.testing.assert_array_equal(fbank, features.ast_log_mel(audio))
+
+
+def test_unreachable_tone_identifier_gives_unavailable_not_an_error(tmp_path):
+    with fft_client(tmp_path) as client:
+        body, headers = window_request(a440(2.0))
+        response = client.post("/analyse", content=body, headers=headers)
+    assert response.status_code == 200
+    tone = response.json()["tone"]
+    assert tone["status"] == "unavailable"
+    assert "could not be reached" in tone["reason"]
+    assert response.json()["rms_db"] > -20
+
+
+def test_a_refusing_tone_identifier_gives_unavailable_with_its_message(tmp_path):
+    refusal = {"error": {"code": "bad_tone_input", "message": "the model takes 64 mel bins"}}
+    with fft_client(tmp_path, fake_tone_identifier([], refusal, status=400)) as client:
+        body, headers = window_request(a440(2.0))
+        tone = client.post("/analyse", content=body, headers=headers).json()["tone"]
+    assert tone["status"] == "unavailable"
+    assert "(400)" in tone["reason"] and "64 mel bins" in tone["reason"]
+
+
+def test_an_unreadable_tone_answer_gives_unavailable(tmp_path):
+    with fft_client(tmp_path, fake_tone_identifier([], {"labels": "many"})) as client:
+        body, headers = window_request(a440(2.0))
+        tone = client.post("/analyse", content=body, headers=headers).json()["tone"]
+    assert tone["status"] == "unavailable" and "cannot read" in tone["reason"]
+
+
+def test_silence_and_a_tiny_window_still_give_features(tmp_path):
+    seen: list = []
+    with fft_client(tmp_path, fake_tone_identifier(seen, OK_ANSWER)) as client:
+        body, headers = window_request(np.zeros((2, 10 * SR), np.float32))
+        silent = client.post("/analyse", content=body, headers=headers).json()
+        body, headers = window_request(a440(0.01))
+        tiny = client.post("/analyse", content=body, headers=headers).json()
+    assert silent["rms_db"] == features.DB_FLOOR and silent["loudness_lufs"] is None
+    assert silent["spectral_centroid_hz"] == 0.0
+    assert tiny["loudness_lufs"] is None
+    assert tiny["tone"]["status"] == "unavailable" and "25 ms" in tiny["tone"]["reason"]
+    assert len(seen) == 1  # the tiny window was never forwarded
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [np.zeros((1, 1000), np.float32), np.zeros((2, 0), np.float32), np.zeros(10, np.float32)],
+    ids=["mono", "empty", "1-d"],
+)
+def test_bad_audio_is_a_4xx(tmp_path, audio):
+    with fft_client(tmp_path) as client:
+        body, headers = window_request(audio)
+        response = client.post("/analyse", content=body, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_audio_shape"
+
+
+def test_bad_wire_bodies_are_4xx(tmp_path):
+    body, headers = window_request(a440(1.0))
+    with fft_client(tmp_path) as client:
+        truncated = client.post("/analyse", content=body[:-4], headers=headers)
+        no_meta = client.post(
+            "/analyse", content=body, headers={"x-audiosplit-shape": headers["x-audiosplit-shape"]}
+        )
+        bad_meta = client.post(
+            "/analyse", content=body, headers={**headers, "x-audiosplit-meta": '{"index": "x"}'}
+        )
+        nan = window_request(np.full((2, 100), np.nan, np.float32))
+        not_finite = client.post("/analyse", content=nan[0], headers=nan[1])
+    for response in (truncated, no_meta, bad_meta, not_finite):
+        assert response.status_code == 400, response.text
+        assert set(response.json()["error"]) == {"code", "message"}
