@@ -12,11 +12,15 @@ result equal to Demucs' own.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from common.constants import SAMPLE_RATE
 from common.interfaces import ChunkPlan, ChunkSpec, Normalisation
+
+MAX_SHIFT = int(0.5 * SAMPLE_RATE)  # frames: Demucs' random shift is up to half a second
 
 
 def plan_chunks(
@@ -25,12 +29,15 @@ def plan_chunks(
     overlap: float,
     padded_length: Callable[[int], int],
     transition_power: float = 1.0,
+    *,
+    lead: int = 0,
+    first_index: int = 0,
 ) -> ChunkPlan:
-    """Plan the chunks of a track of `n_frames` frames.
+    """Plan the chunks of a pass of `n_frames` frames (track frames + `lead`).
 
     `segment` is S in frames; `padded_length(length)` gives the window the model needs for a
     chunk of `length` frames (Demucs: `model.valid_length`, context-padded separators:
-    `length + 2 * context`). It must be ≥ `length`.
+    `length + 2 * context`). It must be ≥ `length`. Chunks are numbered from `first_index`.
     """
     if n_frames <= 0:
         raise ValueError(f"cannot plan chunks for {n_frames} frames")
@@ -40,7 +47,7 @@ def plan_chunks(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     stride = max(1, int((1 - overlap) * segment))
     chunks = []
-    for index, offset in enumerate(range(0, n_frames, stride)):
+    for index, offset in enumerate(range(0, n_frames, stride), start=first_index):
         length = min(segment, n_frames - offset)
         window = padded_length(length)
         if window < length:
@@ -57,6 +64,7 @@ def plan_chunks(
         )
     return ChunkPlan(
         n_frames=n_frames,
+        lead=lead,
         segment=segment,
         stride=stride,
         transition_power=transition_power,
@@ -64,18 +72,46 @@ def plan_chunks(
     )
 
 
+def plan_passes(
+    n_frames: int,
+    segment: int,
+    overlap: float,
+    padded_length: Callable[[int], int],
+    shifts: int = 0,
+    seed: int = 0,
+    max_shift: int = MAX_SHIFT,
+) -> list[ChunkPlan]:
+    """One plan, or one per shift as `apply_model(shifts=K)` does: pass k runs on the track
+    delayed by `max_shift - offset_k` zeros, `offset_k = random.randint(0, max_shift)` drawn
+    from `random.Random(seed)` (the same draws as Demucs after `random.seed(seed)`)."""
+    if shifts == 0:
+        return [plan_chunks(n_frames, segment, overlap, padded_length)]
+    rng = random.Random(seed)
+    plans: list[ChunkPlan] = []
+    for _ in range(shifts):
+        lead = max_shift - rng.randint(0, max_shift)
+        first = sum(len(p.chunks) for p in plans)
+        plans.append(
+            plan_chunks(
+                n_frames + lead, segment, overlap, padded_length, lead=lead, first_index=first
+            )
+        )
+    return plans
+
+
 def chunk_window(
-    track: np.ndarray, chunk: ChunkSpec, norm: Normalisation | None = None
+    track: np.ndarray, chunk: ChunkSpec, norm: Normalisation | None = None, lead: int = 0
 ) -> np.ndarray:
     """The samples the model sees for `chunk`: track (C, n) -> (C, window_length) float32.
 
     Real neighbouring samples where the track has them, zeros beyond its ends
     (as `demucs.apply.TensorChunk.padded`). With `norm`, the real samples are standardised as
     `(x - mean) / std` first, so the padding stays zero as it does when Demucs pads the
-    already standardised track.
+    already standardised track. `lead` is the pass's delay (see `plan_passes`).
     """
     n = track.shape[-1]
-    start, end = chunk.window_start, chunk.window_start + chunk.window_length
+    start = chunk.window_start - lead  # in track frames
+    end = start + chunk.window_length
     lo, hi = max(0, start), min(n, end)
     out = np.zeros((track.shape[0], chunk.window_length), dtype=np.float32)
     if hi > lo:

@@ -34,7 +34,12 @@ class ChunkSpec(Message):
 
 
 class ChunkPlan(Message):
-    n_frames: int
+    """The chunks of one pass over the track. With shifts (as `apply_model(shifts=K)`), each of
+    K passes runs on the track delayed by `lead` frames of zeros (a random shift): the pass's
+    frame `i` is track frame `i - lead`, and its fused output is trimmed by `lead` frames."""
+
+    n_frames: int  # frames of this pass (track frames + lead when shifted)
+    lead: int = 0
     segment: int  # S, frames
     stride: int  # frames between chunk offsets
     transition_power: float = 1.0
@@ -68,11 +73,13 @@ class PlanRequest(Message):
     model: str
     n_frames: int = Field(gt=0)
     overlap: float | None = Field(default=None, ge=0.0, le=0.9)
+    shifts: int = Field(default=0, ge=0, le=10)
+    seed: int = 0
 
 
 class PlanResponse(Message):
     model: SeparatorInfo
-    plan: ChunkPlan
+    plans: list[ChunkPlan]  # one pass, or one per shift; chunk indices run on across passes
 
 
 class SeparateMeta(Message):
@@ -105,7 +112,7 @@ class FuseJob(Message):
     """`PUT /jobs/{id}` on the fuser: what the fused result will be."""
 
     job_id: str
-    plan: ChunkPlan
+    plans: list[ChunkPlan]
     model_stems: list[str]  # the stems the predictor returns, in its order
     stem: str | None = None  # one stem: output is [stem, no_stem]; None: all model stems
     norm: Normalisation = Normalisation()

@@ -92,8 +92,6 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         files.delete()
         raise
     warnings = list(decoded.warnings)
-    if resolved.shifts and resolved.model == "dsp":
-        warnings.append("the dsp separator is time-invariant: shifts do not change its result")
     now = time.time()
     job = JobRecord(
         id=job_id,

@@ -41,6 +41,8 @@ from gateway.store import JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
 
+SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
+
 
 @dataclass
 class Pools:
@@ -81,11 +83,19 @@ class Pipeline:
         self.store.update(job_id, status="running", stage="planning")
         start = time.perf_counter()
 
-        plan = await self._plan(opts["model"], track.shape[1], opts["overlap"])
+        plan = await self._plan(
+            PlanRequest(
+                model=opts["model"],
+                n_frames=track.shape[1],
+                overlap=opts["overlap"],
+                shifts=opts["shifts"],
+                seed=SHIFT_SEED,
+            )
+        )
         norm = standardisation(track) if plan.model.normalise else Normalisation()
         fuse_job = FuseJob(
             job_id=job_id,
-            plan=plan.plan,
+            plans=plan.plans,
             model_stems=plan.model.stems,
             stem=opts["stem"],
             norm=norm,
@@ -94,24 +104,27 @@ class Pipeline:
         status = await self._fuser_json(
             "PUT", f"/jobs/{job_id}", FuseStatus, json=fuse_job.model_dump()
         )
-        todo = [c for c in plan.plan.chunks if c.index not in set(status.received)]
-        total = len(plan.plan.chunks)
+        received = set(status.received)
+        todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
+        total = sum(len(p.chunks) for p in plan.plans)
         done = total - len(todo)
         self.store.update(job_id, stage="separating", progress=0.95 * done / total)
 
         analysis = asyncio.create_task(self._analyse(job_id, track)) if opts["analysis"] else None
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
 
-        async def one(chunk: ChunkSpec) -> None:
+        async def one(lead: int, chunk: ChunkSpec) -> None:
             nonlocal done
             async with limiter:
-                window = chunk_window(track, chunk, norm if plan.model.normalise else None)
+                window = chunk_window(
+                    track, chunk, norm if plan.model.normalise else None, lead=lead
+                )
                 stems = await self._separate(job_id, opts["model"], chunk, window)
                 await self._fuse_chunk(job_id, chunk, stems)
             done += 1
             self.store.update(job_id, progress=round(0.95 * done / total, 4))
 
-        tasks = [asyncio.create_task(one(c)) for c in todo]
+        tasks = [asyncio.create_task(one(lead, c)) for lead, c in todo]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -141,8 +154,7 @@ class Pipeline:
             warnings=warnings,
         )
 
-    async def _plan(self, model: str, n_frames: int, overlap: float) -> PlanResponse:
-        req = PlanRequest(model=model, n_frames=n_frames, overlap=overlap)
+    async def _plan(self, req: PlanRequest) -> PlanResponse:
         response = await self.pools.predictor.request(
             "POST", "/plan", json=req.model_dump(), timeout=self.settings.request_timeout_s
         )

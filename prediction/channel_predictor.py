@@ -16,7 +16,7 @@ import numpy as np
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
-from common.chunks import center_trim, plan_chunks
+from common.chunks import center_trim, plan_passes
 from common.config import Settings, get_settings
 from common.errors import BadRequest
 from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult, SeparatorInfo
@@ -49,8 +49,15 @@ async def model_info(name: str, registry: Registry) -> SeparatorInfo:
 async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
     separator = await to_thread.run_sync(registry.get, req.model)
     overlap = separator.info.overlap if req.overlap is None else req.overlap
-    chunk_plan = plan_chunks(req.n_frames, separator.info.segment, overlap, separator.padded_length)
-    return PlanResponse(model=separator.info, plan=chunk_plan)
+    plans = plan_passes(
+        req.n_frames,
+        separator.info.segment,
+        overlap,
+        separator.padded_length,
+        shifts=req.shifts,
+        seed=req.seed,
+    )
+    return PlanResponse(model=separator.info, plans=plans)
 
 
 @router.post("/separate")

@@ -68,7 +68,8 @@ class JobAccumulator:
     def add_chunk(self, chunk: ChunkSpec, stems: np.ndarray) -> None:
         """Store one chunk's centre-trimmed stems (n_stems, 2, length)."""
         job = self.load()
-        if not 0 <= chunk.index < len(job.plan.chunks) or job.plan.chunks[chunk.index] != chunk:
+        chunks = all_chunks(job)
+        if not 0 <= chunk.index < len(chunks) or chunks[chunk.index] != chunk:
             raise BadRequest(f"chunk {chunk.index} is not part of job {self.job_id}'s plan")
         expected = (len(job.model_stems), 2, chunk.length)
         if stems.shape != expected:
@@ -84,7 +85,7 @@ class JobAccumulator:
         job = self.load()
         received = sorted(int(p.stem) for p in (self.dir / "chunks").glob("*.f32"))
         return FuseStatus(
-            job_id=self.job_id, chunks_planned=len(job.plan.chunks), received=received
+            job_id=self.job_id, chunks_planned=len(all_chunks(job)), received=received
         )
 
     def finalize(self) -> FusedResult:
@@ -102,12 +103,15 @@ class JobAccumulator:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def all_chunks(job: FuseJob) -> list[ChunkSpec]:
+    return [c for plan in job.plans for c in plan.chunks]
+
+
 def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     """Fuse every chunk of `job` block by block into the multi-channel WAV and per-stem WAVs."""
-    plan, n = job.plan, job.plan.n_frames
+    n = job.plans[0].n_frames - job.plans[0].lead
     stems = output_stems(job)
     n_model = len(job.model_stems)
-    weight = triangle_weight(plan.segment, plan.transition_power)
     out_dir = Path(job.out_dir)
     (out_dir / "stems").mkdir(parents=True, exist_ok=True)
     result_path = out_dir / "result.wav"
@@ -115,7 +119,7 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     tmp = {p: p.with_suffix(".partial.wav") for p in [result_path, *stem_paths.values()]}
     chunk_files = {
         c.index: np.memmap(chunk_path(c.index), WIRE_DTYPE, "r", shape=(n_model, 2, c.length))
-        for c in plan.chunks
+        for c in all_chunks(job)
     }
     peak = 0.0
     fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
@@ -129,7 +133,7 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
         try:
             for b0 in range(0, n, BLOCK_FRAMES):
                 b1 = min(n, b0 + BLOCK_FRAMES)
-                block = fuse_block(plan, chunk_files, weight, b0, b1, n_model)
+                block = fuse_passes(job.plans, chunk_files, b0, b1, n_model)
                 block *= np.float32(job.norm.std)
                 block += np.float32(job.norm.mean)
                 block = select_stems(block, job)
@@ -152,19 +156,33 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     )
 
 
-def fuse_block(plan, chunk_files, weight, b0: int, b1: int, n_model: int) -> np.ndarray:
-    """(n_model, 2, b1 - b0): the weighted sum of the chunks covering [b0, b1), divided."""
+def fuse_passes(plans, chunk_files, b0: int, b1: int, n_model: int) -> np.ndarray:
+    """(n_model, 2, b1 - b0) of the track: each pass fused and trimmed by its lead, the passes
+    averaged (as `apply_model` averages its shifts)."""
+    if len(plans) == 1:
+        return fuse_block(plans[0], chunk_files, b0, b1, n_model)
     out = np.zeros((n_model, 2, b1 - b0), dtype=np.float32)
-    weight_sum = np.zeros(b1 - b0, dtype=np.float32)
+    for plan in plans:
+        out += fuse_block(plan, chunk_files, b0, b1, n_model)
+    out /= np.float32(len(plans))
+    return out
+
+
+def fuse_block(plan, chunk_files, b0: int, b1: int, n_model: int) -> np.ndarray:
+    """(n_model, 2, b1 - b0): one pass's weighted sum of the chunks covering track frames
+    [b0, b1), divided by the summed weights."""
+    weight = triangle_weight(plan.segment, plan.transition_power)
+    v0, v1 = b0 + plan.lead, b1 + plan.lead  # the pass's own frame numbers
+    out = np.zeros((n_model, 2, v1 - v0), dtype=np.float32)
+    weight_sum = np.zeros(v1 - v0, dtype=np.float32)
     for chunk in plan.chunks:
-        lo, hi = max(b0, chunk.offset), min(b1, chunk.offset + chunk.length)
+        lo, hi = max(v0, chunk.offset), min(v1, chunk.offset + chunk.length)
         if lo >= hi:
             continue
         w = weight[lo - chunk.offset : hi - chunk.offset]
-        out[..., lo - b0 : hi - b0] += (
-            w * chunk_files[chunk.index][..., lo - chunk.offset : hi - chunk.offset]
-        )
-        weight_sum[lo - b0 : hi - b0] += w
+        piece = chunk_files[chunk.index][..., lo - chunk.offset : hi - chunk.offset]
+        out[..., lo - v0 : hi - v0] += w * piece
+        weight_sum[lo - v0 : hi - v0] += w
     out /= weight_sum
     return out
 

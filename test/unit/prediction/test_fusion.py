@@ -20,7 +20,7 @@ def make_job(tmp_path, n=9001, segment=1500, overlap=0.25, stem=None, norm=None)
     plan = plan_chunks(n, segment, overlap, lambda k: k + 200)
     job = FuseJob(
         job_id="job1",
-        plan=plan,
+        plans=[plan],
         model_stems=STEMS,
         stem=stem,
         norm=norm or Normalisation(),
@@ -40,7 +40,7 @@ def test_fused_files_equal_in_memory_overlap_add(tmp_path, monkeypatch, block):
     for chunk, piece in reversed(pieces):  # arrival order does not matter
         acc.add_chunk(chunk, piece)
     result = acc.finalize()
-    expected = overlap_add(pieces, job.plan, (4, 2))
+    expected = overlap_add(pieces, job.plans[0], (4, 2))
     multi, rate = sf.read(result.result_path, dtype="float32")
     assert rate == 44100 and multi.shape == (9001, 8)
     np.testing.assert_array_equal(multi.T.reshape(4, 2, -1), expected)
@@ -59,7 +59,9 @@ def test_retried_chunk_is_not_added_twice(tmp_path):
         acc.add_chunk(chunk, piece)
     assert acc.status().received == list(range(len(pieces)))
     multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
-    np.testing.assert_array_equal(multi.T.reshape(4, 2, -1), overlap_add(pieces, job.plan, (4, 2)))
+    np.testing.assert_array_equal(
+        multi.T.reshape(4, 2, -1), overlap_add(pieces, job.plans[0], (4, 2))
+    )
 
 
 def test_one_stem_and_its_complement_after_denormalising(tmp_path):
@@ -71,7 +73,7 @@ def test_one_stem_and_its_complement_after_denormalising(tmp_path):
         acc.add_chunk(chunk, piece)
     result = acc.finalize()
     assert result.stems == ["vocals", "no_vocals"]
-    full = overlap_add(pieces, job.plan, (4, 2)) * np.float32(2.0) + np.float32(0.1)
+    full = overlap_add(pieces, job.plans[0], (4, 2)) * np.float32(2.0) + np.float32(0.1)
     multi, _ = sf.read(result.result_path, dtype="float32")
     got = multi.T.reshape(2, 2, -1)
     np.testing.assert_allclose(got[0], full[0], atol=1e-6)
@@ -95,3 +97,28 @@ def test_missing_chunks_and_wrong_pieces_are_refused(tmp_path):
     other, _ = make_job(tmp_path, n=500)
     with pytest.raises(Conflict):
         acc.create(other)
+
+
+def test_shift_passes_are_trimmed_and_averaged(tmp_path):
+    """Two passes on the track delayed by random leads, as apply_model(shifts=2) runs them."""
+    from common.chunks import plan_passes
+
+    n = 7000
+    track = np.random.default_rng(5).standard_normal((2, n)).astype(np.float32)
+    plans = plan_passes(n, 1500, 0.25, lambda k: k + 100, shifts=2, seed=7, max_shift=300)
+    assert [p.lead > 0 for p in plans] and plans[1].chunks[0].index == len(plans[0].chunks)
+    job = FuseJob(job_id="s", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    acc = JobAccumulator(tmp_path / "fuser", "s")
+    acc.create(job)
+    expected = np.zeros((4, 2, n), np.float32)
+    for plan in plans:
+        pieces = [
+            (c, center_trim(fake_stems(chunk_window(track, c, lead=plan.lead)), c.length))
+            for c in plan.chunks
+        ]
+        for chunk, piece in pieces:
+            acc.add_chunk(chunk, piece)
+        expected += overlap_add(pieces, plan, (4, 2))[..., plan.lead :]
+    expected /= 2
+    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    np.testing.assert_allclose(multi.T.reshape(4, 2, -1), expected, atol=1e-6)
