@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     chunk_retries: int = Field(default=3, ge=0)
     default_model: str = "auto"
 
+    # retention, access
+    retention_hours: float = Field(default=24.0, gt=0)  # results older than this are deleted
+    sweep_every_s: float = Field(default=600.0, gt=0)
+    api_keys: str = ""  # comma-separated; empty: no key needed
+    rate_limit_per_minute: int = Field(default=0, ge=0)  # job submissions per client; 0: off
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+
     # prediction
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     torch_threads: int = 0  # 0: all cores

@@ -87,7 +87,9 @@ def create_service_app(
     async def on_our_error(request: Request, exc: AudiosplitError):
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
 import time
@@ -18,13 +20,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from common.audio import decode_audio
 from common.constants import RESULT_FORMATS, SAMPLE_RATE
 from common.errors import Conflict, NotFound
-from gateway.jobfiles import JobFiles, save_input
+from gateway.access import check_api_key
+from gateway.jobfiles import JobFiles, link_results, save_input
 from gateway.options import parse_options, resolve_options
 from gateway.results import converted_stem, zip_results
 from gateway.store import JobRecord
 from gateway.upload import receive_upload
 
-router = APIRouter(prefix="/api", tags=["jobs"])
+router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(check_api_key)])
 
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="job id")]
 StemName = Annotated[str, PathParam(pattern=r"^[a-z0-9_]{1,32}$", description="stem name")]
@@ -72,6 +75,7 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
     """multipart/form-data: `file` (the audio) and optional fields `model`, `quality`, `stems`,
     `shifts`, `overlap`, `analysis`. Answers 202 with the job once the audio is decoded."""
     settings = gw.settings
+    gw.rate_limiter.check(request.client.host if request.client else "unknown")
     job_id = secrets.token_urlsafe(16)
     files = JobFiles(settings.jobs_dir, job_id)
     files.dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,13 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         upload = await receive_upload(request, files.upload_path, settings.max_upload_bytes)
         options = parse_options(upload.fields, settings.default_model)
         resolved = resolve_options(options, await gw.model_infos())
+        key = cache_key(upload.sha256, resolved.to_dict())
+        cached = gw.store.find_done(key)
+        if cached is not None:
+            job = await to_thread.run_sync(reuse_result, gw, cached, job_id, upload.filename)
+            if job is not None:
+                files.upload_path.unlink(missing_ok=True)
+                return JSONResponse(job_json(job), status_code=202, headers=location(job_id))
         async with gw.decode_limiter:
             decoded = await to_thread.run_sync(
                 lambda: decode_audio(
@@ -91,7 +102,7 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
     except BaseException:
         files.delete()
         raise
-    warnings = list(decoded.warnings)
+    files.upload_path.unlink(missing_ok=True)  # the decoded input is what the job runs on
     now = time.time()
     job = JobRecord(
         id=job_id,
@@ -102,16 +113,49 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         model=resolved.model,
         model_reason=resolved.model_reason,
         stems=resolved.stems,
-        warnings=warnings,
+        warnings=list(decoded.warnings),
         options={"requested": options.__dict__, "resolved": resolved.to_dict()},
         filename=safe_filename(upload.filename),
-        content_hash=upload.sha256,
+        content_hash=key,
         n_frames=decoded.samples.shape[1],
         duration_s=round(decoded.samples.shape[1] / SAMPLE_RATE, 3),
     )
     gw.store.insert(job)
     gw.runner.submit(job_id)
-    return JSONResponse(job_json(job), status_code=202, headers={"Location": f"/api/jobs/{job_id}"})
+    return JSONResponse(job_json(job), status_code=202, headers=location(job_id))
+
+
+def location(job_id: str) -> dict[str, str]:
+    return {"Location": f"/api/jobs/{job_id}"}
+
+
+def cache_key(upload_sha256: str, resolved: dict) -> str:
+    """Same audio bytes + same model and options -> same stems."""
+    options = json.dumps(resolved, sort_keys=True)
+    return hashlib.sha256(f"{upload_sha256}|{options}".encode()).hexdigest()
+
+
+def reuse_result(gw, cached: JobRecord, job_id: str, filename: str) -> JobRecord | None:
+    """A new job, born done, holding links to an identical earlier job's files (None when
+    those files are gone)."""
+    source = JobFiles(gw.settings.jobs_dir, cached.id)
+    target = JobFiles(gw.settings.jobs_dir, job_id)
+    if not link_results(source, target):
+        return None
+    now = time.time()
+    job = JobRecord(
+        **{
+            **cached.__dict__,
+            "id": job_id,
+            "created_at": now,
+            "updated_at": now,
+            "filename": safe_filename(filename),
+            "stage": "done",
+            "warnings": [*cached.warnings, "result reused from an identical earlier job"],
+        }
+    )
+    gw.store.insert(job)
+    return job
 
 
 @router.get("/jobs", summary="List jobs, newest first")
@@ -214,8 +258,10 @@ def safe_filename(name: str) -> str:
     """A client's file name, reduced to something safe in a header and on any disk."""
     name = unicodedata.normalize("NFKD", Path(name.replace("\\", "/")).name)
     name = name.encode("ascii", "ignore").decode()
-    name = re.sub(r"[^A-Za-z0-9._ -]+", "", name).strip(" .")
-    return name[:100] or "audio"
+    name = re.sub(r"[^A-Za-z0-9._ -]+", "", name)
+    stem, suffix = Path(name).stem, Path(name).suffix
+    name = re.sub(r"\s+", " ", stem).strip(" .")[:100] + suffix[:10]
+    return name if Path(name).stem else "audio"
 
 
 def stem_of(filename: str) -> str:

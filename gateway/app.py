@@ -6,22 +6,29 @@ Run: `uvicorn --factory gateway.app:create_app`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from contextlib import asynccontextmanager
 
 import httpx
+from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from common.config import Settings, get_settings
+from common.config import Settings, get_settings, split_urls
 from common.errors import UpstreamError
 from common.interfaces import SeparatorInfo
 from common.replicas import ReplicaPool
 from common.service import create_service_app
+from gateway.access import RateLimiter
 from gateway.api import router
+from gateway.jobfiles import JobFiles
 from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools, expect_ok
 from gateway.runner import JobRunner
 from gateway.store import JobStore
+
+log = logging.getLogger("audiosplit.gateway")
 
 MODEL_INFO_TTL_S = 10.0
 DECODES_AT_ONCE = 2  # decoding is CPU and memory heavy: bound it whatever the upload rate
@@ -49,6 +56,8 @@ class Gateway:
             self.store, Pipeline(settings, self.store, self.pools), settings.job_concurrency
         )
         self.decode_limiter = asyncio.Semaphore(DECODES_AT_ONCE)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.sweeper: asyncio.Task | None = None
         self._infos: dict[str, SeparatorInfo] = {}
         self._infos_at = 0.0
 
@@ -66,7 +75,32 @@ class Gateway:
         self._infos_at = time.monotonic()
         return self._infos
 
+    def sweep(self) -> list[str]:
+        """Delete jobs (and their files) that ended longer than `retention_hours` ago."""
+        cutoff = time.time() - self.settings.retention_hours * 3600
+        expired = self.store.older_than(cutoff)
+        for job_id in expired:
+            self.store.delete(job_id)
+            JobFiles(self.settings.jobs_dir, job_id).delete()
+        if expired:
+            log.info(
+                "retention: deleted %d jobs older than %.1f h",
+                len(expired),
+                self.settings.retention_hours,
+            )
+        return expired
+
+    async def sweep_forever(self) -> None:
+        while True:
+            try:
+                await to_thread.run_sync(self.sweep)
+            except Exception:
+                log.exception("retention sweep failed; trying again later")
+            await asyncio.sleep(self.settings.sweep_every_s)
+
     async def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         await self.runner.stop()
         await self.client.aclose()
         self.store.close()
@@ -81,16 +115,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gateway = Gateway(settings)
         app.state.gateway = gateway
         await gateway.runner.start()
+        gateway.sweeper = asyncio.create_task(gateway.sweep_forever())
         app.state.ready = True
         try:
             yield
         finally:
             await gateway.close()
 
-    return create_service_app(
+    app = create_service_app(
         "gateway",
         settings,
         routers=[page_router, router],
         lifespan=lifespan,
         description="Upload a song, get its stems back. See the README for the API.",
     )
+    origins = split_urls(settings.cors_origins)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+        )
+    return app

@@ -74,3 +74,29 @@ def load_input(files: JobFiles) -> np.ndarray:
         raise NotFound(f"the decoded input of this job is gone ({files.input_path})")
     n = files.input_path.stat().st_size // 8
     return np.memmap(files.input_path, WIRE_DTYPE, "r", shape=(2, n))
+
+
+def link_results(source: JobFiles, target: JobFiles) -> bool:
+    """Hard-link (or copy) a finished job's results and analysis into another job's dir.
+    False when the source's files are gone; the target is then left empty."""
+    if not source.result_path.exists():
+        return False
+    try:
+        target.dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source.result_dir, target.result_dir, copy_function=_link_or_copy)
+        if source.analysis_path.exists():
+            _link_or_copy(source.analysis_path, target.analysis_path)
+    except FileNotFoundError:
+        target.delete()
+        return False
+    except OSError as e:
+        target.delete()
+        raise StorageError(f"cannot reuse the earlier result: {e}") from e
+    return True
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

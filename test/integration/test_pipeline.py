@@ -42,9 +42,14 @@ def song():
 
 
 @pytest.fixture(scope="module")
-def done_job(client, song):
-    _, mix = song
-    r = submit(client, wav_bytes(mix, subtype="FLOAT"))
+def upload(song) -> bytes:
+    # made once: libsndfile stamps float WAVs with the time in their PEAK chunk
+    return wav_bytes(song[1], subtype="FLOAT")
+
+
+@pytest.fixture(scope="module")
+def done_job(client, upload):
+    r = submit(client, upload)
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["status"] in ("queued", "running") and job["model"] == "dsp"
@@ -213,3 +218,15 @@ def test_upload_page_and_docs(client):
     assert page.status_code == 200 and "<form" in page.text and "/api/jobs" in page.text
     assert client.get("/docs").status_code == 200
     assert "/api/jobs" in client.get("/openapi.json").json()["paths"]
+
+
+def test_same_audio_and_options_reuse_the_result(client, upload, done_job):
+    r = submit(client, upload, name="again.wav")
+    assert r.status_code == 202
+    again = r.json()
+    assert again["status"] == "done" and again["id"] != done_job["id"]
+    assert any("reused" in w for w in again["warnings"])
+    first = client.get(done_job["links"]["result"]).content
+    assert client.get(again["links"]["result"]).content == first
+    client.delete(f"/api/jobs/{again['id']}")  # deleting the copy keeps the original
+    assert client.get(done_job["links"]["result"]).content == first
