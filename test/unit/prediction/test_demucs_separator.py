@@ -1,0 +1,379 @@
+"""The Demucs separator: weights are found offline where `get_model` looks, and chunks fused by
+`common.chunks` equal `demucs.api.Separator(shifts=0).separate_tensor` on real music.
+
+Models are real Demucs architectures with random weights, saved in the package format Demucs
+downloads and written where the download would leave them (`TORCH_HOME/hub/checkpoints`, or a
+Hugging Face cache). Only the download itself is cut off, so a wrong file name fails loudly
+instead of reaching for the network.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from demucs.htdemucs import HTDemucs
+from demucs.states import get_state, save_with_checksum
+
+from common.chunks import center_trim, chunk_window, overlap_add, plan_chunks, standardisation
+from common.config import REPO_ROOT, Settings
+from common.errors import InvalidOption, ModelUnavailable
+from prediction import demucs_separator
+from prediction.demucs_separator import DemucsSeparator, legacy_files
+from prediction.devices import pick_device, run_in_batches
+from prediction.registry import ModelRegistry
+from prediction.separator import Separator
+
+TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
+MUSIC = [
+    TESTDATA / "stems" / "falcon69" / "mixture.flac",
+    TESTDATA / "tricky" / "fmt_spleeter_44k_s16_stereo.wav",
+]
+FOUR = ["drums", "bass", "other", "vocals"]
+SIX = [*FOUR, "guitar", "piano"]
+SMALL = {"channels": 8, "depth": 4, "t_layers": 1}  # the real architecture, ~0.4 M parameters
+# htdemucs as released (42 M parameters): the mmi grid's settings at 7.8 s.
+FULL = {"channels": 48, "depth": 4, "t_layers": 5, "dconv_mode": 3, "bottom_channels": 512}
+TOLERANCE = 1e-4  # max |diff| / peak
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A models dir of our own, the hub offline, and downloads that fail instead of running."""
+    import huggingface_hub.constants as hf
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("TORCH_HOME", str(models / "torch"))
+    monkeypatch.setenv("HF_HOME", str(models / "huggingface"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    # huggingface_hub read these at import; demucs' own `get_model` (the reference) reads them.
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(models / "huggingface" / "hub"))
+
+    def no_download(url: str, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return Settings(models_dir=models, device="cpu", torch_threads=1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread, restored after: results do not depend on it, and on a shared 2-core
+    box two threads contend with other work (measured 5-7x slower wall time than one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def real_music(min_seconds: float = 20.0) -> np.ndarray | None:
+    """(2, n) float32: ≥ `min_seconds` of real music (two recordings, repeated); None when the
+    shared test data is absent."""
+    if not all(p.is_file() for p in MUSIC):
+        return None
+    parts = [sf.read(p, dtype="float32", always_2d=True)[0].T for p in MUSIC]
+    track = np.concatenate(parts, axis=1)
+    while track.shape[1] < min_seconds * 44100:
+        track = np.concatenate([track, parts[0]], axis=1)
+    return np.ascontiguousarray(track)
+
+
+@pytest.fixture(scope="module")
+def music() -> np.ndarray:
+    track = real_music()
+    if track is None:
+        pytest.skip(f"real test music not found under {TESTDATA}")
+    return track
+
+
+def htdemucs(sources: list[str], seed: int, **kwargs) -> HTDemucs:
+    torch.manual_seed(seed)
+    return HTDemucs(sources=sources, segment=Fraction(39, 5), **kwargs).eval()
+
+
+def package(model: torch.nn.Module) -> dict:
+    """The dict Demucs' released `.th` files hold (`demucs.states.serialize_model`'s, without
+    the training args, which need omegaconf); weights in half precision as released."""
+    args, kwargs = model._init_args_kwargs
+    return {
+        "klass": type(model),
+        "args": args,
+        "kwargs": kwargs,
+        "state": get_state(model, None, half=True),
+        "training_args": {},
+    }
+
+
+def install_published(settings: Settings, name: str, models: list[torch.nn.Module]) -> None:
+    """Write `models` where Demucs' legacy download of `name` puts its files."""
+    checkpoints = Path(settings.models_dir) / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    files = legacy_files(name)
+    assert len(files) == len(models)
+    for model, file in zip(models, files, strict=True):
+        torch.save(package(model), checkpoints / file)
+
+
+# --- the job's side: standardise, cut, separate, fuse -----------------------------------------
+
+
+def separate_in_chunks(separator: Separator, track: np.ndarray) -> np.ndarray:
+    """(2, n) -> (n_stems, 2, n) as a job does it, one window per request: whole-track
+    standardisation, windows of the plan, centre trim, overlap-add, standardisation undone."""
+    norm = standardisation(track)
+    info = separator.info
+    plan = plan_chunks(track.shape[1], info.segment, info.overlap, separator.padded_length)
+    pieces = []
+    for chunk in plan.chunks:
+        out = separator.separate(chunk_window(track, chunk, norm)[None])[0]
+        pieces.append((chunk, center_trim(out, chunk.length)))
+    fused = overlap_add(pieces, plan, (len(info.stems), 2))
+    fused *= np.float32(norm.std)
+    fused += np.float32(norm.mean)
+    return fused
+
+
+def demucs_reference(track: np.ndarray, name: str, repo: Path | None = None) -> np.ndarray:
+    """(n_stems, 2, n) from Demucs' own front end, loading `name` itself."""
+    from demucs.api import Separator as DemucsApi
+
+    api = DemucsApi(model=name, repo=repo, device="cpu", shifts=0, overlap=0.25, progress=False)
+    _, stems = api.separate_tensor(torch.from_numpy(track))
+    return np.stack([s.numpy() for s in stems.values()])
+
+
+def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
+    assert ours.shape == reference.shape
+    return float(np.abs(ours - reference).max() / np.abs(reference).max())
+
+
+# --- probe ------------------------------------------------------------------------------------
+
+
+def test_probe_names_the_missing_file_and_where_it_goes(settings: Settings) -> None:
+    info = demucs_separator.probe("htdemucs", settings)
+    assert not info.available
+    checkpoints = Path(settings.models_dir) / "torch" / "hub" / "checkpoints"
+    assert "955717e8-8726e21a.th" in info.reason
+    assert str(checkpoints) in info.reason
+    assert "./run.sh fetch-models htdemucs" in info.reason
+    assert info.stems == FOUR and info.segment == 343980 and info.normalise
+
+
+def test_probe_of_a_bag_lists_every_missing_file(settings: Settings) -> None:
+    info = demucs_separator.probe("htdemucs_ft", settings)
+    assert not info.available
+    for sig in ("f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d"):
+        assert sig in info.reason
+    mmi = demucs_separator.probe("hdemucs_mmi", settings)
+    assert mmi.segment == 44 * 44100  # the bag's yaml sets 44 s
+
+
+def test_registry_refuses_a_missing_model_with_the_probe_reason(settings: Settings) -> None:
+    with pytest.raises(ModelUnavailable, match="955717e8-8726e21a.th"):
+        ModelRegistry(settings).get("htdemucs")
+
+
+def test_unknown_name_lists_the_valid_ones(settings: Settings) -> None:
+    with pytest.raises(InvalidOption) as err:
+        ModelRegistry(settings).info("htdemucs_9000")
+    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra", "umxhq"):
+        assert name in err.value.message
+
+
+def test_probe_finds_the_torch_hub_file(settings: Settings) -> None:
+    install_published(settings, "htdemucs", [htdemucs(FOUR, 0, **SMALL)])
+    info = demucs_separator.probe("htdemucs", settings)
+    assert info.available, info.reason
+    assert "955717e8-8726e21a.th" in info.reason
+
+
+def test_probe_and_load_from_the_hugging_face_cache(settings: Settings) -> None:
+    """The layout a hub download leaves: refs/main -> snapshots/<commit>/{yaml, safetensors}."""
+    from safetensors.torch import save_file
+
+    model = htdemucs(FOUR, 1, **SMALL)
+    repo = Path(settings.models_dir) / "huggingface" / "hub" / "models--adefossez--HTDemucs"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    (snapshot / "htdemucs.yaml").write_text("models: ['955717e8']\n")
+    _, kwargs = model._init_args_kwargs
+    kwargs = {**kwargs, "segment": {"_type": "fraction", "numerator": 39, "denominator": 5}}
+    metadata = {"klass": "demucs.htdemucs.HTDemucs", "args": "[]", "kwargs": json.dumps(kwargs)}
+    save_file(model.state_dict(), snapshot / "955717e8.safetensors", metadata=metadata)
+
+    info = demucs_separator.probe("htdemucs", settings)
+    assert info.available and "Hugging Face cache" in info.reason, info.reason
+    separator = demucs_separator.load("htdemucs", settings)
+    loaded = separator.models[0]
+    assert torch.equal(
+        loaded.state_dict()["freq_emb.embedding.weight"],
+        model.state_dict()["freq_emb.embedding.weight"],
+    )
+
+
+def test_checkpoint_path_inside_the_models_dir_loads(settings: Settings) -> None:
+    models = Path(settings.models_dir)
+    models.mkdir(parents=True)
+    save_with_checksum(package(htdemucs(SIX, 2, **SMALL)), models / "mine.th")
+    path = str(next(models.glob("mine-*.th")))
+    info = demucs_separator.probe(path, settings)
+    assert info.available and info.stems == SIX and info.segment == 343980, info.reason
+    separator = ModelRegistry(settings).get(path)
+    assert separator.info.stems == SIX and separator.padded_length(1000) == 343980
+
+
+def test_checkpoint_path_outside_the_models_dir_is_refused(
+    settings: Settings, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere" / "model.th"
+    outside.parent.mkdir()
+    torch.save(package(htdemucs(FOUR, 3, **SMALL)), outside)
+    info = demucs_separator.probe(str(outside), settings)
+    assert not info.available and "outside the models dir" in info.reason
+
+
+def test_a_file_that_is_no_demucs_package_is_explained(settings: Settings) -> None:
+    models = Path(settings.models_dir)
+    models.mkdir(parents=True)
+    torch.save({"state_dict": {}}, models / "other.pt")
+    info = demucs_separator.probe(str(models / "other.pt"), settings)
+    assert not info.available and "klass" in info.reason and "state_dict" in info.reason
+    (models / "noise.th").write_bytes(b"not a pickle at all")
+    info = demucs_separator.probe(str(models / "noise.th"), settings)
+    assert not info.available and "cannot read checkpoint" in info.reason
+
+
+# --- exactness against demucs.api.Separator.separate_tensor -----------------------------------
+
+
+def test_small_htdemucs_chunks_equal_separate_tensor(settings: Settings, music) -> None:
+    install_published(settings, "htdemucs", [htdemucs(FOUR, 10, **SMALL)])
+    separator = ModelRegistry(settings).get("htdemucs")
+    assert separator.info.stems == FOUR and separator.info.segment == 343980
+    assert (
+        relative_error(separate_in_chunks(separator, music), demucs_reference(music, "htdemucs"))
+        <= TOLERANCE
+    )
+
+
+def test_six_source_htdemucs_chunks_equal_separate_tensor(settings: Settings, music) -> None:
+    install_published(settings, "htdemucs_6s", [htdemucs(SIX, 11, **SMALL)])
+    separator = demucs_separator.load("htdemucs_6s", settings)
+    assert separator.info.stems == SIX
+    assert (
+        relative_error(separate_in_chunks(separator, music), demucs_reference(music, "htdemucs_6s"))
+        <= TOLERANCE
+    )
+
+
+def test_bag_with_per_source_weights_equals_separate_tensor(
+    settings: Settings, tmp_path: Path, music
+) -> None:
+    """A bag in a local repo (`--repo`): the only way to give a bag weights of our choosing."""
+    from demucs.pretrained import get_model
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    weights = [[1.0, 0.5, 0.25, 0.0], [0.5, 1.0, 0.75, 2.0]]
+    for sig, seed in (("aaaa0001", 20), ("bbbb0002", 21)):
+        save_with_checksum(package(htdemucs(FOUR, seed, **SMALL)), repo / f"{sig}.th")
+    bag = {"models": ["aaaa0001", "bbbb0002"], "weights": weights}
+    (repo / "mybag.yaml").write_text(yaml.safe_dump(bag))
+
+    separator = DemucsSeparator("mybag", get_model("mybag", repo=repo))
+    assert separator.weights == weights and len(separator.models) == 2
+    assert (
+        relative_error(
+            separate_in_chunks(separator, music), demucs_reference(music, "mybag", repo=repo)
+        )
+        <= TOLERANCE
+    )
+
+
+def test_published_bag_loads_with_its_weights(settings: Settings) -> None:
+    install_published(settings, "htdemucs_ft", [htdemucs(FOUR, s, **SMALL) for s in range(4)])
+    separator = demucs_separator.load("htdemucs_ft", settings)
+    assert len(separator.models) == 4
+    assert separator.weights == [[1.0 if i == j else 0.0 for j in range(4)] for i in range(4)]
+    out = separator.separate(np.zeros((1, 2, 343980), np.float32))
+    assert out.shape == (1, 4, 2, 343980)
+
+
+@pytest.mark.slow
+def test_full_size_htdemucs_chunks_equal_separate_tensor(settings: Settings, music) -> None:
+    install_published(settings, "htdemucs", [htdemucs(FOUR, 12, **FULL)])
+    separator = demucs_separator.load("htdemucs", settings)
+    params = sum(p.numel() for p in separator.models[0].parameters())
+    assert 40e6 < params < 44e6
+    assert (
+        relative_error(separate_in_chunks(separator, music), demucs_reference(music, "htdemucs"))
+        <= TOLERANCE
+    )
+
+
+def test_window_of_the_wrong_length_is_refused(settings: Settings) -> None:
+    from common.errors import BadRequest
+
+    separator = DemucsSeparator("small", htdemucs(FOUR, 13, **SMALL))
+    with pytest.raises(BadRequest, match="343980"):
+        separator.separate(np.zeros((1, 2, 1000), np.float32))
+
+
+def test_bag_of_different_segments_is_refused() -> None:
+    from demucs.apply import BagOfModels
+
+    a = htdemucs(FOUR, 14, **SMALL)
+    b = HTDemucs(sources=FOUR, segment=Fraction(5), **SMALL)
+    with pytest.raises(ModelUnavailable, match="different segments"):
+        DemucsSeparator("mixed", BagOfModels([a, b]))
+
+
+# --- devices (used by both torch separators) --------------------------------------------------
+
+
+def test_unusable_device_falls_back_to_cpu_with_a_warning() -> None:
+    assert pick_device("cpu") == ("cpu", [])
+    if not torch.cuda.is_available():
+        device, warnings = pick_device("cuda:7")
+        assert device == "cpu" and "cuda:7" in warnings[0]
+        assert pick_device("auto")[0] in ("cpu", "mps")
+
+
+def test_out_of_memory_halves_the_batch_then_runs_on_cpu() -> None:
+    """The accelerator fits 1 window once, then nothing: 4 -> 2 -> 1 -> the rest on cpu."""
+    calls: list[tuple[int, str]] = []
+
+    def forward(x: torch.Tensor, device: str) -> torch.Tensor:
+        calls.append((x.shape[0], device))
+        if device == "cuda" and (x.shape[0] > 1 or len(calls) > 3):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return x * 2  # computed on the CPU: only the device's name matters here
+
+    x = torch.arange(8.0).reshape(4, 2)
+    out, warnings = run_in_batches(forward, x, "cuda", batch_size=4)
+    assert torch.equal(out, x * 2)
+    assert calls == [(4, "cuda"), (2, "cuda"), (1, "cuda"), (1, "cuda")] + [(1, "cpu")] * 3
+    assert len(warnings) == 3 and "ran on cpu" in warnings[-1]
+
+
+def test_out_of_memory_on_the_cpu_is_raised() -> None:
+    def forward(x: torch.Tensor, device: str) -> torch.Tensor:
+        raise RuntimeError("DefaultCPUAllocator: out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_in_batches(forward, torch.zeros(2, 2), "cpu", batch_size=2)
