@@ -135,7 +135,7 @@ class Pipeline:
             raise
         self.store.update(job_id, stage="fusing")
         result = await self._fuser_json("POST", f"/jobs/{job_id}/finalize", FusedResult)
-        warnings = list(job.warnings)
+        warnings = self.store.get(job_id).warnings
         if analysis is not None:
             self.store.update(job_id, stage="analysing")
             warnings += await analysis
@@ -174,8 +174,18 @@ class Pipeline:
             timeout=self.settings.request_timeout_s,
         )
         expect_ok(response, "the channel predictor")
-        stems, _ = decode(response.content, response.headers, SeparateResult)
+        stems, result = decode(response.content, response.headers, SeparateResult)
+        self._note_warnings(job_id, result.warnings)
         return stems[0]
+
+    def _note_warnings(self, job_id: str, new: list[str]) -> None:
+        """Add the predictor's warnings (device fallbacks) to the job, each once."""
+        if not new:
+            return
+        job = self.store.get(job_id)
+        merged = job.warnings + [w for w in dict.fromkeys(new) if w not in job.warnings]
+        if merged != job.warnings:
+            self.store.update(job_id, warnings=merged)
 
     async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> None:
         body, headers = encode(stems, FuseChunkMeta(chunk=chunk))

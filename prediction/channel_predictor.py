@@ -87,7 +87,9 @@ async def separate(request: Request, registry: Registry) -> Response:
     )
     async with limiter:
         start = time.perf_counter()
-        stems = await to_thread.run_sync(separator.separate, np.array(windows))
+        stems, warnings = await to_thread.run_sync(
+            separator.separate_chunks, np.array(windows), meta.chunks
+        )
         seconds = time.perf_counter() - start
     SEPARATION_SECONDS.labels(separator.info.name, separator.device).observe(seconds)
     trimmed = center_trim(stems, meta.chunks[0].length)
@@ -96,6 +98,7 @@ async def separate(request: Request, registry: Registry) -> Response:
         stems=separator.info.stems,
         device=separator.device,
         seconds=round(seconds, 4),
+        warnings=warnings,
     )
     out, headers = encode(trimmed, result)
     return Response(content=out, headers=headers)

@@ -12,10 +12,12 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from common.constants import DSP_STEMS, SAMPLE_RATE
-from common.interfaces import SeparatorInfo
+from common.interfaces import ChunkSpec, SeparatorInfo
 
 DSP_SEGMENT_S = 10.0  # seconds of centre per chunk
-DSP_CONTEXT_S = 2.0  # real neighbouring audio on each side, so masks see past the chunk edges
+# Real neighbouring audio on each side: the masks look ~0.3 s away, so with 1 s of context and
+# STFT frames aligned to the track (see `separate_chunks`) chunks equal the whole-track result.
+DSP_CONTEXT_S = 1.0
 DSP_OVERLAP = 0.25
 
 
@@ -34,6 +36,17 @@ class Separator(ABC):
     def separate(self, windows: np.ndarray) -> np.ndarray:
         """(batch, 2, window) float32 -> (batch, n_stems, 2, window) float32."""
 
+    def separate_with_warnings(self, windows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """`separate`, plus warnings for the job (e.g. a device fallback)."""
+        return self.separate(windows), []
+
+    def separate_chunks(
+        self, windows: np.ndarray, chunks: list[ChunkSpec]
+    ) -> tuple[np.ndarray, list[str]]:
+        """What the predictor calls: the windows with the chunks they belong to, for
+        separators whose result depends on where a window sits in the track."""
+        return self.separate_with_warnings(windows)
+
 
 class DspSeparator(Separator):
     """Classical signal processing (see `prediction.dsp`); needs no weights."""
@@ -49,6 +62,19 @@ class DspSeparator(Separator):
         from prediction.dsp import separate_dsp
 
         return np.stack([separate_dsp(w, SAMPLE_RATE) for w in windows])
+
+    def separate_chunks(
+        self, windows: np.ndarray, chunks: list[ChunkSpec]
+    ) -> tuple[np.ndarray, list[str]]:
+        from prediction.dsp import separate_dsp
+
+        # origin: the window's place in the track, so its STFT frames fall on the whole
+        # track's frame grid and overlapping chunks compute the same values.
+        stems = [
+            separate_dsp(w, SAMPLE_RATE, origin=c.window_start)
+            for w, c in zip(windows, chunks, strict=True)
+        ]
+        return np.stack(stems), []
 
 
 def dsp_info() -> SeparatorInfo:
