@@ -11,6 +11,12 @@ STAMP="$VENV/.audiosplit-installed"
 
 say() { printf '[audiosplit] %s\n' "$*" >&2; }
 
+quiet_pip() {
+  # pip warns about every missing entry of an extra local index some machines configure;
+  # keep its real messages, drop that noise (pipefail keeps pip's exit status).
+  "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+}
+
 install_stamp() {
   # Re-install when the dependency list or this script's install recipe changes.
   cat pyproject.toml "$0" | sha256sum | cut -c1-16
@@ -35,7 +41,7 @@ install() {
     say "install: creating $VENV with $($python --version)"
     "$python" -m venv "$VENV"
   fi
-  local pip=("$PY" -m pip install --disable-pip-version-check -q)
+  local pip=(quiet_pip "$PY" -m pip install --disable-pip-version-check -q)
   # torch first and pinned, so that no later requirement range can pull a multi-GB CUDA build.
   say "install: $TORCH_SPEC"
   "${pip[@]}" "$TORCH_SPEC"

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from common.config import Settings  # noqa: E402
-from test.unit.prediction import test_demucs_separator as dm  # noqa: E402
+from test import separation_fixtures as dm  # noqa: E402
 from test.unit.prediction import test_umx_separator as um  # noqa: E402
 
 FAMILIES = ("small", "6s", "bag", "full", "umx")
