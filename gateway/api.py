@@ -65,7 +65,11 @@ def job_json(job: JobRecord) -> dict:
         "updated_at": iso(job.updated_at),
         "duration_s": job.duration_s,
         "filename": job.filename,
-        "options": job.options.get("resolved", {}),
+        "options": {
+            k: v
+            for k, v in job.options.get("resolved", {}).items()
+            if k not in ("model", "model_reason", "stems")
+        },
         "links": links,
     }
 

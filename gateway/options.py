@@ -77,7 +77,7 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
         name = next(n for n in chain if infos[n].available)
         skipped = [infos[n] for n in chain[: chain.index(name)]]
         if skipped:
-            why = "; ".join(f"{i.name}: {i.reason}" for i in skipped)
+            why = "; ".join(i.reason for i in skipped)
             reason = f"model=auto, quality={options.quality}: ran {name} because {why}"
         else:
             reason = f"model=auto, quality={options.quality}: {name} ({infos[name].reason})"

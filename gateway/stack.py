@@ -163,6 +163,8 @@ def up() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # explicitly: a shell that starts us in the background leaves SIGINT ignored
+    signal.signal(signal.SIGINT, on_term)
     say(f"starting 6 services; logs in {stack.log_dir}")
     try:
         stack.start()
