@@ -1,0 +1,56 @@
+"""`run.sh up`'s launcher: all six services healthy, then all gone on Ctrl-C or SIGTERM."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from gateway.stack import SERVICES
+from test.stackutil import REPO, stack_settings
+
+
+def children_alive(ports: list[int]) -> list[int]:
+    alive = []
+    for port in ports:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            alive.append(port)
+        except httpx.HTTPError:
+            pass
+    return alive
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_reports_ready_and_stops_every_service(tmp_path, sig):
+    settings, env = stack_settings(tmp_path / "data", tmp_path / "models")
+    ports = [getattr(settings, s.port_field) for s in SERVICES]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.stack", "up"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "ready: http://" in line or proc.poll() is not None:
+                break
+        assert any("ready" in line for line in lines), "".join(lines)
+        assert sorted(children_alive(ports)) == sorted(ports)
+        assert all((tmp_path / "data" / "logs" / f"{s.name}.log").exists() for s in SERVICES)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
+        assert "stopped" in proc.stderr.read()
+        assert children_alive(ports) == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
