@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import APIRouter, FastAPI, Request
@@ -26,6 +26,7 @@ from common.metrics import REQUEST_LATENCY, metrics_response
 log = logging.getLogger("audiosplit.service")
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+Readiness = Callable[[FastAPI], Awaitable[dict[str, str]]]
 
 
 def error_body(code: str, message: str) -> dict:
@@ -40,7 +41,11 @@ def create_service_app(
     lifespan: Lifespan | None = None,
     description: str = "",
     docs: bool = True,
+    readiness: Readiness | None = None,
 ) -> FastAPI:
+    """`/health`: alive and loaded (200 once the lifespan set `app.state.ready`). `/ready`: that,
+    and whatever `readiness(app)` checks (models loaded, downstream services reachable): a dict
+    of check -> "ok" or what is wrong; 200 when every check is "ok", else 503."""
     setup_logging(name, settings.log_level)
     app = FastAPI(
         title=f"audiosplit {name}",
@@ -120,6 +125,15 @@ def create_service_app(
         if not request.app.state.ready:
             return JSONResponse({"status": "starting", "service": name}, status_code=503)
         return {"status": "ok", "service": name}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request):
+        checks = {"loaded": "ok" if request.app.state.ready else "starting"}
+        if request.app.state.ready and readiness is not None:
+            checks.update(await readiness(request.app))
+        ok = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ok else "not_ready", "service": name, "checks": checks}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:

@@ -98,6 +98,22 @@ class Gateway:
                 log.exception("retention sweep failed; trying again later")
             await asyncio.sleep(self.settings.sweep_every_s)
 
+    async def downstream_checks(self) -> dict[str, str]:
+        """Every replica of every downstream service answers /health (for `/ready`)."""
+
+        async def check(url: str) -> str:
+            try:
+                r = await self.client.get(url + "/health", timeout=2.0)
+            except httpx.HTTPError as e:
+                return f"unreachable: {type(e).__name__}"
+            return "ok" if r.status_code == 200 else f"/health answered {r.status_code}"
+
+        targets = {
+            f"{name} {url}": url for name, urls in self.settings.urls.items() for url in urls
+        }
+        results = await asyncio.gather(*(check(u) for u in targets.values()))
+        return dict(zip(targets, results, strict=True))
+
     async def close(self) -> None:
         if self.sweeper is not None:
             self.sweeper.cancel()
@@ -128,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[page_router, router],
         lifespan=lifespan,
         description="Upload a song, get its stems back. See the README for the API.",
+        readiness=lambda app: app.state.gateway.downstream_checks(),
     )
     origins = split_urls(settings.cors_origins)
     if origins:

@@ -127,7 +127,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routers=[router],
         lifespan=lifespan,
         description="Separates chunks of audio into stems (Demucs, Open-Unmix, dsp).",
+        readiness=loaded_models,
     )
+
+
+async def loaded_models(app: FastAPI) -> dict[str, str]:
+    loaded = app.state.registry.loaded_names()
+    return {"models": "ok" if loaded else "none loaded"} | {f"model {n}": "ok" for n in loaded}
 
 
 def preload(registry: ModelRegistry) -> None:

@@ -60,6 +60,9 @@ class ModelRegistry:
     def infos(self) -> list[SeparatorInfo]:
         return [self.info(name) for name in MODEL_NAMES]
 
+    def loaded_names(self) -> list[str]:
+        return list(self._loaded)
+
     def get(self, name: str) -> Separator:
         """The loaded separator for `name`, loading it on first use (thread-safe)."""
         check_model_name(name)

@@ -211,6 +211,10 @@ def test_every_service_is_healthy_and_has_metrics(stack):
     for name in ("gateway", "fft", "cqt", "tone", "predictor", "fuser"):
         assert httpx.get(stack.url(name) + "/health").status_code == 200
         assert "audiosplit_request_seconds" in httpx.get(stack.url(name) + "/metrics").text
+        assert httpx.get(stack.url(name) + "/ready").json()["status"] == "ready"
+    checks = httpx.get(stack.url("gateway") + "/ready").json()["checks"]
+    assert len(checks) == 6 and all(v == "ok" for v in checks.values())  # loaded + 5 services
+    assert httpx.get(stack.url("predictor") + "/ready").json()["checks"]["model dsp"] == "ok"
 
 
 def test_upload_page_and_docs(client):

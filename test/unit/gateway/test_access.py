@@ -86,3 +86,11 @@ def test_file_names_are_sanitised(name, safe):
     from gateway.api import safe_filename
 
     assert safe_filename(name) == safe
+
+
+def test_ready_names_the_unreachable_services(tmp_path):
+    with TestClient(app_with(tmp_path)) as c:
+        assert c.get("/health").status_code == 200  # alive
+        r = c.get("/ready")
+        assert r.status_code == 503
+        assert r.json()["checks"]["predictor http://127.0.0.1:9"].startswith("unreachable")
