@@ -67,6 +67,7 @@ class SeparatorInfo(Message):
     segment: int  # S, frames
     overlap: float  # default overlap
     normalise: bool  # whether jobs must standardise the input by whole-track mean/std
+    batch_size: int = 1  # windows per /separate request the model runs fastest with
 
 
 class PlanRequest(Message):

@@ -113,18 +113,23 @@ class Pipeline:
         analysis = asyncio.create_task(self._analyse(job_id, track)) if opts["analysis"] else None
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
 
-        async def one(lead: int, chunk: ChunkSpec) -> None:
+        normalise = norm if plan.model.normalise else None
+
+        async def one(batch: list[tuple[int, ChunkSpec]]) -> None:
             nonlocal done
             async with limiter:
-                window = chunk_window(
-                    track, chunk, norm if plan.model.normalise else None, lead=lead
+                windows = np.stack(
+                    [chunk_window(track, c, normalise, lead=lead) for lead, c in batch]
                 )
-                stems = await self._separate(job_id, opts["model"], chunk, window)
-                await self._fuse_chunk(job_id, chunk, stems)
-            done += 1
+                chunks = [c for _, c in batch]
+                stems = await self._separate(job_id, opts["model"], chunks, windows)
+                for chunk, piece in zip(chunks, stems, strict=True):
+                    await self._fuse_chunk(job_id, chunk, piece)
+            done += len(batch)
             self.store.update(job_id, progress=round(0.95 * done / total, 4))
 
-        tasks = [asyncio.create_task(one(lead, c)) for lead, c in todo]
+        batches = group_batches(todo, plan.model.batch_size)
+        tasks = [asyncio.create_task(one(b)) for b in batches]
         try:
             await asyncio.gather(*tasks)
         except BaseException:
@@ -162,10 +167,11 @@ class Pipeline:
         return PlanResponse.model_validate_json(response.content)
 
     async def _separate(
-        self, job_id: str, model: str, chunk: ChunkSpec, window: np.ndarray
+        self, job_id: str, model: str, chunks: list[ChunkSpec], windows: np.ndarray
     ) -> np.ndarray:
-        meta = SeparateMeta(model=model, chunks=[chunk], job_id=job_id)
-        body, headers = encode(window[None], meta)
+        """(batch, 2, window) -> (batch, n_stems, 2, length) from the predictor."""
+        meta = SeparateMeta(model=model, chunks=chunks, job_id=job_id)
+        body, headers = encode(windows, meta)
         response = await self.pools.predictor.request(
             "POST",
             "/separate",
@@ -176,7 +182,9 @@ class Pipeline:
         expect_ok(response, "the channel predictor")
         stems, result = decode(response.content, response.headers, SeparateResult)
         self._note_warnings(job_id, result.warnings)
-        return stems[0]
+        if stems.shape[0] != len(chunks):
+            raise UpstreamError(f"the predictor answered {stems.shape[0]} of {len(chunks)} chunks")
+        return stems
 
     def _note_warnings(self, job_id: str, new: list[str]) -> None:
         """Add the predictor's warnings (device fallbacks) to the job, each once."""
@@ -263,3 +271,24 @@ class Pipeline:
         if "unavailable" in tone:
             warnings.append(f"instrument labels unavailable: {tone['unavailable']}")
         return warnings
+
+
+def group_batches(
+    todo: list[tuple[int, ChunkSpec]], batch_size: int
+) -> list[list[tuple[int, ChunkSpec]]]:
+    """Consecutive chunks of one pass and one length, `batch_size` at most per request (a
+    request's windows must share their length; the last chunk of a pass is usually shorter)."""
+    batches: list[list[tuple[int, ChunkSpec]]] = []
+    for lead, chunk in todo:
+        last = batches[-1] if batches else None
+        if (
+            last
+            and len(last) < max(1, batch_size)
+            and last[0][0] == lead
+            and last[0][1].length == chunk.length
+            and last[0][1].window_length == chunk.window_length
+        ):
+            last.append((lead, chunk))
+        else:
+            batches.append([(lead, chunk)])
+    return batches

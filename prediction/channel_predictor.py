@@ -57,7 +57,8 @@ async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
         shifts=req.shifts,
         seed=req.seed,
     )
-    return PlanResponse(model=separator.info, plans=plans)
+    info = separator.info.model_copy(update={"batch_size": separator.preferred_batch()})
+    return PlanResponse(model=info, plans=plans)
 
 
 @router.post("/separate")

@@ -183,7 +183,14 @@ def load(name: str, settings: Settings) -> DemucsSeparator:
                 # Demucs raises anything from KeyError to ModelLoadingError for a broken cache.
                 raise ModelUnavailable(f"{name}: weights present but not loadable: {e}") from e
         reason = info.reason
-    return DemucsSeparator(name, model, device, reason=reason, warnings=warnings)
+    return DemucsSeparator(
+        name,
+        model,
+        device,
+        batch_size=settings.predictor_batch_size or None,
+        reason=reason,
+        warnings=warnings,
+    )
 
 
 def load_published(name: str) -> BagOfModels | HDemucs | HTDemucs | Demucs:

@@ -24,6 +24,9 @@ log = logging.getLogger("audiosplit.devices")
 Forward = Callable[[torch.Tensor, str], torch.Tensor]
 
 
+GPU_BATCH = 4  # windows per forward on an accelerator unless settings say otherwise
+
+
 def pick_device(setting: str) -> tuple[str, list[str]]:
     """The torch device for `setting` ("auto", "cpu", "cuda", "cuda:N", "mps"), and warnings.
 
@@ -162,6 +165,9 @@ class TorchSeparator(Separator):
         for warning in warnings:
             log.warning("%s: %s", self.info.name, warning)
         return stems
+
+    def preferred_batch(self) -> int:
+        return self.batch_size or (1 if self.device == "cpu" else GPU_BATCH)
 
     def separate_with_warnings(self, windows: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """Like `separate`, and the warnings of a degraded run (device fallback, OOM retries)."""

@@ -81,7 +81,9 @@ class ModelRegistry:
 
     def _load(self, name: str) -> Separator:
         if name == "dsp":
-            return DspSeparator(cores=os.cpu_count() or 1)
+            return DspSeparator(
+                cores=os.cpu_count() or 1, batch_size=self.settings.predictor_batch_size or 1
+            )
         info = self.info(name)
         if not info.available:
             raise ModelUnavailable(info.reason)

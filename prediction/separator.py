@@ -28,6 +28,10 @@ class Separator(ABC):
     # a torch model already uses every core (and a GPU one batch at a time).
     concurrency: int = 1
 
+    def preferred_batch(self) -> int:
+        """Windows per request this separator runs fastest with on its device."""
+        return 1
+
     @abstractmethod
     def padded_length(self, length: int) -> int:
         """Frames of window the model needs for a chunk of `length` frames."""
@@ -51,9 +55,13 @@ class Separator(ABC):
 class DspSeparator(Separator):
     """Classical signal processing (see `prediction.dsp`); needs no weights."""
 
-    def __init__(self, cores: int):
+    def __init__(self, cores: int, batch_size: int = 1):
         self.concurrency = max(1, cores)
+        self.batch_size = max(1, batch_size)
         self.info = dsp_info()
+
+    def preferred_batch(self) -> int:
+        return self.batch_size
 
     def padded_length(self, length: int) -> int:
         return length + 2 * int(DSP_CONTEXT_S * SAMPLE_RATE)

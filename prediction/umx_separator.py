@@ -133,7 +133,14 @@ def load(name: str, settings: Settings) -> UmxSeparator:
     if model.stft.n_hop != N_HOP:
         raise ModelUnavailable(f"{name}: expected an STFT hop of {N_HOP}, found {model.stft.n_hop}")
     model.freeze()
-    return UmxSeparator(name, model, device, reason=info.reason, warnings=warnings)
+    return UmxSeparator(
+        name,
+        model,
+        device,
+        batch_size=settings.predictor_batch_size or None,
+        reason=info.reason,
+        warnings=warnings,
+    )
 
 
 @contextmanager
