@@ -40,6 +40,7 @@ def main() -> None:
         buf = io.BytesIO()
         sf.write(buf, mixture(make_song(args.seconds, seed=run)).T, 44100, "PCM_16", format="WAV")
         return buf.getvalue()
+
     with tempfile.TemporaryDirectory() as tmp:
         models = args.models or Path(tmp) / "models"
         models.mkdir(exist_ok=True)

@@ -1,0 +1,113 @@
+"""Peak memory of the predictor and the fuser for a 1-minute and a 10-minute song, next to
+Demucs' own `separate_tensor` on the same audio.
+
+    ./run.sh bench bench_memory [--minutes 1 10] [--size small|full]
+
+For each length: a fresh stack (so peaks are per song) with an htdemucs-architecture model at
+random weights in its models dir, one job with `analysis=false`, then the peak resident memory
+(VmHWM) of the predictor's and the fuser's processes. Demucs runs in a child process per length
+and reports its own peak. `--size small` (0.4 M parameters, fast) shows how memory grows with
+length; `--size full` (42 M, ~0.5 real time on 2 cores) adds the real model's constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+from common.config import Settings  # noqa: E402
+from test import separation_fixtures as fx  # noqa: E402
+from test.songgen import make_song, mixture  # noqa: E402
+from test.stackutil import start_stack, wait_job  # noqa: E402
+
+DEMUCS_CHILD = """
+import json, os, resource, sys
+import numpy as np, soundfile as sf, torch
+from demucs.api import Separator
+wav, _ = sf.read(sys.argv[1], dtype="float32", always_2d=True)
+api = Separator(model="htdemucs", device="cpu", shifts=0, overlap=0.25, progress=False)
+api.separate_tensor(torch.from_numpy(np.ascontiguousarray(wav.T)))
+print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def peak_mb(pid: int) -> float:
+    """VmHWM of a process and its children, in MB."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--size", choices=["small", "full"], default="small")
+    args = parser.parse_args()
+    arch = fx.SMALL if args.size == "small" else fx.FULL
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        settings = Settings(_env_file=None, models_dir=models)
+        fx.install_published(settings, "htdemucs", [fx.htdemucs(fx.FOUR, 3, **arch)])
+        env = {"TORCH_HOME": str(models / "torch"), "HF_HOME": str(models / "hf")}
+        for minutes in args.minutes:
+            song = Path(tmp) / f"song{minutes}.wav"
+            mix = mixture(make_song(seconds=minutes * 60, seed=int(minutes)))
+            sf.write(song, mix.T, 44100, subtype="PCM_16")
+            stack = start_stack(Path(tmp) / f"data{minutes}", models)
+            try:
+                with httpx.Client(base_url=stack.url("gateway"), timeout=600) as client:
+                    r = client.post(
+                        "/api/jobs",
+                        files={"file": (song.name, song.read_bytes())},
+                        data={"model": "htdemucs", "analysis": "false"},
+                    )
+                    r.raise_for_status()
+                    job = wait_job(client, r.json()["id"], timeout=7200)
+                    assert job["status"] == "done", job
+                predictor = peak_mb(stack.procs["predictor"].pid)
+                fuser = peak_mb(stack.procs["fuser"].pid)
+                gateway = peak_mb(stack.procs["gateway"].pid)
+            finally:
+                stack.stop()
+            child = subprocess.run(
+                [sys.executable, "-c", DEMUCS_CHILD, str(song)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env, "HF_HUB_OFFLINE": "1"},
+                check=True,
+            )
+            demucs = json.loads(child.stdout.strip().splitlines()[-1])["peak_mb"]
+            rows.append((minutes, predictor, fuser, gateway, demucs))
+            print(
+                f"{minutes:4.0f} min: predictor {predictor:7.0f} MB  fuser {fuser:6.0f} MB  "
+                f"gateway {gateway:6.0f} MB  | demucs separate_tensor {demucs:7.0f} MB",
+                flush=True,
+            )
+    if len(rows) >= 2:
+        (m0, p0, f0, g0, d0), (m1, p1, f1, g1, d1) = rows[0], rows[-1]
+        print(
+            f"{m1:.0f} min vs {m0:.0f} min ({args.size} model): predictor {p1 / p0 - 1:+.1%}, "
+            f"fuser {f1 / f0 - 1:+.1%}, gateway {g1 / g0 - 1:+.1%}, demucs {d1 / d0 - 1:+.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
