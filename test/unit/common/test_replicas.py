@@ -1,0 +1,79 @@
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+import common.replicas as replicas
+from common.errors import UpstreamError
+from common.replicas import ReplicaPool, _expand
+
+
+def test_a_name_that_resolves_to_several_addresses_is_several_replicas(monkeypatch):
+    def fake_getaddrinfo(host, port, type=0):
+        assert host == "predictor"
+        return [(socket.AF_INET, type, 6, "", (f"10.0.0.{i}", port)) for i in (3, 1, 2, 1)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    assert _expand("http://predictor:8005") == [
+        "http://10.0.0.1:8005",
+        "http://10.0.0.2:8005",
+        "http://10.0.0.3:8005",
+    ]
+    assert _expand("http://127.0.0.1:8005") == ["http://127.0.0.1:8005"]
+
+
+def pool_with(handler, urls, retries=2):
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return ReplicaPool("predictor", urls, client, retries)
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(replicas, "BACKOFF_BASE_S", 0.0)
+
+
+def test_failed_calls_move_to_another_replica_and_a_failing_one_cools_down():
+    seen = []
+
+    def handler(request):
+        seen.append(request.url.host)
+        if request.url.host == "a":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, json={"ok": True})
+
+    pool = pool_with(handler, ["http://a:1", "http://b:1"])
+
+    async def run():
+        for _ in range(6):
+            r = await pool.request("GET", "/x")
+            assert r.status_code == 200
+
+    asyncio.run(run())
+    assert seen.count("b") == 6
+    assert seen.count("a") <= replicas.FAILS_BEFORE_COOLDOWN  # then left out for the cool-down
+
+
+def test_4xx_is_returned_not_retried_and_5xx_everywhere_is_an_upstream_error():
+    calls = []
+
+    def handler(request):
+        calls.append(request.url.path)
+        return httpx.Response(422 if request.url.path == "/bad" else 503, text="no")
+
+    pool = pool_with(handler, ["http://a:1", "http://b:1"], retries=2)
+    assert asyncio.run(pool.request("GET", "/bad")).status_code == 422
+    assert calls == ["/bad"]
+    with pytest.raises(UpstreamError, match="3 attempts"):
+        asyncio.run(pool.request("GET", "/down"))
+
+
+def test_least_in_flight_and_sticky_keys():
+    pool = pool_with(lambda r: httpx.Response(200), ["http://a:1", "http://b:1", "http://c:1"])
+    pool._refresh()
+    pool.replicas["http://a:1"].in_flight = 2
+    pool.replicas["http://b:1"].in_flight = 1
+    pool.replicas["http://c:1"].in_flight = 0
+    assert pool.pick().url == "http://c:1"
+    assert pool.pick(exclude={"http://c:1"}).url == "http://b:1"
+    assert {pool.pick_sticky("job-1").url for _ in range(5)} == {pool.pick_sticky("job-1").url}
