@@ -123,12 +123,21 @@ def chunk_window(
     return out
 
 
-def standardisation(track: np.ndarray) -> Normalisation:
+def standardisation(track, block: int = 1 << 20) -> Normalisation:
     """Whole-track statistics as `demucs.api.Separator.separate_tensor` takes them: mean and
-    unbiased std of the mono mix, the std with 1e-8 added."""
-    mono = track.mean(axis=0, dtype=np.float64)
-    std = float(mono.std(ddof=1)) if mono.size > 1 else 0.0
-    return Normalisation(mean=float(mono.mean()), std=float(np.float32(std) + np.float32(1e-8)))
+    unbiased std of the mono mix, the std with 1e-8 added. `track` is (2, n): an array or
+    anything sliced as `track[:, lo:hi]` (a `RawArrayFile`); read in blocks, two passes in
+    float64, so a long song needs no second copy in memory."""
+    n = track.shape[-1]
+
+    def monos():
+        for lo in range(0, n, block):
+            yield np.asarray(track[:, lo : min(n, lo + block)]).mean(axis=0, dtype=np.float64)
+
+    mean = sum(float(m.sum()) for m in monos()) / n
+    squares = sum(float(np.square(m - mean).sum()) for m in monos())
+    std = (squares / (n - 1)) ** 0.5 if n > 1 else 0.0
+    return Normalisation(mean=mean, std=float(np.float32(std) + np.float32(1e-8)))
 
 
 def center_trim(window_out: np.ndarray, length: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 
 from common.constants import WIRE_DTYPE
 from common.errors import NotFound, StorageError
+from common.rawfile import RawArrayFile
 
 
 class JobFiles:
@@ -68,12 +69,12 @@ def save_input(files: JobFiles, samples: np.ndarray) -> None:
         raise StorageError(f"cannot store the decoded audio: {e}") from e
 
 
-def load_input(files: JobFiles) -> np.ndarray:
-    """(2, n) float32, memory-mapped: a long song is paged in as its chunks are sent."""
+def load_input(files: JobFiles) -> RawArrayFile:
+    """(2, n) float32 on disk, read a window at a time (`track[:, lo:hi]`)."""
     if not files.input_path.exists():
         raise NotFound(f"the decoded input of this job is gone ({files.input_path})")
     n = files.input_path.stat().st_size // 8
-    return np.memmap(files.input_path, WIRE_DTYPE, "r", shape=(2, n))
+    return RawArrayFile(files.input_path, (2, n))
 
 
 def link_results(source: JobFiles, target: JobFiles) -> bool:

@@ -34,6 +34,7 @@ from common.interfaces import (
     SpectralFeatures,
 )
 from common.logs import job_id_var
+from common.rawfile import RawArrayFile
 from common.replicas import ReplicaPool
 from common.wire import decode, encode
 from gateway.jobfiles import JobFiles, load_input
@@ -214,7 +215,7 @@ class Pipeline:
         expect_ok(response, "the channel fuser")
         return model.model_validate_json(response.content)
 
-    async def _analyse(self, job_id: str, track: np.ndarray) -> list[str]:
+    async def _analyse(self, job_id: str, track: RawArrayFile) -> list[str]:
         """Per-window features (fft -> tone identifier) and key (cqt) into analysis.json.
 
         Analysis never fails a job: a window whose call fails is recorded with its error and

@@ -18,9 +18,10 @@ import numpy as np
 import soundfile as sf
 
 from common.chunks import triangle_weight
-from common.constants import SAMPLE_RATE, WIRE_DTYPE
+from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, Conflict, NotFound, StorageError
 from common.interfaces import ChunkSpec, FusedResult, FuseJob, FuseStatus
+from common.rawfile import RawArrayFile
 
 BLOCK_FRAMES = 1 << 18  # ~6 s per block: bounded memory whatever the song length
 
@@ -118,8 +119,7 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     stem_paths = {s: out_dir / "stems" / f"{s}.wav" for s in stems}
     tmp = {p: p.with_suffix(".partial.wav") for p in [result_path, *stem_paths.values()]}
     chunk_files = {
-        c.index: np.memmap(chunk_path(c.index), WIRE_DTYPE, "r", shape=(n_model, 2, c.length))
-        for c in all_chunks(job)
+        c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length)) for c in all_chunks(job)
     }
     peak = 0.0
     fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
@@ -180,7 +180,7 @@ def fuse_block(plan, chunk_files, b0: int, b1: int, n_model: int) -> np.ndarray:
         if lo >= hi:
             continue
         w = weight[lo - chunk.offset : hi - chunk.offset]
-        piece = chunk_files[chunk.index][..., lo - chunk.offset : hi - chunk.offset]
+        piece = chunk_files[chunk.index].read(lo - chunk.offset, hi - chunk.offset)
         out[..., lo - v0 : hi - v0] += w * piece
         weight_sum[lo - v0 : hi - v0] += w
     out /= weight_sum

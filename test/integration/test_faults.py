@@ -37,6 +37,7 @@ SONG_S = 60.0  # 8 chunks of 10 s (stride 7.5 s): long enough to kill something 
 STEMS = ["vocals", "drums", "bass", "other"]
 AGREEMENT_DB = 80.0  # chunked dsp vs whole-track dsp: float rounding only
 JOB_TIMEOUT_S = 180.0  # a job that takes longer than this on 2 busy cores counts as hung
+DOWNSTREAM_LATE_S = 5.0  # the gateway back this long before the services it calls
 POLL_S = 0.02  # fast enough to see a 60 s song between its first and its last chunk
 RSS_BOUND_BYTES = 1_500_000_000  # generous: measured peaks are reported by test_burst...
 
@@ -193,7 +194,12 @@ class Poller(threading.Thread):
                 time.sleep(0.05)
 
 
-def test_whole_stack_killed_mid_job_resumes_the_same_job(tmp_path, upload, whole):
+@pytest.mark.parametrize("order", ["together", "gateway_first"])
+def test_whole_stack_killed_mid_job_resumes_the_same_job(tmp_path, upload, whole, order):
+    """Killed with -9, every service, then started again on the same data dir and ports:
+    all at once (as `run.sh up` does), or the gateway first and the other five a few seconds
+    later (as when the predictor takes seconds to load its model, or a host brings services
+    back in any order). The job the gateway accepted goes on and ends with the right stems."""
     with own_stack(tmp_path) as stack:
         url = stack.url("gateway")
         with httpx.Client(base_url=url, timeout=60) as client:
@@ -201,18 +207,26 @@ def test_whole_stack_killed_mid_job_resumes_the_same_job(tmp_path, upload, whole
             poller = Poller(url, job["id"])
             poller.start()
             wait_mid_job(client, job["id"])
-            for name in list(stack.procs):  # every service, the gateway included, at once
+            names = list(stack.procs)
+            for name in names:  # every service, the gateway included, at once
                 os.killpg(stack.procs[name].pid, signal.SIGKILL)
-            for name in list(stack.procs):
+            for name in names:
                 stack.kill(name, signal.SIGKILL)  # reaps it
             killed_at = time.monotonic()
-            stack.start()  # same data dir, same ports, all at once as `run.sh up` does
+            if order == "gateway_first":
+                stack.procs.clear()  # wait_healthy would count the dead ones
+                stack.start(("gateway",))
+                stack.wait_healthy(timeout=240)
+                time.sleep(DOWNSTREAM_LATE_S)
+                stack.start(tuple(n for n in names if n != "gateway"))
+            else:
+                stack.start()
             stack.wait_healthy(timeout=240)
             done = wait_job(client, job["id"], timeout=JOB_TIMEOUT_S)
             poller.stop_event.set()
             poller.join(timeout=10)
             after = [seen for t, seen in poller.seen if t > killed_at]
-            print(f"whole stack restarted mid-job: the poller saw {summary(after)}")
+            print(f"whole stack restarted ({order}): the poller saw {summary(after)}")
             assert done["id"] == job["id"]
             assert_equals_whole(client, done, whole)
         assert "down" in after, "the gateway never looked down: was it killed?"
@@ -240,7 +254,10 @@ def test_fuser_restarted_mid_job_ends_clearly(tmp_path, upload, whole):
             stack.kill("fuser", signal.SIGKILL)
             stack.start(("fuser",))  # as a supervisor would: at once, same port, same disk
             ended = wait_job(client, job["id"], timeout=JOB_TIMEOUT_S)  # never hangs
-            print(f"fuser restarted mid-job: the job ended {ended['status']}: {ended['error']}")
+            print(
+                f"fuser restarted mid-job: {retries(stack, 'fuser'):.0f} calls retried, "
+                f"the job ended {ended['status']}: {ended['error']}"
+            )
             if ended["status"] == "done":
                 assert_equals_whole(client, ended, whole)
             else:
