@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     chunk_concurrency: int = Field(default=2, ge=1)  # chunks of one job in flight
     request_timeout_s: float = 600.0  # one chunk on a slow CPU can take minutes
     chunk_retries: int = Field(default=3, ge=0)
+    # how long a job waits for a service that refuses connections (restarting, loading a model)
+    downstream_grace_s: float = Field(default=300.0, ge=0)
     default_model: str = "auto"
 
     # retention, access
@@ -71,6 +73,9 @@ class Settings(BaseSettings):
     # windows per request and forward; 0: per device (1 on CPU, where batching measured
     # slower; GPU_BATCH on an accelerator)
     predictor_batch_size: int = Field(default=0, ge=0)
+    # HTDemucs with its core compiled by torch.compile: auto (on the CPU when a C++ compiler
+    # is found) | on | off; the compile (~1.5 min, seconds from its cache) happens at load
+    compile_models: str = "auto"
 
     log_level: str = "INFO"
 

@@ -4,7 +4,8 @@ A pool is built from a service's URL list. A URL whose host name resolves to sev
 (compose `--scale`, a Kubernetes headless service) counts as one replica per address; names are
 re-resolved every `RESOLVE_EVERY_S` so scaled replicas are found. Each call goes to the replica
 with the fewest requests in flight; a failed or timed-out call is retried on another replica with
-backoff, and a replica that fails `FAILS_BEFORE_COOLDOWN` times in a row is left out for
+backoff (a refused connection keeps being retried for the pool's grace time: the service is
+restarting), and a replica that fails `FAILS_BEFORE_COOLDOWN` times in a row is left out for
 `COOLDOWN_S` (unless every replica is cooling down).
 """
 
@@ -32,6 +33,7 @@ RESOLVE_EVERY_S = 15.0
 FAILS_BEFORE_COOLDOWN = 2
 COOLDOWN_S = 10.0
 BACKOFF_BASE_S = 0.25
+MAX_BACKOFF_S = 2.0
 
 
 @dataclass
@@ -65,13 +67,21 @@ def _expand(url: str) -> list[str]:
 
 
 class ReplicaPool:
-    def __init__(self, service: str, urls: list[str], client: httpx.AsyncClient, retries: int):
+    def __init__(
+        self,
+        service: str,
+        urls: list[str],
+        client: httpx.AsyncClient,
+        retries: int,
+        connect_grace_s: float = 0.0,
+    ):
         if not urls:
             raise ValueError(f"no URL configured for {service}")
         self.service = service
         self.urls = urls
         self.client = client
         self.retries = retries
+        self.connect_grace_s = connect_grace_s  # default for `request`
         self.replicas: dict[str, Replica] = {}
         self._resolved_at = 0.0
 
@@ -106,6 +116,7 @@ class ReplicaPool:
         *,
         sticky_key: str | None = None,
         timeout: float | None = None,
+        connect_grace_s: float | None = None,
         **kwargs,
     ) -> httpx.Response:
         """Send to a replica, retrying other replicas on connection errors, timeouts and 5xx.
@@ -113,12 +124,16 @@ class ReplicaPool:
         4xx answers are returned as they are: the request itself is wrong, a retry will not help.
         """
         headers = {**trace_headers(), **kwargs.pop("headers", {})}
+        grace = self.connect_grace_s if connect_grace_s is None else connect_grace_s
+        grace_until = time.monotonic() + grace
         tried: set[str] = set()
         last_error = ""
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             replica = self.pick_sticky(sticky_key) if sticky_key else self.pick(tried)
             tried.add(replica.url)
             replica.in_flight += 1
+            refused = False
             try:
                 response = await self.client.request(
                     method,
@@ -132,23 +147,25 @@ class ReplicaPool:
                     return response
                 last_error = f"{response.status_code} {response.text[:300]}"
             except httpx.HTTPError as e:
+                refused = isinstance(e, httpx.ConnectError)
                 last_error = f"{type(e).__name__}: {e}"
             finally:
                 replica.in_flight -= 1
             replica.fails += 1
             if replica.fails >= FAILS_BEFORE_COOLDOWN:
                 replica.cool_until = time.monotonic() + COOLDOWN_S
+            attempt += 1
             log.warning(
-                "%s %s%s failed (attempt %d): %s",
-                method,
-                replica.url,
-                path,
-                attempt + 1,
-                last_error,
+                "%s %s%s failed (attempt %d): %s", method, replica.url, path, attempt, last_error
             )
-            if attempt < self.retries:
-                CHUNK_RETRIES.labels(self.service).inc()
-                await asyncio.sleep(BACKOFF_BASE_S * 2**attempt * (0.5 + random.random()))
+            # A refused connection is a service (re)starting: within the grace time keep trying,
+            # whatever the count, so a job resumed by a restarted gateway waits for the others.
+            restarting = refused and time.monotonic() < grace_until
+            if attempt > self.retries and not restarting:
+                break
+            CHUNK_RETRIES.labels(self.service).inc()
+            backoff = min(MAX_BACKOFF_S, BACKOFF_BASE_S * 2 ** min(attempt - 1, 8))
+            await asyncio.sleep(backoff * (0.5 + random.random()))
         raise UpstreamError(
-            f"the {self.service} service failed after {self.retries + 1} attempts: {last_error}"
+            f"the {self.service} service failed after {attempt} attempts: {last_error}"
         )

@@ -166,7 +166,7 @@ def reuse_result(gw, cached: JobRecord, job_id: str, filename: str) -> JobRecord
 async def list_jobs(
     gw: Gw,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     status: Literal["queued", "running", "done", "failed"] | None = None,
 ) -> dict:
     jobs = gw.store.list(limit=limit, offset=offset, status=status)

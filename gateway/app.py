@@ -45,10 +45,10 @@ class Gateway:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
         urls = settings.urls
-        retries = settings.chunk_retries
+        retries, grace = settings.chunk_retries, settings.downstream_grace_s
         self.pools = Pools(
-            predictor=ReplicaPool("predictor", urls["predictor"], self.client, retries),
-            fuser=ReplicaPool("fuser", urls["fuser"], self.client, retries),
+            predictor=ReplicaPool("predictor", urls["predictor"], self.client, retries, grace),
+            fuser=ReplicaPool("fuser", urls["fuser"], self.client, retries, grace),
             fft=ReplicaPool("fft", urls["fft"], self.client, 1),
             cqt=ReplicaPool("cqt", urls["cqt"], self.client, 1),
         )
@@ -65,7 +65,8 @@ class Gateway:
         """The predictor's models and whether their weights are present (cached briefly)."""
         if self._infos and time.monotonic() - self._infos_at < MODEL_INFO_TTL_S:
             return self._infos
-        response = await self.pools.predictor.request("GET", "/models")
+        # an upload waits for no restart: it fails fast and says why
+        response = await self.pools.predictor.request("GET", "/models", connect_grace_s=0)
         expect_ok(response, "the channel predictor")
         try:
             infos = [SeparatorInfo.model_validate(i) for i in response.json()]

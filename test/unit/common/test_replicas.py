@@ -77,3 +77,28 @@ def test_least_in_flight_and_sticky_keys():
     assert pool.pick().url == "http://c:1"
     assert pool.pick(exclude={"http://c:1"}).url == "http://b:1"
     assert {pool.pick_sticky("job-1").url for _ in range(5)} == {pool.pick_sticky("job-1").url}
+
+
+def test_refused_connections_are_retried_through_the_grace_time_not_other_errors():
+    calls = {"n": 0}
+
+    def restarting(request):
+        calls["n"] += 1
+        if calls["n"] <= 6:
+            raise httpx.ConnectError("refused")  # the service is starting again
+        return httpx.Response(200)
+
+    pool = pool_with(restarting, ["http://a:1"], retries=1)
+    assert asyncio.run(pool.request("GET", "/x", connect_grace_s=30)).status_code == 200
+    assert calls["n"] == 7
+    calls["n"] = 0
+    with pytest.raises(UpstreamError, match="2 attempts"):
+        asyncio.run(pool.request("GET", "/x"))  # no grace: the attempt count rules
+
+    def broken(request):
+        return httpx.Response(500)
+
+    with pytest.raises(UpstreamError, match="2 attempts"):
+        asyncio.run(
+            pool_with(broken, ["http://a:1"], retries=1).request("GET", "/x", connect_grace_s=30)
+        )
