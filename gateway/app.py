@@ -92,12 +92,13 @@ class Gateway:
         return expired
 
     async def sweep_forever(self) -> None:
+        """Sweep every `sweep_every_s`; the first sweep ran at start-up, before serving."""
         while True:
+            await asyncio.sleep(self.settings.sweep_every_s)
             try:
                 await to_thread.run_sync(self.sweep)
             except Exception:
                 log.exception("retention sweep failed; trying again later")
-            await asyncio.sleep(self.settings.sweep_every_s)
 
     async def downstream_checks(self) -> dict[str, str]:
         """Every replica of every downstream service answers /health (for `/ready`)."""
@@ -131,6 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         gateway = Gateway(settings)
         app.state.gateway = gateway
+        try:
+            await to_thread.run_sync(gateway.sweep)
+        except Exception:
+            log.exception("retention sweep at start-up failed; the sweeper tries again later")
         await gateway.runner.start()
         gateway.sweeper = asyncio.create_task(gateway.sweep_forever())
         app.state.ready = True

@@ -73,6 +73,20 @@ def test_retention_sweeps_old_finished_jobs_and_their_files(tmp_path):
         } == {"new", "run"}
 
 
+def test_background_sweeper_deletes_jobs_that_expire_while_running(tmp_path):
+    app = app_with(tmp_path, retention_hours=1, sweep_every_s=0.05)
+    with TestClient(app):
+        gw = app.state.gateway
+        at = time.time() - 7200
+        gw.store.insert(JobRecord(id="stale", status="failed", created_at=at, updated_at=at))
+        JobFiles(gw.settings.jobs_dir, "stale").dir.mkdir(parents=True)
+        deadline = time.monotonic() + 10
+        while "stale" in {j.id for j in gw.store.list()} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "stale" not in {j.id for j in gw.store.list()}
+        assert not (gw.settings.jobs_dir / "stale").exists()
+
+
 @pytest.mark.parametrize(
     "name, safe",
     [
