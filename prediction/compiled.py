@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def c_compiler() -> str | None:
 
 
 def should_compile(setting: str, device: str) -> tuple[bool, str]:
-    """(compile?, why) for the `compile_models` setting on `device`.
+    """(compile?, why not) for the `compile_models` setting on `device`.
 
     "auto" compiles on the CPU when a C++ compiler is found: there the core is ~1.4x faster
     and the input shape never changes. Elsewhere it stays eager (an accelerator's batches vary
@@ -81,8 +82,8 @@ def should_compile(setting: str, device: str) -> tuple[bool, str]:
     if wanted == "auto" and device != "cpu":
         return False, f"compile_models=auto compiles on the cpu only, not on {device}"
     if device == "cpu" and c_compiler() is None:
-        return False, "no C++ compiler found (inductor needs one on the cpu; set CXX)"
-    return True, f"compile_models={wanted} on {device}"
+        return False, "no C++ compiler found (inductor needs one on the cpu; see CXX)"
+    return True, ""
 
 
 def use_inductor_cache(models_dir: Path) -> Path:
@@ -192,9 +193,10 @@ def supports(model: nn.Module) -> tuple[bool, str]:
 
 
 class CompiledHTDemucs(nn.Module):
-    """`model`'s forward with its core compiled for one input: mix (1, 2, training length)
-    on `device`, without autograd -> (1, n_stems, 2, training length). Any other input (a
-    batch, another device, gradients) runs the eager model, so nothing ever recompiles."""
+    """`model`'s forward with its core compiled for one window: mix (batch, 2, training length)
+    on `device`, without autograd -> (batch, n_stems, 2, training length), one window at a
+    time (batching measured slower on the CPU). Any other input (another length or device,
+    gradients) runs the eager model, so nothing ever recompiles in a request."""
 
     def __init__(self, model: HTDemucs, device: str, options: CompileOptions):
         super().__init__()
@@ -203,7 +205,7 @@ class CompiledHTDemucs(nn.Module):
             raise ValueError(f"cannot compile the core of this model: {why}")
         self.model = model
         self.length = int(model.segment * model.samplerate)
-        self.shape = (1, model.audio_channels, self.length)
+        self.window = (model.audio_channels, self.length)
         self.device = torch.device(device)
         self.core = torch.compile(
             HTDemucsCore(model),
@@ -214,16 +216,19 @@ class CompiledHTDemucs(nn.Module):
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         if (
-            tuple(mix.shape) != self.shape
+            tuple(mix.shape[1:]) != self.window
             or mix.device != self.device
             or torch.is_grad_enabled()
             or self.model.training
         ):
             return self.model(mix)
+        return torch.cat([self.forward_one(one) for one in mix.split(1)])
+
+    def forward_one(self, mix: torch.Tensor) -> torch.Tensor:
+        """(1, 2, training length) -> (1, n_stems, 2, training length)"""
         m = self.model
         z = m._spec(mix)
-        mag = m._magnitude(z)
-        x, xt = self.core(mag, mix)
+        x, xt = self.core(m._magnitude(z), mix)
         return xt + m._ispec(m._mask(z, x), self.length)
 
 
@@ -239,9 +244,10 @@ def compile_htdemucs(
     window both ways and raises RuntimeError when they differ by more than CHECK_TOLERANCE.
     """
     compiled = CompiledHTDemucs(model, device, options or CompileOptions())
+    shape = (1, *compiled.window)
     with torch.no_grad():
-        compiled(torch.zeros(compiled.shape, device=device))
-        noise = torch.randn(compiled.shape, generator=torch.Generator().manual_seed(CHECK_SEED))
+        compiled(torch.zeros(shape, device=device))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(CHECK_SEED))
         noise = noise.to(device)
         got, want = compiled(noise), model(noise)
     error = float((got - want).abs().max() / want.abs().max())
@@ -253,18 +259,26 @@ def compile_htdemucs(
     return compiled
 
 
-def compile_models(
+def compile_for_device(
     models: list[nn.Module],
     device: str,
     setting: str = "auto",
+    cache_dir: Path | None = None,
     options: CompileOptions | None = None,
 ) -> tuple[list[nn.Module], list[str]]:
-    """What to run for each of `models` (a bag's sub-models): compiled where `setting` and the
-    model allow, the model itself otherwise; and warnings for jobs when compiling failed."""
-    wanted, why = should_compile(setting, device)
+    """What to run for each of `models` (a bag's sub-models): compiled where `setting`, the
+    device and the model allow, the model itself otherwise; and warnings for jobs when a
+    compile that was asked for failed. `cache_dir`: see `use_inductor_cache`."""
+    wanted, why_not = should_compile(setting, device)
     if not wanted:
-        log.info("models run eager: %s", why)
+        if setting.strip().lower() == "on":
+            warning = f"compile_models=on but {why_not}; models run eager (slower)"
+            log.warning(warning)
+            return list(models), [warning]
+        log.info("models run eager: %s", why_not)
         return list(models), []
+    if cache_dir is not None:
+        log.info("inductor cache: %s", use_inductor_cache(cache_dir))
     runners: list[nn.Module] = []
     failures: list[str] = []
     for model in models:
@@ -273,6 +287,7 @@ def compile_models(
             log.info("%s runs eager: %s", type(model).__name__, unsupported)
             runners.append(model)
             continue
+        start = time.perf_counter()
         try:
             runners.append(compile_htdemucs(model, device, options))
         # A compile can fail in many ways (no compiler, an op inductor cannot lower, a
@@ -281,6 +296,10 @@ def compile_models(
             first_line = (str(e).strip().splitlines() or [""])[0][:300]
             failures.append(f"{type(e).__name__}: {first_line}")
             runners.append(model)
+            continue
+        log.info(
+            "compiled the core of %s in %.1f s", type(model).__name__, time.perf_counter() - start
+        )
     if not failures:
         return runners, []
     warning = (

@@ -36,6 +36,7 @@ from common.config import Settings
 from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import SeparatorInfo
+from prediction.compiled import compile_for_device
 from prediction.devices import TorchSeparator, configure_threads, pick_device
 from prediction.registry import is_checkpoint_path, models_dir_env
 
@@ -190,6 +191,8 @@ def load(name: str, settings: Settings) -> DemucsSeparator:
         batch_size=settings.predictor_batch_size or None,
         reason=reason,
         warnings=warnings,
+        compile_models=settings.compile_models,
+        inductor_cache=Path(settings.models_dir) / "torchinductor",
     )
 
 
@@ -337,7 +340,12 @@ class DemucsSeparator(TorchSeparator):
         batch_size: int | None = None,
         reason: str = "",
         warnings: list[str] | None = None,
+        compile_models: str = "off",
+        inductor_cache: Path | None = None,
     ):
+        """`compile_models` ("auto", "on", "off"; see `prediction.compiled`): run each
+        HTDemucs with its core compiled, paying the compile here; `inductor_cache`: where
+        inductor keeps compiled code across restarts (`TORCHINDUCTOR_CACHE_DIR` wins)."""
         if isinstance(model, BagOfModels):
             models = list(model.models)
             self.weights = [list(map(float, w)) for w in model.weights]
@@ -349,6 +357,11 @@ class DemucsSeparator(TorchSeparator):
         rule = window_rule(first)
         self.fixed_window = rule[1] if rule[0] == "training_length" else None
         super().__init__(models, device, batch_size, warnings)
+        # What forward runs per sub-model: the model, or its compiled twin (same result).
+        self.runners, compile_warnings = compile_for_device(
+            models, device, compile_models, inductor_cache
+        )
+        self.load_warnings += compile_warnings
         self.info = SeparatorInfo(
             name=name,
             family="demucs",
@@ -383,8 +396,8 @@ class DemucsSeparator(TorchSeparator):
         does: sum of weight * estimate over sub-models, divided per source by the weights' sum."""
         estimates: torch.Tensor | None = None
         totals = [0.0] * len(self.info.stems)
-        for model, model_weights in zip(self.models, self.weights, strict=True):
-            out = model(x)
+        for runner, model_weights in zip(self.runners, self.weights, strict=True):
+            out = runner(x)
             for k, weight in enumerate(model_weights):
                 out[:, k, :, :] *= weight
                 totals[k] += weight

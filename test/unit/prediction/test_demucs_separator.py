@@ -64,7 +64,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         raise AssertionError(f"a test tried to download {url}")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
-    return Settings(models_dir=models, device="cpu", torch_threads=1)
+    # Eager here: these tests are about loading and chunk exactness; test_compiled shows the
+    # compiled core gives the eager result.
+    return Settings(models_dir=models, device="cpu", torch_threads=1, compile_models="off")
 
 
 @pytest.fixture(autouse=True)
