@@ -1,0 +1,120 @@
+"""The channel predictor's own speed on htdemucs, and that its fused result is still Demucs'.
+
+    ./run.sh bench bench_predictor [--seconds 60] [--compile auto|on|off]
+
+Writes a full-size htdemucs (random weights) where a download would leave it, starts only the
+predictor process (it loads, and compiles where `--compile` allows, before it reports healthy),
+asks it for the chunk plan of a song, then sends the chunk windows one request at a time, as
+the gateway does with batch size 1, with nothing else running. Prints the predictor's own
+separation time (what it reports per request) and the client's wall time, both as real-time
+factors of the song, which include the 25% overlap of the plan. Then fuses the chunks as the
+fuser does and compares the result with `demucs.api.Separator(shifts=0).separate_tensor` on the
+same weights: max |diff| / peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common.chunks import chunk_window, overlap_add, standardisation  # noqa: E402
+from common.config import Settings  # noqa: E402
+from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult  # noqa: E402
+from common.wire import decode, encode  # noqa: E402
+from gateway.stack import Stack  # noqa: E402
+from test import separation_fixtures as fx  # noqa: E402
+from test.songgen import make_song, mixture  # noqa: E402
+from test.stackutil import stack_settings  # noqa: E402
+
+
+def song(seconds: float) -> np.ndarray:
+    track = fx.real_music(seconds)
+    if track is None:
+        track = mixture(make_song(seconds=seconds, seed=2))
+    return np.ascontiguousarray(track[:, : int(seconds * 44100)])
+
+
+def through_predictor(
+    models: Path, data: Path, track: np.ndarray, compile_models: str
+) -> tuple[float, float, int, np.ndarray]:
+    """(predictor's seconds, client wall seconds, chunks, fused stems (n_stems, 2, n))."""
+    settings, env = stack_settings(data, models, compile_models=compile_models)
+    stack = Stack(settings, env)
+    t0 = time.perf_counter()
+    stack.start(("predictor",))
+    try:
+        stack.wait_healthy(timeout=1800)
+        print(f"predictor healthy in {time.perf_counter() - t0:.1f}s", flush=True)
+        with httpx.Client(base_url=stack.url("predictor"), timeout=600) as client:
+            r = client.post(
+                "/plan",
+                json=PlanRequest(model="htdemucs", n_frames=track.shape[1]).model_dump(),
+            )
+            r.raise_for_status()
+            plan = PlanResponse.model_validate_json(r.content)
+            (only,) = plan.plans
+            norm = standardisation(track)
+            pieces, served = [], 0.0
+            start = time.perf_counter()
+            for chunk in only.chunks:
+                window = chunk_window(track, chunk, norm)[None]
+                body, headers = encode(window, SeparateMeta(model="htdemucs", chunks=[chunk]))
+                r = client.post("/separate", content=body, headers=headers)
+                r.raise_for_status()
+                stems, meta = decode(r.content, r.headers, SeparateResult)
+                served += meta.seconds
+                pieces.append((chunk, stems[0]))
+            wall = time.perf_counter() - start
+    finally:
+        stack.stop()
+    fused = overlap_add(pieces, only, pieces[0][1].shape[:-1])
+    return served, wall, len(pieces), fused * np.float32(norm.std) + np.float32(norm.mean)
+
+
+def through_demucs(models: Path, track: np.ndarray) -> tuple[float, np.ndarray]:
+    os.environ.update(TORCH_HOME=str(models / "torch"), HF_HOME=str(models / "huggingface"))
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from demucs.api import Separator
+
+    api = Separator(model="htdemucs", device="cpu", shifts=0, overlap=0.25, progress=False)
+    start = time.perf_counter()
+    _, stems = api.separate_tensor(torch.from_numpy(track.copy()))
+    wall = time.perf_counter() - start
+    return wall, np.stack([s.numpy() for s in stems.values()])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--compile", default="auto", help="COMPILE_MODELS for the predictor")
+    args = parser.parse_args()
+    track = song(args.seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = Path(tmp) / "models"
+        settings = Settings(_env_file=None, models_dir=models)
+        fx.install_published(settings, "htdemucs", [fx.htdemucs(fx.FOUR, 12, **fx.FULL)])
+        served, wall, chunks, ours = through_predictor(
+            models, Path(tmp) / "data", track, args.compile
+        )
+        theirs, reference = through_demucs(models, track)
+    error = float(np.abs(ours - reference).max() / np.abs(reference).max())
+    seconds = track.shape[1] / 44100
+    print(f"{seconds:.0f} s of audio, {chunks} chunks, compile_models={args.compile}")
+    print(f"predictor, its own time:  {served:.2f}s (RTF {served / seconds:.3f})")
+    print(f"predictor, client wall:   {wall:.2f}s (RTF {wall / seconds:.3f})")
+    print(f"demucs separate_tensor:   {theirs:.2f}s (RTF {theirs / seconds:.3f})")
+    print(f"max|diff|/peak against separate_tensor: {error:.2e}")
+
+
+if __name__ == "__main__":
+    main()
