@@ -15,7 +15,6 @@ same weights: max |diff| / peak.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -25,23 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
+from bench.bench_demucs_service import song, through_demucs  # noqa: E402
 from common.chunks import chunk_window, overlap_add, standardisation  # noqa: E402
 from common.config import Settings  # noqa: E402
 from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult  # noqa: E402
 from common.wire import decode, encode  # noqa: E402
 from gateway.stack import Stack  # noqa: E402
 from test import separation_fixtures as fx  # noqa: E402
-from test.songgen import make_song, mixture  # noqa: E402
 from test.stackutil import stack_settings  # noqa: E402
-
-
-def song(seconds: float) -> np.ndarray:
-    track = fx.real_music(seconds)
-    if track is None:
-        track = mixture(make_song(seconds=seconds, seed=2))
-    return np.ascontiguousarray(track[:, : int(seconds * 44100)])
 
 
 def through_predictor(
@@ -79,18 +70,6 @@ def through_predictor(
         stack.stop()
     fused = overlap_add(pieces, only, pieces[0][1].shape[:-1])
     return served, wall, len(pieces), fused * np.float32(norm.std) + np.float32(norm.mean)
-
-
-def through_demucs(models: Path, track: np.ndarray) -> tuple[float, np.ndarray]:
-    os.environ.update(TORCH_HOME=str(models / "torch"), HF_HOME=str(models / "huggingface"))
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    from demucs.api import Separator
-
-    api = Separator(model="htdemucs", device="cpu", shifts=0, overlap=0.25, progress=False)
-    start = time.perf_counter()
-    _, stems = api.separate_tensor(torch.from_numpy(track.copy()))
-    wall = time.perf_counter() - start
-    return wall, np.stack([s.numpy() for s in stems.values()])
 
 
 def main() -> None:
