@@ -66,13 +66,7 @@ def inductor_cache(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
         yield path
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread, restored after (as the other separator tests: a shared 2-core box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -44,14 +44,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings(models_dir=models, device="cpu", torch_threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread, restored after: results do not depend on it, and on a shared 2-core
-    box two threads contend with other work (measured 5-7x slower wall time than one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
