@@ -41,7 +41,8 @@ SERVICES = (
 # glibc malloc for the services unless the environment says otherwise (run.sh and the image set
 # the same): keep torch's large buffers instead of returning them to the OS after every segment
 # (~0.9 s of page faults per htdemucs segment), in one arena, because models run in worker
-# threads whose own arenas ignore those settings (2.7-4.8 s a segment there, 2.3 s with one).
+# threads whose own arenas ignore those settings (eager htdemucs, 11 windows: 27.1 s with 8
+# arenas, 24.2 s with one; bench_predictor).
 MALLOC_DEFAULTS = {
     "MALLOC_ARENA_MAX": "1",
     "MALLOC_MMAP_THRESHOLD_": "17179869184",
