@@ -15,6 +15,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# A C++ compiler for torch.compile: with one, the predictor compiles the HTDemucs core at start-up
+# (COMPILE_MODELS=auto), and a whole job takes 0.93x Demucs' own time on a 2-core CPU against
+# 1.13-1.16x eager (README, "Demucs speed"). Without one the services still run, eager.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 # The largest layer and the one that changes least, so it comes first.
 RUN pip install --index-url "${TORCH_INDEX}" torch==2.13.0
 
@@ -44,7 +51,7 @@ RUN pip install -c /etc/pip-constraints.txt ".[models]" && rm -rf build ./*.egg-
 # starts out writable; a bind-mounted ./models keeps the host's owner (see docker-compose.yml).
 RUN groupadd --gid 10001 audiosplit \
     && useradd --uid 10001 --gid 10001 --create-home --shell /usr/sbin/nologin audiosplit \
-    && mkdir -p /data /models/huggingface /models/torch \
+    && mkdir -p /data /models/huggingface /models/torch /models/torchinductor \
     && chown -R 10001:10001 /data /models
 USER 10001:10001
 
@@ -55,7 +62,7 @@ ENV BIND_HOST=0.0.0.0 \
     TORCH_HOME=/models/torch
 
 # glibc malloc kept from returning torch's buffers to the OS between segments, and one arena
-# for the worker threads that run the models (see run.sh: 1.2-2x faster per segment)
+# for the worker threads that run the models (gateway/stack.py says what each one saved)
 ENV MALLOC_ARENA_MAX=1 \
     MALLOC_MMAP_THRESHOLD_=17179869184 \
     MALLOC_TRIM_THRESHOLD_=17179869184 \

@@ -86,16 +86,28 @@ def should_compile(setting: str, device: str) -> tuple[bool, str]:
     return True, ""
 
 
-def use_inductor_cache(models_dir: Path) -> Path:
+def use_inductor_cache(models_dir: Path) -> Path | None:
     """Point inductor's on-disk cache at `<models_dir>/torchinductor` unless
-    `TORCHINDUCTOR_CACHE_DIR` is already set; the directory in use.
+    `TORCHINDUCTOR_CACHE_DIR` is already set; the directory in use, or None where the models
+    dir cannot hold it (a read-only mount, another owner): inductor then keeps its default
+    under the temp dir, which lasts only as long as the machine or container.
 
     Inductor reads the variable on every use (and sets it to its /tmp default on first use),
     so this must run before the first compile of the process to take effect.
     """
-    if not os.environ.get(INDUCTOR_CACHE_ENV):
-        os.environ[INDUCTOR_CACHE_ENV] = str(Path(models_dir).expanduser() / "torchinductor")
-    return Path(os.environ[INDUCTOR_CACHE_ENV])
+    if os.environ.get(INDUCTOR_CACHE_ENV):
+        return Path(os.environ[INDUCTOR_CACHE_ENV])
+    wanted = Path(models_dir).expanduser() / "torchinductor"
+    try:
+        wanted.mkdir(parents=True, exist_ok=True)
+        writable = os.access(wanted, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        log.warning("cannot write the inductor cache to %s; using inductor's default", wanted)
+        return None
+    os.environ[INDUCTOR_CACHE_ENV] = str(wanted)
+    return wanted
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -278,7 +290,7 @@ def compile_for_device(
         log.info("models run eager: %s", why_not)
         return list(models), []
     if cache_dir is not None:
-        log.info("inductor cache: %s", use_inductor_cache(cache_dir))
+        log.info("inductor cache: %s", use_inductor_cache(cache_dir) or "inductor's default")
     runners: list[nn.Module] = []
     failures: list[str] = []
     for model in models:

@@ -59,6 +59,13 @@ def test_torchaudio_is_pure_python(steps):
     assert re.search(r"torchaudio/lib\S*.*-name\s+'\*\.so\*'\s+-delete", install)
 
 
+def test_a_cxx_compiler_is_installed_for_the_compiled_model_core(steps):
+    # COMPILE_MODELS=auto compiles on the CPU only where inductor finds a C++ compiler
+    installs = [r for r in args_of(steps, "RUN") if "apt-get install" in r]
+    assert any(re.search(r"\bg\+\+(\s|$)", r) for r in installs), installs
+    assert all("rm -rf /var/lib/apt/lists" in r for r in installs)
+
+
 def test_torch_installed_before_the_project(steps):
     runs = args_of(steps, "RUN")
     torch_step = next(i for i, r in enumerate(runs) if "torch==2.13.0" in r)

@@ -9,6 +9,7 @@ is the same function of the weights.
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -192,6 +193,16 @@ def test_inductor_cache_goes_under_the_models_dir_unless_set(
     assert use_inductor_cache(tmp_path / "models") == tmp_path / "models" / "torchinductor"
     monkeypatch.setenv(INDUCTOR_CACHE_ENV, str(tmp_path / "mine"))
     assert use_inductor_cache(tmp_path / "models") == tmp_path / "mine"
+
+
+def test_inductor_cache_stays_at_inductors_default_where_the_models_dir_cannot_hold_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(INDUCTOR_CACHE_ENV, raising=False)
+    not_a_dir = tmp_path / "models"
+    not_a_dir.write_text("a file where the models dir should be")
+    assert use_inductor_cache(not_a_dir) is None
+    assert INDUCTOR_CACHE_ENV not in os.environ
 
 
 # --- full size --------------------------------------------------------------------------------
