@@ -32,12 +32,15 @@ def plan_chunks(
     *,
     lead: int = 0,
     first_index: int = 0,
+    member: int | None = None,
+    weights: list[float] | None = None,
 ) -> ChunkPlan:
     """Plan the chunks of a pass of `n_frames` frames (track frames + `lead`).
 
     `segment` is S in frames; `padded_length(length)` gives the window the model needs for a
     chunk of `length` frames (Demucs: `model.valid_length`, context-padded separators:
     `length + 2 * context`). It must be ≥ `length`. Chunks are numbered from `first_index`.
+    `member` and `weights`: the bag member that runs the pass and its weights (`plan_passes`).
     """
     if n_frames <= 0:
         raise ValueError(f"cannot plan chunks for {n_frames} frames")
@@ -60,11 +63,13 @@ def plan_chunks(
                 length=length,
                 window_start=offset - delta // 2,
                 window_length=window,
+                member=member,
             )
         )
     return ChunkPlan(
         n_frames=n_frames,
         lead=lead,
+        weights=weights,
         segment=segment,
         stride=stride,
         transition_power=transition_power,
@@ -80,22 +85,44 @@ def plan_passes(
     shifts: int = 0,
     seed: int = 0,
     max_shift: int = MAX_SHIFT,
+    members: list[list[float]] | None = None,
 ) -> list[ChunkPlan]:
     """One plan, or one per shift as `apply_model(shifts=K)` does: pass k runs on the track
     delayed by `max_shift - offset_k` zeros, `offset_k = random.randint(0, max_shift)` drawn
-    from `random.Random(seed)` (the same draws as Demucs after `random.seed(seed)`)."""
+    from `random.Random(seed)`, so a job is reproducible. (Demucs draws from the global
+    `random`, between its transformer's own calls to it, so no seed gives its draws beyond
+    the first; given the same offsets, it gives the same result.)
+
+    `members`: the per-stem weights of a bag's members. With shifts, `apply_model` runs each
+    member on its own K shifted passes, drawn member after member, and combines the members'
+    averages with those weights: so do these plans, K per member, each run by its member alone
+    (`ChunkSpec.member`) and weighted by it (`ChunkPlan.weights`) when the fuser averages
+    them. Without shifts one pass serves the whole bag, combined per chunk by the predictor
+    (overlap-add is linear, so that is the same sum).
+    """
     if shifts == 0:
         return [plan_chunks(n_frames, segment, overlap, padded_length)]
     rng = random.Random(seed)
+    runs: list[tuple[int | None, list[float] | None]] = [(None, None)]
+    if members and len(members) > 1:
+        runs = list(enumerate(members))
     plans: list[ChunkPlan] = []
-    for _ in range(shifts):
-        lead = max_shift - rng.randint(0, max_shift)
-        first = sum(len(p.chunks) for p in plans)
-        plans.append(
-            plan_chunks(
-                n_frames + lead, segment, overlap, padded_length, lead=lead, first_index=first
+    for member, weights in runs:
+        for _ in range(shifts):
+            lead = max_shift - rng.randint(0, max_shift)
+            first = sum(len(p.chunks) for p in plans)
+            plans.append(
+                plan_chunks(
+                    n_frames + lead,
+                    segment,
+                    overlap,
+                    padded_length,
+                    lead=lead,
+                    first_index=first,
+                    member=member,
+                    weights=weights,
+                )
             )
-        )
     return plans
 
 

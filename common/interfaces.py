@@ -24,13 +24,18 @@ class Message(BaseModel):
 
 class ChunkSpec(Message):
     """One chunk: centre `[offset, offset + length)`; the model sees
-    `[window_start, window_start + window_length)` (zeros outside the track)."""
+    `[window_start, window_start + window_length)` (zeros outside the track).
+
+    `member`: the one member of a bag of models that separates this chunk, its estimate left
+    unweighted (a bag's shifted passes, see `common.chunks.plan_passes`); None: the model,
+    a bag's members combined with the bag's weights."""
 
     index: int
     offset: int
     length: int
     window_start: int
     window_length: int
+    member: int | None = Field(default=None, ge=0)
 
 
 class ChunkPlan(Message):
@@ -40,6 +45,9 @@ class ChunkPlan(Message):
 
     n_frames: int  # frames of this pass (track frames + lead when shifted)
     lead: int = 0
+    # per model stem, this pass's weight when the passes are averaged (a bag member's weights);
+    # None: 1 for every stem
+    weights: list[float] | None = None
     segment: int  # S, frames
     stride: int  # frames between chunk offsets
     transition_power: float = 1.0

@@ -59,6 +59,7 @@ async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
         separator.padded_length,
         shifts=req.shifts,
         seed=req.seed,
+        members=separator.member_weights(),
     )
     info = separator.info.model_copy(update={"batch_size": separator.preferred_batch()})
     return PlanResponse(model=info, plans=plans)

@@ -9,7 +9,9 @@ its files are here); `./run.sh fetch-models` is what downloads.
 windows of `model.valid_length(length)` frames around each chunk (see `common.chunks`), we run
 every sub-model on them and combine a bag with its per-source weights exactly as `apply_model`
 does. Overlap-add of the chunks is linear, so combining per chunk and then fusing equals
-Demucs' fusing per sub-model and then combining, to float rounding.
+Demucs' fusing per sub-model and then combining, to float rounding. With shifts a bag's members
+each have their own shifted passes (see `common.chunks.plan_passes`): a chunk that names its
+member runs on that member alone, and the fuser combines the passes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,7 @@ from demucs.htdemucs import HTDemucs
 from common.config import Settings
 from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, ModelUnavailable
-from common.interfaces import SeparatorInfo
+from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.compiled import compile_for_device
 from prediction.devices import TorchSeparator, configure_threads, pick_device
 from prediction.registry import is_checkpoint_path, models_dir_env
@@ -391,9 +394,44 @@ class DemucsSeparator(TorchSeparator):
                 f"(its training length), got {windows.shape[2]}"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (batch, 2, window) -> (batch, n_stems, 2, window), a bag combined as `apply_model`
-        does: sum of weight * estimate over sub-models, divided per source by the weights' sum."""
+    def member_weights(self) -> list[list[float]]:
+        return self.weights if len(self.runners) > 1 else []
+
+    def separate_chunks(
+        self, windows: np.ndarray, chunks: list[ChunkSpec]
+    ) -> tuple[np.ndarray, list[str]]:
+        """The bag on chunks that name no member; each member alone on the chunks that name it
+        (in one request or several, whatever the batching)."""
+        members = [c.member for c in chunks]
+        if all(m is None for m in members):
+            return self.separate_with_warnings(windows)
+        n = len(self.runners)
+        if any(m is None or m >= n for m in members):
+            raise BadRequest(
+                f"{self.info.name} has {n} member(s) (0 to {n - 1}); the chunks name "
+                f"{sorted({str(m) for m in members})}: a request names members for all its "
+                "chunks or for none"
+            )
+        out: np.ndarray | None = None
+        warnings: list[str] = []
+        for member in sorted(set(members)):
+            rows = [i for i, m in enumerate(members) if m == member]
+            stems, more = self.separate_with_warnings(
+                windows[rows], forward=partial(self.forward, member=member)
+            )
+            if out is None:
+                out = np.empty((len(chunks), *stems.shape[1:]), dtype=stems.dtype)
+            out[rows] = stems
+            warnings += [w for w in more if w not in warnings]
+        assert out is not None
+        return out, warnings
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """x (batch, 2, window) -> (batch, n_stems, 2, window): `member` alone, or a bag
+        combined as `apply_model` does: sum of weight * estimate over sub-models, divided per
+        source by the weights' sum."""
+        if member is not None:
+            return self.runners[member](x)
         estimates: torch.Tensor | None = None
         totals = [0.0] * len(self.info.stems)
         for runner, model_weights in zip(self.runners, self.weights, strict=True):

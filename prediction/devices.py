@@ -11,6 +11,7 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -169,21 +170,27 @@ class TorchSeparator(Separator):
     def preferred_batch(self) -> int:
         return self.batch_size or (1 if self.device == "cpu" else GPU_BATCH)
 
-    def separate_with_warnings(self, windows: np.ndarray) -> tuple[np.ndarray, list[str]]:
-        """Like `separate`, and the warnings of a degraded run (device fallback, OOM retries)."""
+    def separate_with_warnings(
+        self, windows: np.ndarray, forward: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[np.ndarray, list[str]]:
+        """Like `separate`, and the warnings of a degraded run (device fallback, OOM retries).
+        `forward`: what runs the windows, `self.forward` unless given."""
         self.check_windows(windows)
         x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
         batch = self.batch_size or (1 if self.device == "cpu" else x.shape[0])
+        run = partial(self._run, forward=forward or self.forward)
         try:
-            out, warnings = run_in_batches(self._run, x, self.device, batch)
+            out, warnings = run_in_batches(run, x, self.device, batch)
         finally:
             self._move(self.device)  # back home after a CPU fallback
         return out.numpy(), self.load_warnings + warnings
 
-    def _run(self, x: torch.Tensor, device: str) -> torch.Tensor:
+    def _run(
+        self, x: torch.Tensor, device: str, forward: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         self._move(device)
         with torch.no_grad():
-            return self.forward(x.to(device))
+            return forward(x.to(device))
 
     def _move(self, device: str) -> None:
         if self._on != device:

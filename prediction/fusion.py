@@ -48,6 +48,7 @@ class JobAccumulator:
         """Record the job; a second identical PUT is fine, a different one is a conflict."""
         if job.stem is not None and job.stem not in job.model_stems:
             raise BadRequest(f"stem {job.stem!r} is not one of {job.model_stems}")
+        check_pass_weights(job)
         if self.spec_path.exists():
             if self.load() != job:
                 raise Conflict(f"job {self.job_id} already exists with another plan")
@@ -156,15 +157,36 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     )
 
 
+def check_pass_weights(job: FuseJob) -> None:
+    """Pass weights, where given, have one finite weight ≥ 0 per model stem, and every stem
+    some weight in all (`fuse_passes` divides by the sum)."""
+    n_model = len(job.model_stems)
+    totals = np.zeros(n_model)
+    for i, plan in enumerate(job.plans):
+        weights = [1.0] * n_model if plan.weights is None else plan.weights
+        if len(weights) != n_model or not all(np.isfinite(w) and w >= 0 for w in weights):
+            raise BadRequest(
+                f"pass {i}: weights {plan.weights} are not {n_model} finite numbers ≥ 0"
+            )
+        totals += weights
+    if not (totals > 0).all():
+        raise BadRequest(f"the passes give stem(s) no weight at all: {totals.tolist()}")
+
+
 def fuse_passes(plans, chunk_files, b0: int, b1: int, n_model: int) -> np.ndarray:
     """(n_model, 2, b1 - b0) of the track: each pass fused and trimmed by its lead, the passes
-    averaged (as `apply_model` averages its shifts)."""
-    if len(plans) == 1:
+    averaged per stem with their weights: `apply_model` averages its shifts, and combines a bag's
+    members (each with its own shifts) weighted per source."""
+    if len(plans) == 1 and plans[0].weights is None:
         return fuse_block(plans[0], chunk_files, b0, b1, n_model)
     out = np.zeros((n_model, 2, b1 - b0), dtype=np.float32)
+    totals = np.zeros(n_model, dtype=np.float32)
     for plan in plans:
-        out += fuse_block(plan, chunk_files, b0, b1, n_model)
-    out /= np.float32(len(plans))
+        weights = np.ones(n_model, np.float32) if plan.weights is None else plan.weights
+        weights = np.asarray(weights, dtype=np.float32)
+        out += weights[:, None, None] * fuse_block(plan, chunk_files, b0, b1, n_model)
+        totals += weights
+    out /= totals[:, None, None]
     return out
 
 

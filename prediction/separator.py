@@ -44,6 +44,10 @@ class Separator(ABC):
         """`separate`, plus warnings for the job (e.g. a device fallback)."""
         return self.separate(windows), []
 
+    def member_weights(self) -> list[list[float]]:
+        """The per-stem weights of each member of a bag of models; [] for a single model."""
+        return []
+
     def separate_chunks(
         self, windows: np.ndarray, chunks: list[ChunkSpec]
     ) -> tuple[np.ndarray, list[str]]:

@@ -4,8 +4,11 @@ where a download would leave them, and the job's chunked path (standardise, cut,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import soundfile as sf
@@ -13,9 +16,19 @@ import torch
 from demucs.htdemucs import HTDemucs
 from demucs.states import get_state
 
-from common.chunks import center_trim, chunk_window, overlap_add, plan_chunks, standardisation
+from common.chunks import (
+    MAX_SHIFT,
+    center_trim,
+    chunk_window,
+    overlap_add,
+    plan_chunks,
+    plan_passes,
+    standardisation,
+)
 from common.config import REPO_ROOT, Settings
+from common.interfaces import FuseJob
 from prediction.demucs_separator import legacy_files
+from prediction.fusion import JobAccumulator
 from prediction.separator import Separator
 
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
@@ -90,12 +103,78 @@ def separate_in_chunks(separator: Separator, track: np.ndarray) -> np.ndarray:
     return fused
 
 
-def demucs_reference(track: np.ndarray, name: str, repo: Path | None = None) -> np.ndarray:
-    """(n_stems, 2, n) from Demucs' own front end, loading `name` itself."""
+def separate_in_passes(
+    separator: Separator, track: np.ndarray, shifts: int, seed: int, workdir: Path
+) -> tuple[np.ndarray, list[int]]:
+    """(2, n) -> (n_stems, 2, n) as a job with `shifts` does it: the predictor's plans (a bag's
+    members each on passes of their own), one window per request through `separate_chunks`,
+    and the fuser's own code from its chunk files to its result WAV. Also the random offsets
+    the plans drew, in the order `apply_model` draws them (see `demucs_reference`)."""
+    norm = standardisation(track)
+    info = separator.info
+    plans = plan_passes(
+        track.shape[1],
+        info.segment,
+        info.overlap,
+        separator.padded_length,
+        shifts=shifts,
+        seed=seed,
+        members=separator.member_weights(),
+    )
+    job = FuseJob(
+        job_id="passes", plans=plans, model_stems=info.stems, norm=norm, out_dir=str(workdir)
+    )
+    fuser = JobAccumulator(workdir / "fuser", job.job_id)
+    fuser.create(job)
+    for plan in plans:
+        for chunk in plan.chunks:
+            window = chunk_window(track, chunk, norm, lead=plan.lead)[None]
+            stems, _ = separator.separate_chunks(window, [chunk])
+            fuser.add_chunk(chunk, center_trim(stems[0], chunk.length))
+    multi, _ = sf.read(fuser.finalize().result_path, dtype="float32", always_2d=True)
+    offsets = [MAX_SHIFT - plan.lead for plan in plans]
+    return multi.T.reshape(len(info.stems), 2, -1), offsets
+
+
+@contextmanager
+def demucs_drawing(offsets: list[int]) -> Iterator[None]:
+    """Demucs' `apply_model` takes its random shift offsets from `offsets`, in order, and must
+    take them all. (Its own draws from the global `random` interleave with its transformer's
+    calls to `random.randrange`, so no seed reproduces them outside Demucs.)"""
+    import demucs.apply
+
+    queue = list(offsets)
+
+    def randint(low: int, high: int) -> int:
+        assert (low, high) == (0, MAX_SHIFT), (low, high)
+        assert queue, f"Demucs drew more than the {len(offsets)} planned offsets"
+        return queue.pop(0)
+
+    saved = demucs.apply.random
+    demucs.apply.random = SimpleNamespace(randint=randint)
+    try:
+        yield
+    finally:
+        demucs.apply.random = saved
+    assert not queue, f"Demucs drew {len(offsets) - len(queue)} of {len(offsets)} offsets"
+
+
+def demucs_reference(
+    track: np.ndarray,
+    name: str,
+    repo: Path | None = None,
+    shifts: int = 0,
+    offsets: list[int] | None = None,
+) -> np.ndarray:
+    """(n_stems, 2, n) from Demucs' own front end, loading `name` itself; with `shifts`, the
+    random shift offsets taken from `offsets` (see `demucs_drawing`)."""
     from demucs.api import Separator as DemucsApi
 
-    api = DemucsApi(model=name, repo=repo, device="cpu", shifts=0, overlap=0.25, progress=False)
-    _, stems = api.separate_tensor(torch.from_numpy(track))
+    api = DemucsApi(
+        model=name, repo=repo, device="cpu", shifts=shifts, overlap=0.25, progress=False
+    )
+    with demucs_drawing(offsets or []):
+        _, stems = api.separate_tensor(torch.from_numpy(track))
     return np.stack([s.numpy() for s in stems.values()])
 
 

@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from common.chunks import (
     chunk_window,
     overlap_add,
     plan_chunks,
+    plan_passes,
     standardisation,
     triangle_weight,
 )
@@ -98,3 +101,32 @@ def test_bad_plans_are_refused():
         plan_chunks(10, 100, 1.0, context(0))
     with pytest.raises(ValueError):
         plan_chunks(10, 100, 0.0, lambda n: n - 1)
+
+
+def test_passes_of_a_shifted_model_draw_their_leads_from_the_seed():
+    plans = plan_passes(10_000, 3000, 0.25, context(50), shifts=3, seed=9, max_shift=400)
+    rng = random.Random(9)
+    assert [p.lead for p in plans] == [400 - rng.randint(0, 400) for _ in range(3)]
+    assert all(p.weights is None and {c.member for c in p.chunks} == {None} for p in plans)
+    indices = [c.index for p in plans for c in p.chunks]
+    assert indices == list(range(len(indices)))
+    assert plan_passes(10_000, 3000, 0.25, context(50), shifts=3, seed=9, max_shift=400) == plans
+
+
+def test_a_bag_with_shifts_gets_passes_per_member_in_member_order():
+    """As `apply_model` runs a bag: member 0's shifts, then member 1's, each member alone."""
+    weights = [[1.0, 0.0], [0.5, 2.0]]
+    plans = plan_passes(
+        10_000, 3000, 0.25, context(50), shifts=2, seed=4, max_shift=400, members=weights
+    )
+    rng = random.Random(4)
+    assert [p.lead for p in plans] == [400 - rng.randint(0, 400) for _ in range(4)]
+    assert [{c.member for c in p.chunks} for p in plans] == [{0}, {0}, {1}, {1}]
+    assert [p.weights for p in plans] == [weights[0], weights[0], weights[1], weights[1]]
+    indices = [c.index for p in plans for c in p.chunks]
+    assert indices == list(range(len(indices)))
+    # without shifts one pass serves the whole bag; a single model has no members
+    (whole,) = plan_passes(10_000, 3000, 0.25, context(50), members=weights)
+    assert whole.weights is None and {c.member for c in whole.chunks} == {None}
+    single = plan_passes(10_000, 3000, 0.25, context(50), shifts=2, members=[[1.0, 1.0]])
+    assert all(p.weights is None for p in single)

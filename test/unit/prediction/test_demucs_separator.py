@@ -21,7 +21,8 @@ from demucs.htdemucs import HTDemucs
 from demucs.states import save_with_checksum
 
 from common.config import Settings
-from common.errors import InvalidOption, ModelUnavailable
+from common.errors import BadRequest, InvalidOption, ModelUnavailable
+from common.interfaces import ChunkSpec
 from prediction import demucs_separator
 from prediction.demucs_separator import DemucsSeparator
 from prediction.devices import pick_device, run_in_batches
@@ -41,6 +42,7 @@ from test.separation_fixtures import (  # noqa: F401
     real_music,
     relative_error,
     separate_in_chunks,
+    separate_in_passes,
 )
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -203,28 +205,85 @@ def test_six_source_htdemucs_chunks_equal_separate_tensor(settings: Settings, mu
     )
 
 
-def test_bag_with_per_source_weights_equals_separate_tensor(
-    settings: Settings, tmp_path: Path, music
-) -> None:
-    """A bag in a local repo (`--repo`): the only way to give a bag weights of our choosing."""
-    from demucs.pretrained import get_model
+BAG_WEIGHTS = [[1.0, 0.5, 0.25, 0.0], [0.5, 1.0, 0.75, 2.0]]
 
+
+@pytest.fixture
+def bag_repo(tmp_path: Path) -> Path:
+    """A bag of two small HTDemucs, "mybag", with per-source weights in a local repo (`--repo`):
+    the only way to give a bag weights of our choosing."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    weights = [[1.0, 0.5, 0.25, 0.0], [0.5, 1.0, 0.75, 2.0]]
     for sig, seed in (("aaaa0001", 20), ("bbbb0002", 21)):
         save_with_checksum(package(htdemucs(FOUR, seed, **SMALL)), repo / f"{sig}.th")
-    bag = {"models": ["aaaa0001", "bbbb0002"], "weights": weights}
+    bag = {"models": ["aaaa0001", "bbbb0002"], "weights": BAG_WEIGHTS}
     (repo / "mybag.yaml").write_text(yaml.safe_dump(bag))
+    return repo
 
-    separator = DemucsSeparator("mybag", get_model("mybag", repo=repo))
-    assert separator.weights == weights and len(separator.models) == 2
+
+def test_bag_with_per_source_weights_equals_separate_tensor(
+    settings: Settings, bag_repo: Path, music
+) -> None:
+    from demucs.pretrained import get_model
+
+    separator = DemucsSeparator("mybag", get_model("mybag", repo=bag_repo))
+    assert separator.weights == BAG_WEIGHTS and len(separator.models) == 2
+    assert separator.member_weights() == BAG_WEIGHTS
     assert (
         relative_error(
-            separate_in_chunks(separator, music), demucs_reference(music, "mybag", repo=repo)
+            separate_in_chunks(separator, music), demucs_reference(music, "mybag", repo=bag_repo)
         )
         <= TOLERANCE
     )
+
+
+@pytest.mark.parametrize("shifts", [1, 2])
+def test_bag_with_shifts_equals_separate_tensor_with_the_same_seed(
+    settings: Settings, bag_repo: Path, tmp_path: Path, music, shifts: int
+) -> None:
+    """`quality=render` runs htdemucs_ft, a bag, with a shift: each member has shifts of its
+    own, member after member, as `apply_model` draws them; Demucs given the offsets the plan
+    drew (as many as it asks for) gives our result."""
+    from demucs.pretrained import get_model
+
+    separator = DemucsSeparator("mybag", get_model("mybag", repo=bag_repo))
+    ours, offsets = separate_in_passes(separator, music, shifts, 3, tmp_path / "job")
+    assert len(offsets) == 2 * shifts and len(set(offsets)) == len(offsets)
+    reference = demucs_reference(music, "mybag", repo=bag_repo, shifts=shifts, offsets=offsets)
+    assert relative_error(ours, reference) <= TOLERANCE
+    # the offsets matter: other ones give another result
+    moved = [(o + 4410) % 22051 for o in offsets]
+    other = demucs_reference(music, "mybag", repo=bag_repo, shifts=shifts, offsets=moved)
+    assert relative_error(other, reference) > 100 * TOLERANCE
+
+
+def test_single_model_with_shifts_equals_separate_tensor_with_the_same_seed(
+    settings: Settings, tmp_path: Path, music
+) -> None:
+    install_published(settings, "htdemucs", [htdemucs(FOUR, 4, **SMALL)])
+    separator = demucs_separator.load("htdemucs", settings)
+    assert separator.member_weights() == []
+    ours, offsets = separate_in_passes(separator, music, 2, 0, tmp_path / "job")
+    with demucs_separator.offline_hub(settings):
+        reference = demucs_reference(music, "htdemucs", shifts=2, offsets=offsets)
+    assert relative_error(ours, reference) <= TOLERANCE
+
+
+def test_a_chunk_naming_a_member_the_model_lacks_is_refused(
+    settings: Settings, bag_repo: Path
+) -> None:
+    from demucs.pretrained import get_model
+
+    separator = DemucsSeparator("mybag", get_model("mybag", repo=bag_repo))
+    window = separator.padded_length(separator.info.segment)
+    chunk = ChunkSpec(
+        index=0, offset=0, length=1000, window_start=0, window_length=window, member=2
+    )
+    with pytest.raises(BadRequest, match="2 member"):
+        separator.separate_chunks(np.zeros((1, 2, window), np.float32), [chunk])
+    mixed = [chunk.model_copy(update={"member": 0}), chunk.model_copy(update={"member": None})]
+    with pytest.raises(BadRequest, match="for all its chunks or for none"):
+        separator.separate_chunks(np.zeros((2, 2, window), np.float32), mixed)
 
 
 def test_published_bag_loads_with_its_weights(settings: Settings) -> None:

@@ -122,3 +122,50 @@ def test_shift_passes_are_trimmed_and_averaged(tmp_path):
     expected /= 2
     multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
     np.testing.assert_allclose(multi.T.reshape(4, 2, -1), expected, atol=1e-6)
+
+
+def test_weighted_passes_are_averaged_per_stem(tmp_path):
+    """A bag's members on passes of their own: per stem, sum of weight * pass / sum of weights."""
+    from common.chunks import plan_passes
+
+    n = 5000
+    track = np.random.default_rng(6).standard_normal((2, n)).astype(np.float32)
+    weights = [[1.0, 0.5, 0.0, 2.0], [0.5, 1.0, 3.0, 2.0]]
+    plans = plan_passes(
+        n, 1500, 0.25, lambda k: k + 100, shifts=1, seed=2, max_shift=300, members=weights
+    )
+    job = FuseJob(job_id="w", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    acc = JobAccumulator(tmp_path / "fuser", "w")
+    acc.create(job)
+    fused = []
+    for k, plan in enumerate(plans):
+        member = 1.0 + k  # each member a different function of the window
+        pieces = [
+            (c, center_trim(member * fake_stems(chunk_window(track, c, lead=plan.lead)), c.length))
+            for c in plan.chunks
+        ]
+        for chunk, piece in pieces:
+            acc.add_chunk(chunk, piece)
+        fused.append(overlap_add(pieces, plan, (4, 2))[..., plan.lead :])
+    w = np.array(weights, np.float32)[:, :, None, None]
+    expected = (w[0] * fused[0] + w[1] * fused[1]) / (w[0] + w[1])
+    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    np.testing.assert_allclose(multi.T.reshape(4, 2, -1), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("weights", "problem"),
+    [
+        ([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "not 4 finite numbers"),
+        ([[1.0, -1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "not 4 finite numbers"),
+        ([[1.0, float("nan"), 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]], "not 4 finite numbers"),
+        ([[1.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 1.0]], "no weight at all"),
+    ],
+)
+def test_pass_weights_that_cannot_be_averaged_are_refused(tmp_path, weights, problem):
+    from common.chunks import plan_passes
+
+    plans = plan_passes(3000, 1500, 0.25, lambda k: k, shifts=1, seed=1, members=weights)
+    job = FuseJob(job_id="b", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    with pytest.raises(BadRequest, match=problem):
+        JobAccumulator(tmp_path / "fuser", "b").create(job)

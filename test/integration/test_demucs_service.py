@@ -1,0 +1,110 @@
+"""Demucs through the six services: what a job gives back is what Demucs itself gives.
+
+Real Demucs architectures (small size, random weights) are written where a download leaves
+them, and the stack runs as real processes on loopback ports. A job with `model=htdemucs`
+equals `demucs.api.Separator(shifts=0, overlap=0.25).separate_tensor`; a `quality=render` job
+(htdemucs_ft, a bag of four members, one random shift each) equals Demucs given the shift
+offsets the job's plan drew. The full-size figures come from `bench/bench_demucs_service.py`.
+"""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from common.chunks import MAX_SHIFT
+from common.config import Settings
+from common.interfaces import PlanRequest, PlanResponse
+from gateway.pipeline import SHIFT_SEED
+from prediction.demucs_separator import offline_hub
+from test.separation_fixtures import (
+    FOUR,
+    SMALL,
+    TOLERANCE,
+    demucs_reference,
+    htdemucs,
+    install_published,
+    real_music,
+    relative_error,
+)
+from test.stackutil import TESTDATA, start_stack, wait_job
+
+
+@pytest.fixture(scope="module")
+def music() -> np.ndarray:
+    track = real_music(20.0)
+    if track is None:
+        pytest.skip(f"real test music not found under {TESTDATA}")
+    return track[:, : 20 * 44100]
+
+
+@pytest.fixture(scope="module")
+def models_settings(tmp_path_factory) -> Settings:
+    """htdemucs and the four members of htdemucs_ft, as their downloads would leave them."""
+    settings = Settings(_env_file=None, models_dir=tmp_path_factory.mktemp("dmodels"))
+    install_published(settings, "htdemucs", [htdemucs(FOUR, 0, **SMALL)])
+    install_published(settings, "htdemucs_ft", [htdemucs(FOUR, s, **SMALL) for s in (1, 2, 3, 4)])
+    return settings
+
+
+@pytest.fixture(scope="module")
+def demucs_stack(tmp_path_factory, models_settings):
+    # eager: test_compiled shows the compiled core gives the eager result
+    stack = start_stack(
+        tmp_path_factory.mktemp("ddata"), models_settings.models_dir, compile_models="off"
+    )
+    yield stack
+    stack.stop()
+
+
+def separate_through_the_stack(stack, music: np.ndarray, **fields: str) -> tuple[dict, np.ndarray]:
+    buf = io.BytesIO()
+    sf.write(buf, music.T, 44100, subtype="FLOAT", format="WAV")
+    with httpx.Client(base_url=stack.url("gateway"), timeout=120) as client:
+        r = client.post(
+            "/api/jobs",
+            files={"file": ("music.wav", buf.getvalue())},
+            data={"analysis": "false", **fields},
+        )
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"], timeout=600)
+        assert job["status"] == "done", job
+        result, rate = sf.read(
+            io.BytesIO(client.get(job["links"]["result"]).content), dtype="float32"
+        )
+    assert rate == 44100 and result.shape == (music.shape[1], 2 * len(job["stems"]))
+    return job, result.T.reshape(len(job["stems"]), 2, -1)
+
+
+def test_htdemucs_job_equals_separate_tensor(demucs_stack, models_settings, music):
+    job, stems = separate_through_the_stack(demucs_stack, music, model="htdemucs")
+    assert job["model"] == "htdemucs" and job["stems"] == FOUR
+    with offline_hub(models_settings):
+        reference = demucs_reference(music, "htdemucs")
+    error = relative_error(stems, reference)
+    print(f"\nhtdemucs job vs separate_tensor: max|diff|/peak {error:.2e}")
+    assert error <= TOLERANCE
+
+
+def test_render_job_runs_the_bag_with_a_shift_per_member_as_demucs_does(
+    demucs_stack, models_settings, music
+):
+    job, stems = separate_through_the_stack(demucs_stack, music, quality="render")
+    assert job["model"] == "htdemucs_ft" and job["options"]["shifts"] == 1
+    # the offsets the job's plan drew: the plan is a function of the request
+    request = PlanRequest(
+        model="htdemucs_ft", n_frames=music.shape[1], overlap=0.25, shifts=1, seed=SHIFT_SEED
+    )
+    r = httpx.post(demucs_stack.url("predictor") + "/plan", json=request.model_dump(), timeout=120)
+    plans = PlanResponse.model_validate_json(r.content).plans
+    assert [{c.member for c in p.chunks} for p in plans] == [{0}, {1}, {2}, {3}]
+    offsets = [MAX_SHIFT - p.lead for p in plans]
+    with offline_hub(models_settings):
+        reference = demucs_reference(music, "htdemucs_ft", shifts=1, offsets=offsets)
+    error = relative_error(stems, reference)
+    print(f"\nrender job (bag of 4, shifts=1) vs Demucs with its offsets: {error:.2e}")
+    assert error <= TOLERANCE
