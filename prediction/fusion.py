@@ -182,8 +182,7 @@ def fuse_passes(plans, chunk_files, b0: int, b1: int, n_model: int) -> np.ndarra
     out = np.zeros((n_model, 2, b1 - b0), dtype=np.float32)
     totals = np.zeros(n_model, dtype=np.float32)
     for plan in plans:
-        weights = np.ones(n_model, np.float32) if plan.weights is None else plan.weights
-        weights = np.asarray(weights, dtype=np.float32)
+        weights = np.asarray(plan.weights or [1.0] * n_model, dtype=np.float32)
         out += weights[:, None, None] * fuse_block(plan, chunk_files, b0, b1, n_model)
         totals += weights
     out /= totals[:, None, None]
