@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # how long a job waits for a service that refuses connections (restarting, loading a model)
     downstream_grace_s: float = Field(default=300.0, ge=0)
     default_model: str = "auto"
+    # seconds between the starts of analysis windows (each 10.24 s long); rounded down to the
+    # analysis frame grid (23.2 ms). Less than 10.24 overlaps windows: more AST forwards.
+    analysis_hop_s: float = Field(default=C.ANALYSIS_WINDOW_S, ge=1.0, le=C.ANALYSIS_WINDOW_S)
 
     # retention, access
     retention_hours: float = Field(default=24.0, gt=0)  # results older than this are deleted

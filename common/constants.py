@@ -8,7 +8,18 @@ MAX_UPLOAD_BYTES = 500 * 1024 * 1024  # 500 MB
 MAX_DURATION_S = 20 * 60.0  # 20 minutes of audio
 MIN_DURATION_S = 0.1  # 100 ms: shorter uploads carry nothing to separate
 
-ANALYSIS_WINDOW_S = 10.0  # seconds of audio per analysis window
+# Analysis windows are AST's input length: 1024 frames of 10 ms = 10.24 s (451584 samples).
+ANALYSIS_WINDOW = 451584  # samples at 44.1 kHz
+ANALYSIS_WINDOW_S = ANALYSIS_WINDOW / SAMPLE_RATE  # 10.24 s
+# The track-level series (chroma, onset strength) live on one frame grid: a frame every
+# ANALYSIS_FRAME_HOP samples at 44.1 kHz (512 at librosa's 22.05 kHz: 23.2 ms). Window starts
+# and hops are multiples of it, so a window's frames are the track's frames.
+ANALYSIS_FRAME_HOP = 1024  # samples at 44.1 kHz
+ANALYSIS_RATE = 22050  # Hz: chroma and onsets are computed at librosa's default rate
+# Real audio sent on each side of a window for the series, so that its frames equal the whole
+# track's: the longest CQT filter of the chroma (C1, 36 bins an octave) spans 1.6 s.
+ANALYSIS_CONTEXT = 43 * ANALYSIS_FRAME_HOP  # samples (1.0 s)
+LOUDNESS_STEP = 4410  # samples (100 ms): BS.1770's gating blocks (400 ms) start every 100 ms
 AST_SAMPLE_RATE = 16000  # Hz: the AST feature extractor's rate
 AST_MODEL_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 
 
 class Message(BaseModel):
@@ -126,6 +126,10 @@ class FuseJob(Message):
     stem: str | None = None  # one stem: output is [stem, no_stem]; None: all model stems
     norm: Normalisation = Normalisation()
     out_dir: str  # where the final files go (the data dir is shared with the gateway)
+    # per-window RMS of every output stem, for the analysis: windows of `activity_window`
+    # frames every `activity_hop` frames (0: none measured)
+    activity_window: int = Field(default=0, ge=0)
+    activity_hop: int = Field(default=0, ge=0)
 
 
 class FuseChunkMeta(Message):
@@ -149,23 +153,36 @@ class FusedResult(Message):
     result_path: str  # multi-channel float32 WAV, channels = stems x [L, R]
     stem_paths: dict[str, str]
     peak: float  # absolute peak over all stems (may exceed 1.0: float WAV is never clipped)
+    activity_db: list[list[float]] = []  # per activity window, per stem: RMS in dBFS
 
 
 # --- analysis ---------------------------------------------------------------------------------
 
 
 class AnalysisWindow(Message):
-    """Header of an analysis request: body = float32 (2, n) at 44.1 kHz."""
+    """Header of `POST /analyse` on fft and cqt: body = float32 (2, m) at 44.1 kHz, the window
+    with up to `ANALYSIS_CONTEXT` samples of real audio on each side.
+
+    The window proper is body samples `[context_before, context_before + window_length)`, track
+    samples from `start`. The window also computes the track's frame-level series (onset
+    strength, chroma) for its own span `[start, start + own_length)`: `own_frames` frames of the
+    track's analysis frame grid from frame `start // ANALYSIS_FRAME_HOP`."""
 
     job_id: str = ""
-    index: int
+    index: int = Field(ge=0)
     start_s: float
     duration_s: float
+    start: int = Field(default=0, ge=0)  # track sample of the window's first sample
+    context_before: int = Field(default=0, ge=0)  # samples of body before the window
+    window_length: int | None = Field(default=None, ge=1)  # None: the body after the context
+    own_length: int | None = Field(default=None, ge=1)  # None: the window
+    own_frames: int | None = Field(default=None, ge=0)  # None: ceil(own_length / frame hop)
 
 
 class ToneInput(Message):
-    """Header of `POST /identify` on the tone identifier: body = float32 (n_frames, n_mels)
-    log-mel filterbank as the AST feature extractor makes it (unnormalised)."""
+    """Header of `POST /identify` on the tone identifier: body = float32 (n_frames, n_mels),
+    the input `ASTFeatureExtractor` makes (Kaldi log-mel, padded to the model's length and
+    normalised with the AudioSet mean / std)."""
 
     job_id: str = ""
     index: int
@@ -182,9 +199,23 @@ class ToneResult(Message):
     status: Literal["ok", "unavailable"]
     reason: str = ""
     labels: list[Label] = []
+    # per stem family (vocals, drums, bass, guitar, piano, other) a score in [0, 1] from the
+    # AudioSet labels of `common.instruments.STEM_LABELS`; None when unavailable
+    stems_present: dict[str, float] | None = None
 
 
-class SpectralFeatures(Message):
+class Key(Message):
+    tonic: Literal["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    mode: Literal["major", "minor"]
+    confidence: float = Field(ge=0.0, le=1.0)  # Pearson r with the key's profile, clipped
+
+
+class WindowFeatures(Message):
+    """fft's answer (meta header): body = float32 (2 * n_onset + n_blocks,): the window's onset
+    strength, then its accent, `n_onset` frames each on the track's frame grid from
+    `first_frame`; then the K-weighted sums of squares of the 100 ms loudness steps from
+    `first_block` (partial at the span's ends)."""
+
     index: int
     rms_db: float
     peak_db: float
@@ -192,10 +223,58 @@ class SpectralFeatures(Message):
     spectral_centroid_hz: float
     spectral_rolloff_hz: float
     tone: ToneResult
+    first_frame: int
+    n_onset: int
+    first_block: int
+    n_blocks: int
 
 
-class KeyEstimate(Message):
+class WindowTonal(Message):
+    """cqt's answer (meta header): body = float32 (12, n_frames) chroma (C..B, not normalised)
+    on the track's frame grid from `first_frame`."""
+
     index: int
-    key: str | None  # e.g. "A minor"; None when there is no tonal content
-    confidence: float
-    chroma: list[float]  # 12 values, C..B, summing to 1 (or all 0 for silence)
+    key: Key | None  # of the window proper; None when it has no tonal content
+    key_reason: str = ""
+    chroma: list[float]  # 12 values, C..B: the window's summed chroma, summing to 1 (or all 0)
+    first_frame: int
+
+
+class TrackTonalRequest(Message):
+    """Header of cqt's `POST /track`: body = float32 (12, n_frames), the whole track's chroma."""
+
+    job_id: str = ""
+    n_samples: int = Field(gt=0)  # track length, samples at 44.1 kHz
+
+
+class Chord(Message):
+    start_s: float
+    end_s: float
+    chord: str  # "C", "C#m", ... "N" (no chord)
+
+
+class TrackTonal(Message):
+    key: Key | None
+    key_reason: str = ""
+    chords: list[Chord] | None
+    chords_reason: str = ""
+
+
+class TrackRhythmRequest(Message):
+    """Header of fft's `POST /track`: body = float32 (2 * n_frames + n_blocks,), the whole
+    track's onset strength, its accent, then its 100 ms K-weighted sums of squares."""
+
+    job_id: str = ""
+    n_samples: int = Field(gt=0)
+    n_frames: int = Field(ge=0)
+    n_blocks: int = Field(ge=0)
+
+
+class TrackRhythm(Message):
+    tempo_bpm: float | None
+    tempo_confidence: float | None
+    beats_s: list[float] | None
+    downbeats_s: list[float] | None
+    rhythm_reason: str = ""
+    downbeats_reason: str = ""
+    loudness_lufs: float | None  # integrated over the whole track, BS.1770

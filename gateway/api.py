@@ -46,7 +46,9 @@ def iso(ts: float) -> str:
 
 def job_json(job: JobRecord) -> dict:
     base = f"/api/jobs/{job.id}"
-    links = {"self": base, "analysis": f"{base}/analysis"}
+    links = {"self": base}
+    if job.options.get("resolved", {}).get("analysis", True):
+        links["analysis"] = f"{base}/analysis"
     if job.status == "done":
         links["result"] = f"{base}/result"
         links["zip"] = f"{base}/download.zip"
@@ -232,17 +234,23 @@ async def download_zip(job_id: JobId, gw: Gw) -> FileResponse:
     return file_response(path, f"{stem_of(job.filename)}_stems.zip", "application/zip")
 
 
-@router.get("/jobs/{job_id}/analysis", summary="Per-window analysis: labels, key, loudness")
+@router.get(
+    "/jobs/{job_id}/analysis",
+    summary="What is playing where: the track's key, tempo, beats, chords, loudness; per window "
+    "labels, stems present, stem levels, key",
+)
 async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
     job = gw.store.get(job_id)
     path = JobFiles(gw.settings.jobs_dir, job_id).analysis_path
-    if not path.exists():
-        why = (
-            "analysis=false was asked"
-            if not job.options.get("resolved", {}).get("analysis", True)
-            else f"the job is {job.status}"
+    if not job.options.get("resolved", {}).get("analysis", True):
+        raise NotFound(
+            f"job {job_id} ran without analysis (analysis=false was asked); submit the song "
+            "again with analysis=true to get one",
+            code="no_analysis",
         )
-        raise NotFound(f"job {job_id} has no analysis: {why}")
+    if not path.exists():
+        why = "it failed" if job.status == "failed" else "it is written when the job is done"
+        raise NotFound(f"job {job_id} is {job.status}: no analysis yet ({why})", code="not_ready")
     return FileResponse(path, media_type="application/json")
 
 

@@ -16,27 +16,24 @@ import numpy as np
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
-from common.constants import ANALYSIS_WINDOW_S, SAMPLE_RATE
+from common.constants import ANALYSIS_WINDOW
 from common.errors import UpstreamError
 from common.interfaces import (
-    AnalysisWindow,
     ChunkSpec,
     FuseChunkMeta,
     FusedResult,
     FuseJob,
     FuseStatus,
-    KeyEstimate,
     Normalisation,
     PlanRequest,
     PlanResponse,
     SeparateMeta,
     SeparateResult,
-    SpectralFeatures,
 )
 from common.logs import job_id_var
-from common.rawfile import RawArrayFile
 from common.replicas import ReplicaPool
 from common.wire import decode, encode
+from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.jobfiles import JobFiles, load_input
 from gateway.store import JobStore
 
@@ -68,6 +65,7 @@ class Pipeline:
         self.settings = settings
         self.store = store
         self.pools = pools
+        self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s, expect_ok)
 
     async def run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)
@@ -101,6 +99,8 @@ class Pipeline:
             stem=opts["stem"],
             norm=norm,
             out_dir=str(files.result_dir),
+            activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
+            activity_hop=self.analyser.hop if opts["analysis"] else 0,
         )
         status = await self._fuser_json(
             "PUT", f"/jobs/{job_id}", FuseStatus, json=fuse_job.model_dump()
@@ -111,7 +111,9 @@ class Pipeline:
         done = total - len(todo)
         self.store.update(job_id, stage="separating", progress=0.95 * done / total)
 
-        analysis = asyncio.create_task(self._analyse(job_id, track)) if opts["analysis"] else None
+        analysis = None
+        if opts["analysis"]:
+            analysis = asyncio.create_task(self.analyser.run(job_id, track))
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
 
         normalise = norm if plan.model.normalise else None
@@ -144,7 +146,7 @@ class Pipeline:
         warnings = self.store.get(job_id).warnings
         if analysis is not None:
             self.store.update(job_id, stage="analysing")
-            warnings += await analysis
+            warnings += await self._write_analysis(files, analysis, result)
         await self.pools.fuser.request("DELETE", f"/jobs/{job_id}", sticky_key=job_id)
         log.info(
             "job done in %.2fs",
@@ -215,63 +217,19 @@ class Pipeline:
         expect_ok(response, "the channel fuser")
         return model.model_validate_json(response.content)
 
-    async def _analyse(self, job_id: str, track: RawArrayFile) -> list[str]:
-        """Per-window features (fft -> tone identifier) and key (cqt) into analysis.json.
-
-        Analysis never fails a job: a window whose call fails is recorded with its error and
-        the job gets a warning.
-        """
-        files = JobFiles(self.settings.jobs_dir, job_id)
-        step = int(ANALYSIS_WINDOW_S * SAMPLE_RATE)
-        n = track.shape[1]
-        windows = [
-            AnalysisWindow(
-                job_id=job_id,
-                index=i,
-                start_s=round(start / SAMPLE_RATE, 3),
-                duration_s=round(min(step, n - start) / SAMPLE_RATE, 3),
-            )
-            for i, start in enumerate(range(0, n, step))
-        ]
-        limiter = asyncio.Semaphore(2)
-
-        async def call(pool: ReplicaPool, win: AnalysisWindow, model):
-            s0 = int(round(win.start_s * SAMPLE_RATE))
-            body, headers = encode(np.ascontiguousarray(track[:, s0 : s0 + step]), win)
-            async with limiter:
-                response = await pool.request("POST", "/analyse", content=body, headers=headers)
-            expect_ok(response, f"the {pool.service} service")
-            return model.model_validate_json(response.content)
-
-        async def one(win: AnalysisWindow) -> dict:
-            features, key = await asyncio.gather(
-                call(self.pools.fft, win, SpectralFeatures),
-                call(self.pools.cqt, win, KeyEstimate),
-                return_exceptions=True,
-            )
-            entry = win.model_dump(include={"index", "start_s", "duration_s"})
-            for name, value in (("features", features), ("key", key)):
-                if isinstance(value, Exception):
-                    entry[name] = None
-                    entry.setdefault("errors", []).append(f"{name}: {value}")
-                else:
-                    entry[name] = value.model_dump(exclude={"index", "version"})
-            return entry
-
-        timeline = await asyncio.gather(*(one(w) for w in windows))
-        failed = sum(1 for e in timeline if e.get("errors"))
-        tone = {
-            e["features"]["tone"]["status"]: e["features"]["tone"].get("reason", "")
-            for e in timeline
-            if e.get("features")
-        }
-        files.write_json(files.analysis_path, {"windows": timeline})
-        warnings = []
-        if failed:
-            warnings.append(f"analysis failed on {failed} of {len(timeline)} windows")
-        if "unavailable" in tone:
-            warnings.append(f"instrument labels unavailable: {tone['unavailable']}")
-        return warnings
+    async def _write_analysis(self, files: JobFiles, task: asyncio.Task, result: FusedResult):
+        """Wait for the analysis, add the stems' levels, write analysis.json; never raises
+        but for cancellation (analysis never fails a job). Returns its warnings."""
+        try:
+            analysis = await task
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug in the analysis must not cost the user the stems
+            analysis = failed_analysis(e)
+        files.write_json(
+            files.analysis_path, with_stem_activity(analysis, result.stems, result.activity_db)
+        )
+        return analysis.warnings
 
 
 def group_batches(

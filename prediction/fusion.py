@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from common.analysis_plan import window_bounds
 from common.chunks import triangle_weight
 from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, Conflict, NotFound, StorageError
@@ -123,6 +124,7 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
         c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length)) for c in all_chunks(job)
     }
     peak = 0.0
+    activity = StemActivity(n, len(stems), job.activity_window, job.activity_hop)
     fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
     with sf.SoundFile(
         tmp[result_path], "w", SAMPLE_RATE, 2 * len(stems), "FLOAT", format=fmt
@@ -139,6 +141,7 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
                 block += np.float32(job.norm.mean)
                 block = select_stems(block, job)
                 peak = max(peak, float(np.abs(block).max(initial=0.0)))
+                activity.add(block, b0)
                 res.write(block.reshape(-1, b1 - b0).T)
                 for i, s in enumerate(stems):
                     writers[s].write(block[i].T)
@@ -154,7 +157,43 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
         result_path=str(result_path),
         stem_paths={s: str(p) for s, p in stem_paths.items()},
         peak=peak,
+        activity_db=activity.db(),
     )
+
+
+class StemActivity:
+    """Per analysis window, the RMS of every output stem, summed block by block as the fuser
+    writes them (so the analysis gets each stem's level from the stems themselves)."""
+
+    def __init__(self, n_frames: int, n_stems: int, window: int, hop: int):
+        self.bounds = window_bounds(n_frames, hop, window) if window and hop else []
+        self.sums = np.zeros((len(self.bounds), n_stems))
+        self.hop = hop
+
+    def add(self, block: np.ndarray, b0: int) -> None:
+        """Count a fused block `(n_stems, 2, k)` that starts at track frame `b0`."""
+        if not self.bounds:
+            return
+        b1 = b0 + block.shape[-1]
+        first = max(0, (b0 - (self.bounds[0][1] - self.bounds[0][0])) // self.hop)
+        for w in range(first, len(self.bounds)):
+            lo, hi = self.bounds[w]
+            if lo >= b1:
+                break
+            lo, hi = max(lo, b0), min(hi, b1)
+            if lo < hi:
+                piece = block[..., lo - b0 : hi - b0]
+                self.sums[w] += np.square(piece, dtype=np.float64).sum(axis=(1, 2))
+
+    def db(self) -> list[list[float]]:
+        """`[window][stem]` RMS in dBFS (floored at -120)."""
+        out = []
+        for (lo, hi), sums in zip(self.bounds, self.sums, strict=True):
+            mean_square = sums / (2 * (hi - lo))
+            with np.errstate(divide="ignore"):
+                levels = 10.0 * np.log10(mean_square)
+            out.append([round(max(-120.0, float(v)), 2) for v in levels])
+        return out
 
 
 def check_pass_weights(job: FuseJob) -> None:

@@ -1,8 +1,9 @@
 """Tone identifier service (port 8004): AudioSet labels of one analysis window with AST.
 
-`POST /identify`: body float32 `(n_frames, n_mels)` unnormalised Kaldi log-mel (see
-`transforms.features.ast_log_mel`), `ToneInput` in the meta header -> JSON `ToneResult` with the
-top 5 AudioSet labels. AudioSet is multi-label, so scores are independent sigmoids, not a softmax.
+`POST /identify`: body float32 `(n_frames, n_mels)`, the input `ASTFeatureExtractor` makes (see
+`transforms.features.ast_input`), `ToneInput` in the meta header -> JSON `ToneResult` with the
+top 5 AudioSet labels and, from all 527, a score per stem family (`common.instruments`).
+AudioSet is multi-label, so scores are independent sigmoids, not a softmax.
 
 The model (`AST_MODEL_ID`) is loaded once, from the local Hugging Face cache only. Without its
 weights the service still turns healthy and answers every request `unavailable`, saying where
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 from common.config import Settings, get_settings
 from common.constants import AST_MODEL_ID
 from common.errors import BadRequest
+from common.instruments import stems_from_labels
 from common.interfaces import Label, ToneInput, ToneResult
 from common.metrics import MODELS_LOADED, SEPARATION_SECONDS
 from common.service import create_service_app
@@ -36,9 +38,6 @@ from common.wire import decode
 
 log = logging.getLogger("audiosplit.tone")
 
-# The AudioSet statistics `ASTFeatureExtractor` normalises with: (x - mean) / (2 * std).
-AST_MEAN = -4.2677393
-AST_STD = 4.5689974
 TOP_K = 5
 
 
@@ -128,25 +127,17 @@ def load_tone_model(settings: Settings) -> ToneModel:
     )
 
 
-def normalise(fbank: np.ndarray, n_frames: int) -> np.ndarray:
-    """Unnormalised log-mel `(k, n_mels)` -> AST input `(n_frames, n_mels)`: padded with zero
-    rows or cut as the feature extractor does, then standardised with the AudioSet mean / std."""
-    fitted = np.zeros((n_frames, fbank.shape[1]), dtype=np.float32)
-    fitted[: min(len(fbank), n_frames)] = fbank[:n_frames]
-    return (fitted - AST_MEAN) / (2.0 * AST_STD)
-
-
 def top_labels(scores: np.ndarray, labels: list[str], k: int = TOP_K) -> list[Label]:
     """The k highest of `(n_labels,)` scores, best first."""
     best = np.argsort(-scores, kind="stable")[:k]
     return [Label(label=labels[i], score=round(float(scores[i]), 4)) for i in best]
 
 
-def identify(tone: ToneModel, fbank: np.ndarray) -> ToneResult:
-    """Top AudioSet labels of one unnormalised log-mel `(n_frames, n_mels)`."""
+def identify(tone: ToneModel, values: np.ndarray) -> ToneResult:
+    """Top AudioSet labels and stem families of one AST input `(n_frames, n_mels)`."""
     import torch
 
-    x = torch.from_numpy(normalise(fbank, tone.n_frames))[None].to(tone.device)
+    x = torch.from_numpy(np.array(values, dtype=np.float32))[None].to(tone.device)
     try:
         with torch.inference_mode():
             logits = tone.model(input_values=x).logits[0]
@@ -154,7 +145,11 @@ def identify(tone: ToneModel, fbank: np.ndarray) -> ToneResult:
         log.exception("AST inference failed")
         return ToneResult(status="unavailable", reason=f"AST inference failed: {e}")
     scores = torch.sigmoid(logits.float()).cpu().numpy()
-    return ToneResult(status="ok", labels=top_labels(scores, tone.labels))
+    return ToneResult(
+        status="ok",
+        labels=top_labels(scores, tone.labels),
+        stems_present=stems_from_labels(scores, tone.labels),
+    )
 
 
 router = APIRouter()
@@ -179,9 +174,10 @@ async def identify_route(request: Request, tone: Tone) -> ToneResult:
         raise BadRequest("the log-mel contains NaN or infinite values", code="bad_tone_input")
     if tone.model is None:
         return ToneResult(status="unavailable", reason=tone.reason)
-    if meta.n_mels != tone.n_mels:
+    if (meta.n_frames, meta.n_mels) != (tone.n_frames, tone.n_mels):
         raise BadRequest(
-            f"the model takes {tone.n_mels} mel bins, the log-mel has {meta.n_mels}",
+            f"the model takes ({tone.n_frames}, {tone.n_mels}) frames x mel bins, the input "
+            f"is ({meta.n_frames}, {meta.n_mels}): make it with ASTFeatureExtractor",
             code="bad_tone_input",
         )
     # One forward at a time: torch already spreads one over the cores.

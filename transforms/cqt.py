@@ -1,7 +1,12 @@
-"""CQT service (port 8002): constant-Q chroma and the key of one analysis window.
+"""CQT service (port 8002): chroma and key of analysis windows; a track's key and chords.
 
-`POST /analyse`: body float32 `(2, n)` at 44.1 kHz, `AnalysisWindow` in the meta header ->
-JSON `KeyEstimate` (`key` None when the window is silent or has no tonal content).
+`POST /analyse`: body float32 `(2, m)` at 44.1 kHz, `AnalysisWindow` in the meta header ->
+`WindowTonal` in the meta header (the window's key, None when it has no tonal content, and its
+summed chroma), body = float32 `(12, own_frames)`, its piece of the track's chroma.
+
+`POST /track`: the whole track's chroma `(12, n_frames)` (joined from the windows' pieces by
+the gateway), `TrackTonalRequest` in the meta header -> JSON `TrackTonal`: the key of the whole
+track's chroma and the chord segments.
 
 Run: `uvicorn --factory transforms.cqt:create_app`.
 """
@@ -10,30 +15,127 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import numpy as np
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from common.config import Settings, get_settings
-from common.interfaces import AnalysisWindow, KeyEstimate
+from common.constants import ANALYSIS_FRAME_HOP, SAMPLE_RATE
+from common.errors import BadRequest
+from common.interfaces import (
+    AnalysisWindow,
+    Chord,
+    Key,
+    TrackTonal,
+    TrackTonalRequest,
+    WindowTonal,
+)
 from common.service import create_service_app
-from common.wire import decode
+from common.wire import decode, encode
+from transforms import chords
 from transforms.features import check_window
-from transforms.key import analyse_key, cqt_kernel
+from transforms.key import KeyResult, chroma_frames, estimate_key, summed
+from transforms.rhythm import FRAME_S, to_analysis_rate
+from transforms.window import resolve
+
+MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
+MIN_CHORDS_S = 4.0
 
 router = APIRouter()
 
 
-@router.post("/analyse", response_model=KeyEstimate)
-async def analyse(request: Request) -> KeyEstimate:
+def key_of(result: KeyResult) -> Key | None:
+    if result.tonic is None:
+        return None
+    return Key(tonic=result.tonic, mode=result.mode, confidence=round(result.confidence, 4))
+
+
+def too_short(n_samples: int, minimum_s: float, what: str) -> str:
+    seconds = n_samples / SAMPLE_RATE
+    return f"{seconds:.1f} s of audio; {what} needs at least {minimum_s:g} s"
+
+
+def window_tonal(audio: np.ndarray, window: AnalysisWindow) -> tuple[np.ndarray, WindowTonal]:
+    span = resolve(audio.shape[1], window)
+    chroma = chroma_frames(to_analysis_rate(audio))
+    start = span.window.start // ANALYSIS_FRAME_HOP
+    stop = -(-span.window.stop // ANALYSIS_FRAME_HOP)
+    vector = summed(chroma[:, start:stop])
+    length = span.window.stop - span.window.start
+    if length < MIN_KEY_S * SAMPLE_RATE:
+        result = KeyResult(None, None, 0.0, too_short(length, MIN_KEY_S, "a key"))
+    else:
+        result = estimate_key(vector)
+    own = chroma[:, span.local_frame : span.local_frame + span.own_frames]
+    meta = WindowTonal(
+        index=window.index,
+        key=key_of(result),
+        key_reason=result.reason,
+        chroma=[round(float(c), 6) for c in vector],
+        first_frame=span.first_frame,
+    )
+    return np.ascontiguousarray(own, dtype=np.float32), meta
+
+
+def track_tonal(chroma: np.ndarray, n_samples: int) -> TrackTonal:
+    """The key of the whole track's chroma and its chords (None with a reason where none)."""
+    if n_samples < MIN_KEY_S * SAMPLE_RATE:
+        key = KeyResult(None, None, 0.0, too_short(n_samples, MIN_KEY_S, "a key"))
+    else:
+        key = estimate_key(summed(chroma))
+    if n_samples < MIN_CHORDS_S * SAMPLE_RATE:
+        return TrackTonal(
+            key=key_of(key),
+            key_reason=key.reason,
+            chords=None,
+            chords_reason=too_short(n_samples, MIN_CHORDS_S, "chord recognition"),
+        )
+    duration = n_samples / SAMPLE_RATE
+    segments = [
+        Chord(
+            start_s=round(s.start_frame * FRAME_S, 3),
+            end_s=round(min(duration, s.end_frame * FRAME_S), 3),
+            chord=s.chord,
+        )
+        for s in chords.recognise(chroma)
+    ]
+    segments = [s for s in segments if s.end_s > s.start_s]
+    if all(s.chord == "N" for s in segments):
+        return TrackTonal(
+            key=key_of(key),
+            key_reason=key.reason,
+            chords=None,
+            chords_reason="no chord anywhere: no three notes sound together",
+        )
+    return TrackTonal(key=key_of(key), key_reason=key.reason, chords=segments)
+
+
+@router.post("/analyse", response_class=Response)
+async def analyse(request: Request) -> Response:
     audio, window = decode(await request.body(), request.headers, AnalysisWindow)
     check_window(audio)
-    result = await to_thread.run_sync(analyse_key, audio)
-    return KeyEstimate(
-        index=window.index,
-        key=result.key,
-        confidence=round(result.confidence, 4),
-        chroma=[round(float(c), 6) for c in result.chroma],
-    )
+    own, meta = await to_thread.run_sync(window_tonal, audio, window)
+    content, headers = encode(own, meta)
+    return Response(content=content, headers=headers)
+
+
+@router.post("/track", response_model=TrackTonal)
+async def track(request: Request) -> TrackTonal:
+    chroma, meta = decode(await request.body(), request.headers, TrackTonalRequest)
+    if chroma.ndim != 2 or chroma.shape[0] != 12 or not np.isfinite(chroma).all():
+        raise BadRequest(
+            f"expected a finite float32 chroma of shape (12, n_frames), got {chroma.shape}",
+            code="bad_track_series",
+        )
+    return await to_thread.run_sync(track_tonal, chroma, meta.n_samples)
+
+
+def warm_up() -> None:
+    """librosa's numba kernels (CQT, Viterbi) compile on first use: seconds, before serving."""
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((2, 5 * SAMPLE_RATE))).astype(np.float32)
+    own, _ = window_tonal(audio, AnalysisWindow(index=0, start_s=0.0, duration_s=5.0))
+    track_tonal(own, audio.shape[1])
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,8 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        # The kernel bank is built once (~0.1 s) before the first request, not during it.
-        await to_thread.run_sync(cqt_kernel)
+        await to_thread.run_sync(warm_up)
         app.state.ready = True
         yield
 
@@ -51,5 +152,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         routers=[router],
         lifespan=lifespan,
-        description="Constant-Q chroma and Krumhansl-Schmuckler key of an analysis window.",
+        description="Constant-Q chroma and key of analysis windows; a track's key and chords.",
     )

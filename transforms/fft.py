@@ -1,9 +1,15 @@
-"""FFT service (port 8001): spectral features of one analysis window, and its AudioSet labels.
+"""FFT service (port 8001): spectral features, labels and rhythm of analysis windows.
 
-`POST /analyse`: body float32 `(2, n)` at 44.1 kHz, `AnalysisWindow` in the meta header ->
-JSON `SpectralFeatures`. The window's AST log-mel goes to the tone identifier as a `ToneInput`;
-analysis never fails a job, so when the tone identifier cannot answer, `tone` says
-`unavailable` and why, and the features still come back.
+`POST /analyse`: body float32 `(2, m)` at 44.1 kHz, `AnalysisWindow` in the meta header ->
+`WindowFeatures` in the meta header, body = the window's pieces of the track's onset strength,
+accent and 100 ms loudness sums. The window's AST input (`ASTFeatureExtractor`) goes to the
+tone identifier as a `ToneInput`; analysis never fails a job, so when the tone identifier cannot
+answer, `tone` says `unavailable` and why, and the features still come back.
+
+`POST /track`: the whole track's onset strength, accent and loudness sums (joined from the
+windows' pieces by the gateway), `TrackRhythmRequest` in the meta header -> JSON `TrackRhythm`:
+tempo, beats and integrated loudness. Beat tracking needs the whole track (a beat is a period
+the onsets keep), but only its envelopes, a few kilobytes a minute.
 
 Run: `uvicorn --factory transforms.fft:create_app`.
 """
@@ -17,16 +23,27 @@ from typing import Annotated
 import httpx
 import numpy as np
 from anyio import to_thread
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from pydantic import ValidationError
 
 from common.config import Settings, get_settings
-from common.errors import UpstreamError
-from common.interfaces import AnalysisWindow, SpectralFeatures, ToneInput, ToneResult
+from common.constants import ANALYSIS_FRAME_HOP, LOUDNESS_STEP, SAMPLE_RATE
+from common.errors import BadRequest, UpstreamError
+from common.interfaces import (
+    AnalysisWindow,
+    ToneInput,
+    ToneResult,
+    TrackRhythm,
+    TrackRhythmRequest,
+    WindowFeatures,
+)
 from common.replicas import ReplicaPool
 from common.service import create_service_app
 from common.wire import decode, encode
-from transforms import features
+from transforms import features, loudness, rhythm
+from transforms.window import WindowSpan, resolve
+
+DOWNBEATS_REASON = "librosa's beat tracker follows beats, not bars: no downbeats"
 
 TONE_TIMEOUT_S = 60.0  # one AST forward on a slow CPU takes seconds, not minutes
 TONE_RETRIES = 2
@@ -64,8 +81,20 @@ def refusal_message(response: httpx.Response) -> str:
         return response.text[:300]
 
 
+def series(audio: np.ndarray, span: WindowSpan) -> tuple[np.ndarray, int]:
+    """The window's own pieces of the track series, joined: onset strength and accent
+    `(own_frames,)` each, then the 100 ms loudness sums; and how many loudness sums."""
+    mono = rhythm.to_analysis_rate(audio)
+    own = slice(span.local_frame, span.local_frame + span.own_frames)
+    onset = rhythm.onset_envelope(mono)[own]
+    accent = rhythm.accent_envelope(mono)[own]
+    track_start = span.first_frame * ANALYSIS_FRAME_HOP
+    steps = loudness.step_sums(audio, span.own_start, span.own_length, track_start)
+    return np.concatenate([onset, accent, steps]).astype(np.float32), len(steps)
+
+
 async def identify_tone(pool: ReplicaPool, fbank: np.ndarray, window: AnalysisWindow) -> ToneResult:
-    """Forward a `(n_frames, n_mels)` log-mel to the tone identifier; never raises."""
+    """Forward AST's `(n_frames, n_mels)` input to the tone identifier; never raises."""
     meta = ToneInput(
         job_id=window.job_id, index=window.index, n_frames=fbank.shape[0], n_mels=fbank.shape[1]
     )
@@ -87,20 +116,74 @@ async def identify_tone(pool: ReplicaPool, fbank: np.ndarray, window: AnalysisWi
         return unavailable(f"the tone identifier sent an answer we cannot read: {e}")
 
 
-@router.post("/analyse", response_model=SpectralFeatures)
-async def analyse(request: Request, tone_pool: TonePool) -> SpectralFeatures:
+@router.post("/analyse", response_class=Response)
+async def analyse(request: Request, tone_pool: TonePool) -> Response:
     audio, window = decode(await request.body(), request.headers, AnalysisWindow)
     features.check_window(audio)
-    if features.kaldi_frame_count(audio.shape[1]) == 0:
+    span = resolve(audio.shape[1], window)
+    proper = np.ascontiguousarray(audio[:, span.window])
+    ast_input = await to_thread.run_sync(features.ast_input, proper)
+    measured = to_thread.run_sync(measure, proper)
+    pieces = to_thread.run_sync(series, audio, span)
+    if ast_input is None:
         tone = unavailable("the window is shorter than one 25 ms frame of the tone identifier")
-        levels = await to_thread.run_sync(measure, audio)
+        levels, (body, n_blocks) = await asyncio.gather(measured, pieces)
     else:
-        fbank = await to_thread.run_sync(features.ast_log_mel, audio)
-        # The AST forward takes longest: the features are measured while it runs.
-        tone, levels = await asyncio.gather(
-            identify_tone(tone_pool, fbank, window), to_thread.run_sync(measure, audio)
+        # The AST forward takes longest: the rest is measured while it runs.
+        tone, levels, (body, n_blocks) = await asyncio.gather(
+            identify_tone(tone_pool, ast_input, window), measured, pieces
         )
-    return SpectralFeatures(index=window.index, tone=tone, **levels)
+    meta = WindowFeatures(
+        index=window.index,
+        tone=tone,
+        first_frame=span.first_frame,
+        n_onset=span.own_frames,
+        first_block=window.start // LOUDNESS_STEP,
+        n_blocks=n_blocks,
+        **levels,
+    )
+    content, headers = encode(body, meta)
+    return Response(content=content, headers=headers)
+
+
+@router.post("/track", response_model=TrackRhythm)
+async def track(request: Request) -> TrackRhythm:
+    values, meta = decode(await request.body(), request.headers, TrackRhythmRequest)
+    expected = 2 * meta.n_frames + meta.n_blocks
+    if values.ndim != 1 or values.size != expected or not np.isfinite(values).all():
+        raise BadRequest(
+            f"expected {expected} finite values (onset and accent of {meta.n_frames} frames, "
+            f"{meta.n_blocks} loudness sums), got shape {values.shape}",
+            code="bad_track_series",
+        )
+    return await to_thread.run_sync(track_rhythm, values, meta)
+
+
+def track_rhythm(values: np.ndarray, meta: TrackRhythmRequest) -> TrackRhythm:
+    n = meta.n_frames
+    onset, accent, steps = values[:n], values[n : 2 * n], values[2 * n :]
+    tempo = rhythm.track_tempo(onset, accent, meta.n_samples / SAMPLE_RATE)
+    return TrackRhythm(
+        tempo_bpm=tempo.bpm,
+        tempo_confidence=tempo.confidence,
+        beats_s=tempo.beats_s,
+        downbeats_s=None,
+        rhythm_reason=tempo.reason,
+        downbeats_reason=DOWNBEATS_REASON,
+        loudness_lufs=loudness.integrated_from_steps(steps.astype(np.float64), meta.n_samples),
+    )
+
+
+def warm_up() -> None:
+    """Run each library path once: librosa's numba kernels compile on first use (seconds)."""
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal((2, 8 * SAMPLE_RATE))).astype(np.float32)
+    features.ast_input(audio)
+    measure(audio)
+    span = resolve(audio.shape[1], AnalysisWindow(index=0, start_s=0.0, duration_s=8.0))
+    body, n_blocks = series(audio, span)
+    n = span.own_frames
+    track_rhythm(body, TrackRhythmRequest(n_samples=audio.shape[1], n_frames=n, n_blocks=n_blocks))
 
 
 def create_app(
@@ -116,6 +199,7 @@ def create_app(
             timeout=httpx.Timeout(TONE_TIMEOUT_S, connect=5.0), transport=tone_transport
         )
         app.state.tone = ReplicaPool("tone", settings.urls["tone"], client, TONE_RETRIES)
+        await to_thread.run_sync(warm_up)
         app.state.ready = True
         try:
             yield
@@ -127,6 +211,6 @@ def create_app(
         settings,
         routers=[router],
         lifespan=lifespan,
-        description="Spectral features of an analysis window; AudioSet labels via the tone "
-        "identifier.",
+        description="Spectral features, onsets and loudness of analysis windows; AudioSet labels "
+        "via the tone identifier; a track's tempo, beats and integrated loudness.",
     )

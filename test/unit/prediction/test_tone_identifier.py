@@ -1,11 +1,10 @@
 """The tone identifier: without weights it answers `unavailable`; with a real AST architecture
-(tiny, random weights) in a Hugging Face cache laid out as a hub download leaves it, it loads
-through the same `from_pretrained(..., local_files_only=True)` path and answers 5 labels."""
+(tiny, random weights, AudioSet's 527 labels) in a Hugging Face cache laid out as a hub download
+leaves it, it loads through the same `from_pretrained(..., local_files_only=True)` path and
+answers 5 labels and a score per stem family, on the input `ASTFeatureExtractor` makes."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,44 +13,16 @@ from fastapi.testclient import TestClient
 
 from common.config import Settings
 from common.constants import AST_MODEL_ID
+from common.instruments import STEM_FAMILIES, STEM_LABELS
 from common.interfaces import ToneInput, ToneResult
 from common.wire import encode
 from prediction import tone_identifier
-from prediction.tone_identifier import AST_MEAN, AST_STD, create_app
+from prediction.tone_identifier import create_app
+from test.astutil import audioset_labels, write_tiny_ast
+from test.musicgen import progression
+from transforms.features import ast_input
 
-LABELS = ["Speech", "Music", "Guitar", "Drum", "Bass guitar", "Singing", "Piano", "Silence"]
-
-
-def write_tiny_ast(hf_home: Path) -> str:
-    """Save a 2-layer AST with random weights as `AST_MODEL_ID` in `<hf_home>/hub`, with the
-    blobs / snapshots / refs layout of a hub download. Returns the snapshot's commit hash."""
-    from transformers import ASTConfig, ASTForAudioClassification
-
-    config = ASTConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-    )
-    staging = hf_home / "staging"
-    ASTForAudioClassification(config).save_pretrained(staging)
-
-    repo = hf_home / "hub" / f"models--{AST_MODEL_ID.replace('/', '--')}"
-    commit = hashlib.sha1(b"tiny random AST").hexdigest()
-    snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for file in staging.iterdir():
-        blob = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.move(file, repo / "blobs" / blob)
-        (snapshot / file.name).symlink_to(Path("..") / ".." / "blobs" / blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    shutil.rmtree(staging)
-    return commit
+LABELS = audioset_labels()
 
 
 def tone_request(fbank: np.ndarray) -> tuple[bytes, dict[str, str]]:
@@ -60,9 +31,9 @@ def tone_request(fbank: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 
 def log_mel(seed: int = 0) -> np.ndarray:
-    """A plausible unnormalised log-mel (1024, 128): AudioSet's mean and spread."""
-    rng = np.random.default_rng(seed)
-    return (AST_MEAN + AST_STD * rng.standard_normal((1024, 128))).astype(np.float32)
+    """AST's input (1024, 128) of 10.24 s of generated chords, made by ASTFeatureExtractor."""
+    chords = [((seed + 5 * i) % 12, "maj" if i % 2 else "min") for i in range(5)]
+    return ast_input(progression(chords, seconds_per_chord=2.048, seed=seed))
 
 
 @pytest.fixture
@@ -113,7 +84,7 @@ def test_tiny_ast_loads_from_a_hub_cache_and_gives_five_labels(tmp_path, tiny_hf
     with TestClient(create_app(settings(tmp_path))) as client:
         info = client.get("/info").json()
         assert info["loaded"] is True, info["reason"]
-        assert info["n_labels"] == len(LABELS)
+        assert info["n_labels"] == len(LABELS) == 527
 
         body, headers = tone_request(log_mel())
         result = ToneResult.model_validate_json(
@@ -126,13 +97,18 @@ def test_tiny_ast_loads_from_a_hub_cache_and_gives_five_labels(tmp_path, tiny_hf
         assert scores == sorted(scores, reverse=True)
         assert all(0.0 <= s <= 1.0 for s in scores)
 
-        # A shorter log-mel is zero-padded to the model's 1024 frames, as the extractor does.
+        assert set(result.stems_present) == set(STEM_FAMILIES)
+        assert all(0.0 <= s <= 1.0 for s in result.stems_present.values())
+
+        # The extractor pads every window to the model's 1024 frames; anything else is refused.
         body, headers = tone_request(log_mel()[:300])
         short = client.post("/identify", content=body, headers=headers)
-        assert short.status_code == 200 and short.json()["status"] == "ok"
+        assert (
+            short.status_code == 400 and "ASTFeatureExtractor" in short.json()["error"]["message"]
+        )
 
 
-def test_tiny_ast_matches_a_direct_forward_of_the_normalised_input(
+def test_tiny_ast_matches_a_direct_forward_of_the_extractor_input(
     tmp_path, tiny_hf_home, monkeypatch
 ):
     import torch
@@ -146,12 +122,16 @@ def test_tiny_ast_matches_a_direct_forward_of_the_normalised_input(
     model = ASTForAudioClassification.from_pretrained(
         AST_MODEL_ID, cache_dir=tiny_hf_home / "hub", local_files_only=True
     ).eval()
-    x = torch.from_numpy((fbank - AST_MEAN) / (2 * AST_STD))[None]
+    x = torch.from_numpy(fbank)[None]
     with torch.inference_mode():
         expected = torch.sigmoid(model(input_values=x).logits[0]).numpy()
     best = np.argsort(-expected)[:5]
     assert [label.label for label in result.labels] == [LABELS[i] for i in best]
     np.testing.assert_allclose([label.score for label in result.labels], expected[best], atol=1e-4)
+    # each stem family scores the best of its AudioSet classes
+    for family in STEM_FAMILIES:
+        ids = [LABELS.index(name) for name in STEM_LABELS[family]]
+        assert result.stems_present[family] == pytest.approx(expected[ids].max(), abs=1e-4)
 
 
 @pytest.mark.parametrize(
