@@ -80,7 +80,7 @@ def track_tempo(envelope: np.ndarray, accent: np.ndarray, duration_s: float) -> 
     bpm, beats = beat_track(envelope)
     if bpm <= 0 or len(beats) < 4:
         return Tempo(None, None, None, "the beat tracker found no steady beat")
-    confidence = periodicity(envelope, 60.0 / bpm)
+    confidence = beat_periodicity(envelope, bpm)
     if confidence < MIN_TEMPO_CONFIDENCE:
         reason = (
             f"no steady beat: the onsets repeat at the best period with autocorrelation "
@@ -90,7 +90,7 @@ def track_tempo(envelope: np.ndarray, accent: np.ndarray, duration_s: float) -> 
     level = metrical_level(accent, beats)
     if level != 1.0 and MIN_BPM <= bpm * level <= MAX_BPM:
         bpm, beats = beat_track(envelope, bpm * level)
-        confidence = periodicity(envelope, 60.0 / bpm)
+        confidence = beat_periodicity(envelope, bpm)
     times = beats * FRAME_S
     beats_s = [round(float(t), 3) for t in times]
     return Tempo(round(fitted_bpm(times), 2), round(confidence, 3), beats_s)
@@ -132,6 +132,13 @@ def fitted_bpm(beat_times: np.ndarray) -> float:
     own estimate, which moves in whole frames of lag (2 % steps at 170 BPM)."""
     slope = np.polyfit(np.arange(len(beat_times)), beat_times, 1)[0]
     return 60.0 / float(slope)
+
+
+def beat_periodicity(envelope: np.ndarray, bpm: float) -> float:
+    """How steadily the onsets repeat at the beat: their autocorrelation at one beat or at two
+    (a groove often repeats every two beats, kick then snare), whichever is higher."""
+    beat_s = 60.0 / bpm
+    return max(periodicity(envelope, beat_s), periodicity(envelope, 2 * beat_s))
 
 
 def periodicity(envelope: np.ndarray, period_s: float) -> float:

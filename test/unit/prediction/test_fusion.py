@@ -169,3 +169,26 @@ def test_pass_weights_that_cannot_be_averaged_are_refused(tmp_path, weights, pro
     job = FuseJob(job_id="b", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
     with pytest.raises(BadRequest, match=problem):
         JobAccumulator(tmp_path / "fuser", "b").create(job)
+
+
+@pytest.mark.parametrize(("block", "window", "hop"), [(64, 2000, 2000), (1000, 2000, 700)])
+def test_stem_activity_is_each_stems_rms_per_analysis_window(
+    tmp_path, monkeypatch, block, window, hop
+):
+    monkeypatch.setattr(fusion, "BLOCK_FRAMES", block)
+    job, pieces = make_job(tmp_path)
+    job = job.model_copy(update={"activity_window": window, "activity_hop": hop})
+    acc = JobAccumulator(tmp_path / "fuser", "job1")
+    acc.create(job)
+    for chunk, piece in pieces:
+        acc.add_chunk(chunk, piece)
+    result = acc.finalize()
+    stems = overlap_add(pieces, job.plans[0], (4, 2)).astype(np.float64)
+    starts = range(0, 9001, hop)
+    assert len(result.activity_db) == len(starts)
+    for levels, start in zip(result.activity_db, starts, strict=True):
+        piece = stems[..., start : start + window]
+        expected = 10 * np.log10(np.mean(np.square(piece), axis=(1, 2)))
+        np.testing.assert_allclose(levels, expected, atol=0.01)
+    # no windows asked: none measured
+    assert make_job(tmp_path / "b")[0].activity_window == 0

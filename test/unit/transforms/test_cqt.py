@@ -1,4 +1,5 @@
-"""The cqt service in-process: a key for a chord progression, None for silence, 4xx for junk."""
+"""The cqt service in-process: a key and chroma for a window, key and chords for a track, None
+with a reason for silence, 4xx for junk."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from common.config import Settings
-from common.interfaces import AnalysisWindow, KeyEstimate
-from common.wire import encode
+from common.interfaces import AnalysisWindow, TrackTonal, TrackTonalRequest, WindowTonal
+from common.wire import decode, encode
 from transforms.cqt import create_app
 
 SR = 44100
@@ -37,22 +38,46 @@ def post(client: TestClient, audio: np.ndarray, index: int = 0):
     return client.post("/analyse", content=body, headers=headers)
 
 
+def tonal(response) -> tuple[np.ndarray, WindowTonal]:
+    assert response.status_code == 200, response.text
+    return decode(response.content, response.headers, WindowTonal)
+
+
 def test_health_and_a_key(client):
     assert client.get("/health").status_code == 200
-    response = post(client, chords(), index=4)
-    assert response.status_code == 200, response.text
-    estimate = KeyEstimate.model_validate_json(response.content)
+    audio = chords()
+    frames, estimate = tonal(post(client, audio, index=4))
     assert estimate.index == 4
-    assert estimate.key == "C major"
-    assert 0.5 < estimate.confidence <= 1.0
+    assert (estimate.key.tonic, estimate.key.mode) == ("C", "major")
+    assert 0.5 < estimate.key.confidence <= 1.0
     assert len(estimate.chroma) == 12 and sum(estimate.chroma) == pytest.approx(1.0, abs=1e-4)
+    assert frames.shape == (12, 1 + audio.shape[1] // 2 // 512)
 
 
 def test_silence_has_no_key(client):
-    estimate = KeyEstimate.model_validate_json(
-        post(client, np.zeros((2, 10 * SR), np.float32)).content
+    _, estimate = tonal(post(client, np.zeros((2, 10 * SR), np.float32)))
+    assert estimate.key is None and "silent" in estimate.key_reason and not any(estimate.chroma)
+
+
+def test_track_key_and_chords(client):
+    audio = chords()
+    frames, _ = tonal(post(client, audio))
+    body, headers = encode(frames, TrackTonalRequest(n_samples=audio.shape[1]))
+    track = TrackTonal.model_validate_json(
+        client.post("/track", content=body, headers=headers).content
     )
-    assert estimate.key is None and estimate.confidence == 0.0 and not any(estimate.chroma)
+    assert (track.key.tonic, track.key.mode) == ("C", "major")
+    assert [c.chord for c in track.chords if c.end_s - c.start_s > 0.5] == ["C", "F", "G", "C"]
+    assert track.chords[-1].end_s == pytest.approx(audio.shape[1] / SR, abs=0.03)
+
+    short, _ = tonal(post(client, audio[:, : 2 * SR]))
+    body, headers = encode(short, TrackTonalRequest(n_samples=2 * SR))
+    brief = TrackTonal.model_validate_json(
+        client.post("/track", content=body, headers=headers).content
+    )
+    assert brief.key is None and brief.chords is None and "at least" in brief.chords_reason
+    body, headers = encode(frames[:5], TrackTonalRequest(n_samples=audio.shape[1]))
+    assert client.post("/track", content=body, headers=headers).status_code == 400
 
 
 def test_a_tiny_window_is_answered(client):

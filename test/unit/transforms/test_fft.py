@@ -1,4 +1,5 @@
-"""The fft service in-process: features, the ToneInput it forwards, and how it degrades."""
+"""The fft service in-process: features, the ToneInput it forwards, its series, the track
+endpoint, and how it degrades."""
 
 from __future__ import annotations
 
@@ -12,13 +13,24 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from common.config import Settings
-from common.interfaces import AnalysisWindow, SpectralFeatures, ToneInput
+from common.interfaces import (
+    AnalysisWindow,
+    ToneInput,
+    TrackRhythm,
+    TrackRhythmRequest,
+    WindowFeatures,
+)
 from common.wire import decode, encode
 from transforms import features
 from transforms.fft import create_app
 
 SR = 44100
 OK_ANSWER = {"status": "ok", "labels": [{"label": "Music", "score": 0.9}]}
+
+
+def features_of(response) -> WindowFeatures:
+    assert response.status_code == 200, response.text
+    return decode(response.content, response.headers, WindowFeatures)[1]
 
 
 def window_request(audio: np.ndarray, index: int = 2) -> tuple[bytes, dict[str, str]]:
@@ -66,58 +78,64 @@ def test_features_and_the_forwarded_tone_input(tmp_path):
         assert client.get("/health").status_code == 200
         body, headers = window_request(audio)
         response = client.post("/analyse", content=body, headers=headers)
-    assert response.status_code == 200, response.text
-    result = SpectralFeatures.model_validate_json(response.content)
+    values, result = decode(response.content, response.headers, WindowFeatures)
     assert result.index == 2
     assert result.rms_db == pytest.approx(20 * np.log10(0.25 / np.sqrt(2)), abs=0.01)
     assert result.peak_db == pytest.approx(20 * np.log10(0.25), abs=0.01)
     assert result.loudness_lufs is not None and -20 < result.loudness_lufs < -10
     assert result.spectral_centroid_hz == pytest.approx(440, abs=25)
     assert result.tone.status == "ok" and result.tone.labels[0].label == "Music"
+    # onset and accent of every frame of the window, then one loudness sum per 100 ms
+    assert result.n_onset == 1 + len(audio[0]) // 2 // 512
+    assert result.n_blocks == -(-len(audio[0]) // 4410)
+    assert values.shape == (2 * result.n_onset + result.n_blocks,)
 
     [(meta, fbank)] = seen
     assert (meta.job_id, meta.index, meta.n_frames, meta.n_mels) == ("job1", 2, 1024, 128)
-    np.testing.assert_array_equal(fbank, features.ast_log_mel(audio))
+    # what ASTFeatureExtractor makes of the window, mono at 16 kHz
+    from transformers import ASTFeatureExtractor
+
+    mono_16k = features.to_mono_16k(audio)
+    expected = ASTFeatureExtractor()(mono_16k, sampling_rate=16000, return_tensors="np")
+    np.testing.assert_allclose(fbank, expected["input_values"][0], atol=1e-5)
 
 
 def test_unreachable_tone_identifier_gives_unavailable_not_an_error(tmp_path):
     with fft_client(tmp_path) as client:
         body, headers = window_request(a440(2.0))
-        response = client.post("/analyse", content=body, headers=headers)
-    assert response.status_code == 200
-    tone = response.json()["tone"]
-    assert tone["status"] == "unavailable"
-    assert "could not be reached" in tone["reason"]
-    assert response.json()["rms_db"] > -20
+        result = features_of(client.post("/analyse", content=body, headers=headers))
+    assert result.tone.status == "unavailable"
+    assert "could not be reached" in result.tone.reason
+    assert result.rms_db > -20
 
 
 def test_a_refusing_tone_identifier_gives_unavailable_with_its_message(tmp_path):
     refusal = {"error": {"code": "bad_tone_input", "message": "the model takes 64 mel bins"}}
     with fft_client(tmp_path, fake_tone_identifier([], refusal, status=400)) as client:
         body, headers = window_request(a440(2.0))
-        tone = client.post("/analyse", content=body, headers=headers).json()["tone"]
-    assert tone["status"] == "unavailable"
-    assert "(400)" in tone["reason"] and "64 mel bins" in tone["reason"]
+        tone = features_of(client.post("/analyse", content=body, headers=headers)).tone
+    assert tone.status == "unavailable"
+    assert "(400)" in tone.reason and "64 mel bins" in tone.reason
 
 
 def test_an_unreadable_tone_answer_gives_unavailable(tmp_path):
     with fft_client(tmp_path, fake_tone_identifier([], {"labels": "many"})) as client:
         body, headers = window_request(a440(2.0))
-        tone = client.post("/analyse", content=body, headers=headers).json()["tone"]
-    assert tone["status"] == "unavailable" and "cannot read" in tone["reason"]
+        tone = features_of(client.post("/analyse", content=body, headers=headers)).tone
+    assert tone.status == "unavailable" and "cannot read" in tone.reason
 
 
 def test_silence_and_a_tiny_window_still_give_features(tmp_path):
     seen: list = []
     with fft_client(tmp_path, fake_tone_identifier(seen, OK_ANSWER)) as client:
         body, headers = window_request(np.zeros((2, 10 * SR), np.float32))
-        silent = client.post("/analyse", content=body, headers=headers).json()
+        silent = features_of(client.post("/analyse", content=body, headers=headers))
         body, headers = window_request(a440(0.01))
-        tiny = client.post("/analyse", content=body, headers=headers).json()
-    assert silent["rms_db"] == features.DB_FLOOR and silent["loudness_lufs"] is None
-    assert silent["spectral_centroid_hz"] == 0.0
-    assert tiny["loudness_lufs"] is None
-    assert tiny["tone"]["status"] == "unavailable" and "25 ms" in tiny["tone"]["reason"]
+        tiny = features_of(client.post("/analyse", content=body, headers=headers))
+    assert silent.rms_db == features.DB_FLOOR and silent.loudness_lufs is None
+    assert silent.spectral_centroid_hz == 0.0
+    assert tiny.loudness_lufs is None
+    assert tiny.tone.status == "unavailable" and "25 ms" in tiny.tone.reason
     assert len(seen) == 1  # the tiny window was never forwarded
 
 
@@ -149,3 +167,41 @@ def test_bad_wire_bodies_are_4xx(tmp_path):
     for response in (truncated, no_meta, bad_meta, not_finite):
         assert response.status_code == 400, response.text
         assert set(response.json()["error"]) == {"code", "message"}
+
+
+def test_a_window_that_does_not_fit_its_body_is_a_400(tmp_path):
+    audio = a440(1.0)
+    with fft_client(tmp_path) as client:
+        for fields in (
+            {"context_before": 1000},  # off the frame grid
+            {"window_length": 2 * SR},  # longer than the body
+            {"own_length": 100, "window_length": 50},
+        ):
+            meta = AnalysisWindow(index=0, start_s=0.0, duration_s=1.0, **fields)
+            body, headers = encode(audio, meta)
+            response = client.post("/analyse", content=body, headers=headers)
+            assert response.status_code == 400, fields
+            assert response.json()["error"]["code"] == "bad_analysis_window"
+
+
+def test_track_gives_tempo_beats_and_loudness(tmp_path):
+    from test.musicgen import drum_pattern
+    from transforms import loudness, rhythm
+
+    audio = drum_pattern(100.0, seconds=12.0)
+    mono = rhythm.to_analysis_rate(audio)
+    onset, accent = rhythm.onset_envelope(mono), rhythm.accent_envelope(mono)
+    steps = loudness.step_sums(audio, 0, audio.shape[1], 0)
+    meta = TrackRhythmRequest(n_samples=audio.shape[1], n_frames=len(onset), n_blocks=len(steps))
+    with fft_client(tmp_path) as client:
+        body, headers = encode(np.concatenate([onset, accent, steps]), meta)
+        result = TrackRhythm.model_validate_json(
+            client.post("/track", content=body, headers=headers).content
+        )
+        wrong = encode(onset, meta)
+        refused = client.post("/track", content=wrong[0], headers=wrong[1])
+    assert result.tempo_bpm == pytest.approx(100.0, rel=0.02)
+    assert np.diff(result.beats_s).mean() == pytest.approx(0.6, rel=0.02)
+    assert result.downbeats_s is None and result.downbeats_reason
+    assert result.loudness_lufs == pytest.approx(features.integrated_loudness(audio), abs=1e-3)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "bad_track_series"

@@ -1,99 +1,69 @@
-"""Constant-Q chroma and Krumhansl–Schmuckler key on synthesised chord progressions."""
+"""librosa's chroma and the Krumhansl–Schmuckler key on synthesised progressions in all 24 keys."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from common.constants import SAMPLE_RATE
+from test import musicgen
 from transforms import key as K
+from transforms.rhythm import to_analysis_rate
 
-SR = SAMPLE_RATE
-C_MAJOR = [[48, 64, 67, 72], [53, 65, 69, 72], [55, 62, 67, 71], [48, 64, 67, 72]]  # I IV V I
-A_MINOR = [[45, 64, 69, 72], [50, 62, 65, 69], [52, 64, 68, 71], [45, 64, 69, 72]]  # i iv V i
-
-
-def note(midi: float, seconds: float) -> np.ndarray:
-    """A plucked tone: 4 decaying harmonics, 10 ms attack."""
-    freq = 440.0 * 2 ** ((midi - 69) / 12)
-    t = np.arange(int(seconds * SR)) / SR
-    envelope = np.exp(-2 * t) * np.minimum(1.0, t * 100)
-    return envelope * sum(0.5**h * np.sin(2 * np.pi * freq * (h + 1) * t) for h in range(4))
+SR = musicgen.SR
 
 
-def progression(chords: list[list[int]], shift: float = 0.0, seconds: float = 2.5) -> np.ndarray:
-    """Stereo float32 (2, n): each chord `seconds` long, every note moved by `shift` semitones."""
-    mono = np.concatenate([sum(note(m + shift, seconds) for m in chord) for chord in chords])
-    return np.stack([mono, 0.8 * mono]).astype(np.float32) * 0.2
+def key_of(audio: np.ndarray) -> K.KeyResult:
+    return K.estimate_key(K.summed(K.chroma_frames(to_analysis_rate(audio))))
 
 
-def test_c_major_progression_is_c_major():
-    result = K.analyse_key(progression(C_MAJOR))
-    assert result.key == "C major"
-    assert result.confidence > 0.8
-
-
-def test_a_minor_progression_is_a_minor():
-    result = K.analyse_key(progression(A_MINOR))
-    assert result.key == "A minor"
-    assert result.confidence > 0.7
-
-
-@pytest.mark.parametrize("shift", range(12))
-def test_transposed_progressions_give_transposed_keys(shift):
-    assert K.analyse_key(progression(C_MAJOR, shift)).key == f"{K.MAJOR_NAMES[shift]} major"
-    tonic = (9 + shift) % 12
-    assert K.analyse_key(progression(A_MINOR, shift)).key == f"{K.MINOR_NAMES[tonic]} minor"
+def test_key_is_right_on_at_least_22_of_24_progressions():
+    right = []
+    for mode in ("major", "minor"):
+        for tonic in range(12):
+            audio, _ = musicgen.key_progression(tonic, mode, seed=tonic)
+            result = key_of(audio)
+            right.append((result.tonic, result.mode) == (K.PITCH_CLASSES[tonic], mode))
+            assert result.tonic is None or 0.0 < result.confidence <= 1.0
+    print(f"key right on {sum(right)} of 24 progressions")
+    assert sum(right) >= 22
 
 
 def test_a_slightly_out_of_tune_recording_keeps_its_key():
-    assert K.analyse_key(progression(C_MAJOR, shift=0.3)).key == "C major"  # +30 cents
+    audio, _ = musicgen.key_progression(0, "major")
+    t = np.arange(audio.shape[1])
+    # +30 cents: resample the whole thing 1.7 % faster
+    sharp = np.stack([np.interp(t * 2 ** (0.3 / 12), t, ch) for ch in audio]).astype(np.float32)
+    result = key_of(sharp)
+    assert (result.tonic, result.mode) == ("C", "major")
 
 
-def test_silence_has_no_key_and_a_zero_chroma():
-    result = K.analyse_key(np.zeros((2, 10 * SR), np.float32))
-    assert result.key is None
-    assert result.confidence == 0.0
-    assert result.chroma.shape == (12,) and not result.chroma.any()
+@pytest.mark.parametrize(
+    ("audio", "reason"),
+    [
+        (np.zeros((2, 10 * SR), np.float32), "silent"),
+        (musicgen.noise(10.0), "no tonal content"),
+        (musicgen.sine(440.0, 10.0), "pitch class"),
+    ],
+    ids=["silence", "noise", "sustained-tone"],
+)
+def test_no_key_where_there_is_none(audio, reason):
+    result = key_of(audio)
+    assert result.tonic is None and result.confidence == 0.0
+    assert reason in result.reason
 
 
-def test_noise_has_no_key():
-    noise = 0.1 * np.random.default_rng(0).standard_normal((2, 10 * SR)).astype(np.float32)
-    result = K.analyse_key(noise)
-    assert result.key is None
-    assert result.chroma.sum() == pytest.approx(1.0)
-
-
-def test_chroma_of_a_tone_peaks_at_its_pitch_class_and_sums_to_one():
-    t = np.arange(3 * SR) / SR
+def test_chroma_of_a_tone_peaks_at_its_pitch_class():
     for midi in (40, 57, 69, 90):  # E2, A3, A4, F#6
-        tone = np.sin(2 * np.pi * 440 * 2 ** ((midi - 69) / 12) * t)
-        chroma = K.chroma(np.stack([tone, tone]).astype(np.float32))
-        assert chroma.sum() == pytest.approx(1.0)
-        assert int(np.argmax(chroma)) == midi % 12
-        assert chroma[midi % 12] > 0.8  # the rest leaks from the abrupt start and end
-
-
-def test_cqt_bin_responds_at_its_centre_frequency():
-    kernel = K.cqt_kernel()
-    assert kernel.freqs[1] == pytest.approx(65.406, abs=0.01)  # C2 in tune
-    k = 100
-    t = np.arange(2 * K.CQT_SAMPLE_RATE) / K.CQT_SAMPLE_RATE
-    magnitude = K.cqt_magnitude(np.sin(2 * np.pi * kernel.freqs[k] * t), kernel)
-    assert magnitude.shape == (K.N_OCTAVES * K.BINS_PER_OCTAVE, 1 + len(t) // K.HOP)
-    middle = magnitude[:, magnitude.shape[1] // 2]
-    assert int(np.argmax(middle)) == k
-    # A unit sinusoid reads about 1/4: Hann mean 1/2, and only the positive frequency half.
-    assert middle[k] == pytest.approx(0.25, rel=0.05)
+        tone = musicgen.sine(musicgen.note_hz(midi), 3.0)
+        frames = K.chroma_frames(to_analysis_rate(tone))
+        assert frames.shape == (12, 1 + tone.shape[1] // 2 // 512)
+        vector = K.summed(frames)
+        assert vector.sum() == pytest.approx(1.0)
+        assert int(np.argmax(vector)) == midi % 12
 
 
 def test_key_profiles_are_the_24_keys():
     profiles, names = K.key_profiles()
     assert profiles.shape == (24, 12)
     assert len(set(names)) == 24
-    assert names[0] == "C major" and names[21] == "A minor"
-
-
-def test_a_flat_chroma_has_no_key():
-    assert K.estimate_key(np.full(12, 1 / 12)) == (None, 0.0)
-    assert K.estimate_key(np.zeros(12)) == (None, 0.0)
+    assert names[0] == ("C", "major") and names[21] == ("A", "minor")
