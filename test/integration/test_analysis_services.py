@@ -6,9 +6,7 @@ download, so the whole chain fft -> tone identifier runs a real AST forward over
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,9 +19,17 @@ import numpy as np
 import pytest
 
 from common.config import REPO_ROOT
-from common.constants import AST_MODEL_ID, SAMPLE_RATE
-from common.interfaces import AnalysisWindow, KeyEstimate, SpectralFeatures
-from common.wire import encode
+from common.constants import SAMPLE_RATE
+from common.instruments import STEM_FAMILIES
+from common.interfaces import (
+    AnalysisWindow,
+    TrackTonal,
+    TrackTonalRequest,
+    WindowFeatures,
+    WindowTonal,
+)
+from common.wire import decode, encode
+from test.astutil import write_tiny_ast
 
 STARTUP_TIMEOUT_S = 90.0  # the tone identifier imports transformers and torch: seconds
 SERVICES = {
@@ -37,36 +43,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def write_tiny_ast(hf_home: Path) -> None:
-    """A 2-layer random AST saved as `AST_MODEL_ID`, in the blobs / snapshots / refs layout of
-    a hub download (as in test/unit/prediction/test_tone_identifier.py)."""
-    from transformers import ASTConfig, ASTForAudioClassification
-
-    labels = ["Speech", "Music", "Guitar", "Drum", "Bass guitar", "Singing", "Piano"]
-    config = ASTConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
-    staging = hf_home / "staging"
-    ASTForAudioClassification(config).save_pretrained(staging)
-    repo = hf_home / "hub" / f"models--{AST_MODEL_ID.replace('/', '--')}"
-    commit = hashlib.sha1(b"tiny random AST").hexdigest()
-    (repo / "blobs").mkdir(parents=True)
-    (repo / "snapshots" / commit).mkdir(parents=True)
-    for file in staging.iterdir():
-        blob = hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.move(file, repo / "blobs" / blob)
-        (repo / "snapshots" / commit / file.name).symlink_to(Path("../../blobs") / blob)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    shutil.rmtree(staging)
 
 
 def wait_healthy(urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: Path) -> None:
@@ -146,7 +122,7 @@ def c_major_window(seconds: float = 10.0) -> np.ndarray:
 
 
 def post_window(url: str, audio: np.ndarray, index: int) -> httpx.Response:
-    meta = AnalysisWindow(job_id="itest", index=index, start_s=10.0 * index, duration_s=10.0)
+    meta = AnalysisWindow(job_id="itest", index=index, start_s=0.0, duration_s=10.0)
     body, headers = encode(audio, meta)
     return httpx.post(f"{url}/analyse", content=body, headers=headers, timeout=60.0)
 
@@ -157,25 +133,32 @@ def test_fft_forwards_to_the_tone_identifier(services):
 
     response = post_window(services["fft"], c_major_window(), index=1)
     assert response.status_code == 200, response.text
-    result = SpectralFeatures.model_validate_json(response.content)
+    _, result = decode(response.content, response.headers, WindowFeatures)
     assert result.index == 1
     assert -40 < result.rms_db < result.peak_db < 0
     assert result.loudness_lufs is not None
     assert 100 < result.spectral_centroid_hz < 2000
     assert result.tone.status == "ok", result.tone.reason
     assert len(result.tone.labels) == 5
+    assert set(result.tone.stems_present) == set(STEM_FAMILIES)
 
 
-def test_cqt_finds_the_key(services):
-    response = post_window(services["cqt"], c_major_window(), index=1)
+def test_cqt_finds_the_key_and_the_chords(services):
+    audio = c_major_window()
+    response = post_window(services["cqt"], audio, index=1)
     assert response.status_code == 200, response.text
-    estimate = KeyEstimate.model_validate_json(response.content)
-    assert estimate.key == "C major"
+    chroma, estimate = decode(response.content, response.headers, WindowTonal)
+    assert (estimate.key.tonic, estimate.key.mode) == ("C", "major")
     assert sum(estimate.chroma) == pytest.approx(1.0, abs=1e-4)
+    body, headers = encode(chroma, TrackTonalRequest(n_samples=audio.shape[1]))
+    response = httpx.post(f"{services['cqt']}/track", content=body, headers=headers, timeout=60)
+    track = TrackTonal.model_validate_json(response.content)
+    assert [c.chord for c in track.chords if c.end_s - c.start_s > 1.0] == ["C", "F", "G", "C"]
 
 
 def test_bad_bodies_are_4xx_over_http(services):
     for name in ("fft", "cqt"):
-        response = httpx.post(f"{services[name]}/analyse", content=b"not audio", timeout=10.0)
-        assert response.status_code == 400
-        assert response.json()["error"]["code"] == "bad_wire_format"
+        for path in ("/analyse", "/track"):
+            response = httpx.post(f"{services[name]}{path}", content=b"not audio", timeout=10.0)
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == "bad_wire_format"

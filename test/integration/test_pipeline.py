@@ -118,11 +118,21 @@ def test_zip_has_every_stem_and_the_analysis(client, done_job):
 
 def test_analysis_timeline(client, done_job):
     analysis = client.get(done_job["links"]["analysis"]).json()
+    assert set(analysis) == {"track", "windows", "tone_model"}
     windows = analysis["windows"]
-    assert [w["start_s"] for w in windows] == [0.0, 10.0]
+    assert [w["start_s"] for w in windows] == [0.0, 10.24]
+    assert analysis["tone_model"]["status"] == "unavailable"  # no AST weights here
     for w in windows:
-        assert w["features"]["tone"]["status"] == "unavailable"  # no AST weights here
-        assert "rms_db" in w["features"] and len(w["key"]["chroma"]) == 12
+        assert w["labels"] == [] and len(w["chroma"]) == 12 and "rms_db" in w
+        # the stems' own levels stand in for AST's labels
+        assert set(w["stem_activity"]) == set(STEMS)
+        assert w["stems_present_source"] == "stem_activity"
+        assert set(w["stems_present"]) == set(STEMS)
+    track = analysis["track"]
+    assert track["duration_s"] == 12.0
+    assert track["key"]["tonic"] in ("A", "C") and track["tempo_bpm"] is not None
+    assert abs(track["tempo_bpm"] - 120.0) < 2.4  # the generated song is at 120 BPM
+    assert track["chords"] and track["loudness_lufs"] < 0 and track["peak_dbfs"] <= 0
     assert any("unavailable" in warning for warning in done_job["warnings"])
 
 
@@ -147,7 +157,10 @@ def test_one_stem_and_its_complement(client, song):
     assert result.shape[0] == 4
     pair = result.reshape(2, 2, -1)
     assert np.abs(pair.sum(0) - mix).max() <= 1e-3  # 24-bit input: compare loosely
-    assert client.get(job["links"]["analysis"]).status_code == 404
+    assert "analysis" not in job["links"]
+    no_analysis = client.get(f"/api/jobs/{job['id']}/analysis")
+    assert no_analysis.status_code == 404
+    assert "ran without analysis" in no_analysis.json()["error"]["message"]
 
 
 def test_delete_removes_the_job(client, song):
