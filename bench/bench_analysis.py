@@ -1,12 +1,12 @@
-"""Time per 10 s analysis window of each analysis stage, in-process (no HTTP).
+"""Analysis cost per minute of audio, per service, in-process (no HTTP).
 
-    ./run.sh bench bench_analysis [--threads 1] [--repeats 7] [--ast]
+    ./run.sh bench bench_analysis [--threads 1] [--repeats 5] [--seconds 60]
 
-Prints the median and best time of each stage over `--repeats` runs on a window of generated
-music. `--threads 1` (default) pins BLAS / OpenMP / torch to one core, the budget the cqt service is
-held to (< 0.5 s per window). `--ast` also times `ASTFeatureExtractor` (the reference the
-log-mel matches) and one forward of an AST of the real size with random weights, which shows
-what the tone identifier costs per window without needing its weights.
+Runs each service's own per-window code over every analysis window of a generated song (chords
+and drums), then the track-level calls, and prints seconds of compute per minute of audio:
+fft (levels, spectral shape, AST input, onset / accent / loudness series), cqt (chroma, key),
+the tone identifier (one AST forward per window, full size, random weights) and the two track
+calls (tempo and beats; key and chords). `--threads 1` pins BLAS / OpenMP / torch to one core.
 """
 
 from __future__ import annotations
@@ -25,104 +25,115 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1, help="0: leave the libraries' default")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--seconds", type=float, default=10.0, help="window length")
-    parser.add_argument("--ast", action="store_true", help="also time the extractor and AST")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=60.0, help="song length")
+    parser.add_argument("--no-ast", action="store_true", help="skip the AST forward")
     return parser.parse_args()
 
 
 ARGS = parse_args()
 if ARGS.threads > 0:
     # Before numpy / torch load their thread pools.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = str(ARGS.threads)
 
 import numpy as np  # noqa: E402
 
-from common.constants import AST_SAMPLE_RATE, SAMPLE_RATE  # noqa: E402
-from transforms import features  # noqa: E402
-from transforms.key import analyse_key, cqt_kernel  # noqa: E402
+from common.analysis_plan import hop_samples  # noqa: E402
+from common.constants import ANALYSIS_WINDOW_S, SAMPLE_RATE  # noqa: E402
+from common.interfaces import ToneResult, TrackRhythmRequest, WindowFeatures  # noqa: E402
+from gateway.analysis import TrackSeries, add_features, window_requests  # noqa: E402
+from test import musicgen  # noqa: E402
+from transforms import cqt, features, fft  # noqa: E402
+from transforms.window import resolve  # noqa: E402
 
 
-def music(seconds: float, seed: int) -> np.ndarray:
-    """Chords with harmonics, a noisy hi-hat pulse, stereo: float32 (2, n) at 44.1 kHz."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    root = 110.0 * 2 ** (rng.integers(12) / 12)
-    tones = sum(
-        0.1 / (h + 1) * np.sin(2 * np.pi * root * ratio * (h + 1) * t)
-        for ratio in (1.0, 1.26, 1.5)
-        for h in range(5)
-    )
-    hats = 0.05 * rng.standard_normal(n) * (np.sin(2 * np.pi * 4 * t) > 0.9)
-    return np.stack([tones + hats, 0.9 * tones - hats]).astype(np.float32)
+def song(seconds: float) -> np.ndarray:
+    chords, _ = musicgen.key_progression(9, "minor", seconds_per_chord=seconds / 8)
+    drums = musicgen.drum_pattern(123.0, chords.shape[1] / SAMPLE_RATE)
+    return (0.6 * chords + 0.5 * drums).astype(np.float32)
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(median, best) seconds of `repeats` calls, after one warm-up call."""
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of `repeats` calls, after one warm-up call (numba compiles on the first)."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), min(times)
+    return statistics.median(times)
 
 
 def main() -> None:
-    audio = music(ARGS.seconds, seed=0)
-    mono = audio.mean(axis=0)
-    mono_16k = features.to_mono_16k(audio)
-    start = time.perf_counter()
-    cqt_kernel()
-    kernel_s = time.perf_counter() - start
+    audio = song(ARGS.seconds)
+    n = audio.shape[1]
+    requests = window_requests("bench", n, hop_samples(ANALYSIS_WINDOW_S))
+    bodies = [(audio[:, lo:hi], header) for header, lo, hi in requests]
+    series = TrackSeries(n)
 
-    stages: dict[str, Callable[[], object]] = {
-        "rms + peak dB": lambda: (features.rms_db(audio), features.peak_db(audio)),
-        "loudness (BS.1770)": lambda: features.integrated_loudness(audio),
-        "centroid + rolloff (STFT)": lambda: features.spectral_centroid_rolloff(mono),
-        "resample 44.1k -> 16k": lambda: features.to_mono_16k(audio),
-        "kaldi fbank": lambda: features.kaldi_fbank(mono_16k),
-        "log-mel total (ast_log_mel)": lambda: features.ast_log_mel(audio),
-        "CQT chroma + key": lambda: analyse_key(audio),
-    }
-    if ARGS.ast:
-        stages.update(ast_stages(mono_16k))
+    def fft_windows() -> None:
+        for body, header in bodies:
+            span = resolve(body.shape[1], header)
+            proper = np.ascontiguousarray(body[:, span.window])
+            features.ast_input(proper)
+            fft.measure(proper)
+            fft.series(body, span)
 
-    threads = ARGS.threads or "default"
-    print(
-        f"{ARGS.seconds:g} s stereo windows at 44.1 kHz, threads={threads}, "
-        f"repeats={ARGS.repeats}; CQT kernel built once in {kernel_s * 1000:.0f} ms"
+    def cqt_windows() -> None:
+        for body, header in bodies:
+            own, meta = cqt.window_tonal(body, header)
+            series.chroma[:, meta.first_frame : meta.first_frame + own.shape[1]] = own
+
+    for body, header in bodies:  # fill the series once for the track calls
+        values, n_blocks = fft.series(body, resolve(body.shape[1], header))
+        meta = WindowFeatures(
+            index=header.index, rms_db=0, peak_db=0, loudness_lufs=None,
+            spectral_centroid_hz=0, spectral_rolloff_hz=0, tone=ToneResult(status="unavailable"),
+            first_frame=header.start // 1024, n_onset=header.own_frames,
+            first_block=header.start // 4410, n_blocks=n_blocks,
+        )  # fmt: skip
+        add_features(series, values, meta)
+    cqt_windows()
+    rhythm_body = np.concatenate([series.onset, series.accent, series.steps])
+    rhythm_meta = TrackRhythmRequest(
+        n_samples=n, n_frames=len(series.onset), n_blocks=len(series.steps)
     )
-    print(f"{'stage':34s} {'median ms':>10s} {'best ms':>9s} {'x real time':>12s}")
+    stages: dict[str, Callable[[], object]] = {
+        "fft: windows (features, AST input, series)": fft_windows,
+        "cqt: windows (chroma, key)": cqt_windows,
+        "fft: track (tempo, beats, loudness)": lambda: fft.track_rhythm(rhythm_body, rhythm_meta),
+        "cqt: track (key, chords)": lambda: cqt.track_tonal(series.chroma, n),
+    }
+    if not ARGS.no_ast:
+        stages["tone: AST forwards (base size, CPU)"] = ast_forwards(len(bodies))
+
+    minutes = n / SAMPLE_RATE / 60
+    print(
+        f"{n / SAMPLE_RATE:.0f} s song, {len(bodies)} windows of {ANALYSIS_WINDOW_S} s, "
+        f"threads={ARGS.threads or 'default'}, median of {ARGS.repeats}"
+    )
+    print(f"{'stage':44s} {'s':>7s} {'s per minute of audio':>22s}")
     for name, fn in stages.items():
-        median, best = timed(fn, ARGS.repeats)
-        print(f"{name:34s} {median * 1000:10.1f} {best * 1000:9.1f} {ARGS.seconds / median:12.0f}")
+        seconds = timed(fn, ARGS.repeats)
+        print(f"{name:44s} {seconds:7.2f} {seconds / minutes:22.2f}", flush=True)
 
 
-def ast_stages(mono_16k: np.ndarray) -> dict[str, Callable[[], object]]:
+def ast_forwards(n_windows: int) -> Callable[[], object]:
     import torch
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
-
-    from prediction.tone_identifier import normalise
+    from transformers import ASTConfig, ASTForAudioClassification
 
     if ARGS.threads > 0:
         torch.set_num_threads(ARGS.threads)
-    extractor = ASTFeatureExtractor()
     model = ASTForAudioClassification(ASTConfig(num_labels=527)).eval()  # real size, random
-    x = torch.from_numpy(normalise(features.ast_log_mel(np.stack([mono_16k] * 2)), 1024))[None]
+    x = torch.randn(1, 1024, 128)
 
     def forward() -> None:
         with torch.inference_mode():
-            model(input_values=x)
+            for _ in range(n_windows):
+                model(input_values=x)
 
-    return {
-        "ASTFeatureExtractor (reference)": lambda: extractor(
-            mono_16k, sampling_rate=AST_SAMPLE_RATE, return_tensors="np"
-        ),
-        "AST forward (base size, CPU)": forward,
-    }
+    return forward
 
 
 if __name__ == "__main__":

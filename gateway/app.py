@@ -81,8 +81,10 @@ class Gateway:
         cutoff = time.time() - self.settings.retention_hours * 3600
         expired = self.store.older_than(cutoff)
         for job_id in expired:
-            self.store.delete(job_id)
+            # files first: a sweep killed between the two leaves the row, and the next sweep
+            # finishes the job; the other order would leave files no row points to
             JobFiles(self.settings.jobs_dir, job_id).delete()
+            self.store.delete(job_id)
         if expired:
             log.info(
                 "retention: deleted %d jobs older than %.1f h",
