@@ -55,7 +55,10 @@ RUN groupadd --gid 10001 audiosplit \
     && chown -R 10001:10001 /data /models
 USER 10001:10001
 
+# librosa's numba kernels are compiled at start-up (fft and cqt warm up before they report
+# healthy) and cached; site-packages is not writable by the service's user.
 ENV BIND_HOST=0.0.0.0 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     DATA_DIR=/data \
     MODELS_DIR=/models \
     HF_HOME=/models/huggingface \
