@@ -53,13 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--tone-threads", type=int, default=0, help="TONE_THREADS (0: all)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         settings = Settings(_env_file=None, models_dir=models)
         fx.install_published(settings, "htdemucs", [fx.htdemucs(fx.FOUR, 12, **fx.FULL)])
         write_tiny_ast(models / "huggingface", full_size=True)
-        stack = start_stack(Path(tmp) / "data", models)
+        stack = start_stack(Path(tmp) / "data", models, tone_threads=args.tone_threads)
         times: dict[str, list[float]] = {"false": [], "true": []}
         try:
             with httpx.Client(base_url=stack.url("gateway"), timeout=600) as client:
@@ -79,10 +80,13 @@ def main() -> None:
     off, on = min(times["false"]), min(times["true"])
     print(f"{args.seconds:.0f} s song, htdemucs (full size), AST (full size), best of {args.runs}")
     print(f"analysis=false: {off:.2f}s   analysis=true: {on:.2f}s   on/off: {on / off:.3f}")
+    windows = analysis_json["windows"]
+    labelled = sum(bool(w["tone"]) and w["tone"]["status"] == "ok" for w in windows)
     print(
-        f"tone model: {analysis_json['tone_model']['status']}; "
-        f"tempo {analysis_json['track']['tempo_bpm']}, key {analysis_json['track']['key']}"
+        f"tone model: {analysis_json['tone_model']['status']}, {labelled} of {len(windows)} "
+        f"windows labelled; job warnings: {job['warnings']}"
     )
+    print(f"tempo {analysis_json['track']['tempo_bpm']}, key {analysis_json['track']['key']}")
 
 
 if __name__ == "__main__":

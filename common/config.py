@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # prediction
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     torch_threads: int = 0  # 0: all cores
+    # torch threads of the tone identifier; 0: as torch_threads
+    tone_threads: int = Field(default=0, ge=0)
     # windows per request and forward; 0: per device (1 on CPU, where batching measured
     # slower; GPU_BATCH on an accelerator)
     predictor_batch_size: int = Field(default=0, ge=0)

@@ -205,10 +205,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         # Before transformers is first imported: huggingface_hub reads HF_HOME at import.
         os.environ.setdefault("HF_HOME", str(hf_home(settings)))
-        if settings.torch_threads > 0:
+        threads = settings.tone_threads or settings.torch_threads
+        if threads > 0:
             import torch
 
-            torch.set_num_threads(settings.torch_threads)
+            torch.set_num_threads(threads)
         app.state.tone = await to_thread.run_sync(load_tone_model, settings)
         app.state.limiter = anyio.Lock()
         app.state.ready = True
