@@ -17,8 +17,9 @@ ANALYSIS_WINDOW_S = ANALYSIS_WINDOW / SAMPLE_RATE  # 10.24 s
 ANALYSIS_FRAME_HOP = 1024  # samples at 44.1 kHz
 ANALYSIS_RATE = 22050  # Hz: chroma and onsets are computed at librosa's default rate
 # Real audio sent on each side of a window for the series, so that its frames equal the whole
-# track's: the longest CQT filter of the chroma (C1, 36 bins an octave) spans 1.6 s.
-ANALYSIS_CONTEXT = 43 * ANALYSIS_FRAME_HOP  # samples (1.0 s)
+# track's: the longest CQT filter of the chroma (C1, 36 bins an octave) reaches 0.8 s either
+# way, over a harmonic part whose median filter (HPSS, 11 frames) and STFT reach 0.18 s more.
+ANALYSIS_CONTEXT = 48 * ANALYSIS_FRAME_HOP  # samples (1.11 s)
 LOUDNESS_STEP = 4410  # samples (100 ms): BS.1770's gating blocks (400 ms) start every 100 ms
 AST_SAMPLE_RATE = 16000  # Hz: the AST feature extractor's rate
 AST_MODEL_ID = "MIT/ast-finetuned-audioset-10-10-0.4593"

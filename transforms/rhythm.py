@@ -25,11 +25,13 @@ N_MELS = 128
 RMS_FRAME = 1024  # samples at 22.05 kHz (46 ms)
 MIN_TEMPO_S = 6.0  # s: shorter tracks hold too few beats for a tempo
 # Below this autocorrelation at the beat period there is no steady beat (noise measures ~0.01,
-# generated drum patterns 0.4 and more).
-MIN_TEMPO_CONFIDENCE = 0.25
+# generated drum patterns 0.4 and more, a real pop song with vocals 0.17-0.24).
+MIN_TEMPO_CONFIDENCE = 0.1
 MIN_ONSET = 1.0  # strongest onset (dB of spectral flux) for a track to have any rhythm
 START_BPM = 120.0  # the tracker's tempo prior: log-normal around 120 BPM, one octave wide
-MIN_BPM, MAX_BPM = 55.0, 210.0  # the metrical correction never leaves this range
+# The metrical correction never leaves this range: on a real pop song tracked at 112 BPM, the
+# alternate-beat rule would halve to 56, a tempo few songs have.
+MIN_BPM, MAX_BPM = 70.0, 210.0
 # Metrical level, from accents measured on generated grooves at 70-180 BPM: the lower quartile
 # of the accents half-way between beats is <= 0.10 of the beats' median at the right level and
 # >= 0.29 at half tempo; alternate beats' medians are >= 0.39 of each other at the right level

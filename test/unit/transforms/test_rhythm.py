@@ -27,7 +27,7 @@ def test_tempo_within_2_percent_on_at_least_9_of_10_drum_patterns():
             assert np.median(np.diff(result.beats_s)) == pytest.approx(60 / bpm, rel=0.03)
             # librosa trims the weakest beats at the ends: the rest spans most of the 20 s
             assert result.beats_s[-1] - result.beats_s[0] > 16.0
-            assert 0.25 <= result.confidence <= 1.0
+            assert rhythm.MIN_TEMPO_CONFIDENCE <= result.confidence <= 1.0
     print(f"tempo within 2 % on {right} of {len(TEMPI)} drum patterns")
     assert right >= 9
 
