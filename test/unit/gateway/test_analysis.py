@@ -97,3 +97,22 @@ def test_tone_model_is_ok_when_any_window_was_labelled():
     assert tone_model([{"tone": missing}, {"tone": ok}])["status"] == "ok"
     assert tone_model([{"tone": missing}])["reason"] == "AST weights not found"
     assert tone_model([{"tone": None}])["status"] == "unavailable"
+
+
+def test_a_window_whose_calls_failed_is_marked_with_the_errors():
+    from common.errors import UpstreamError
+    from gateway.analysis import Analyser
+
+    header, _, _ = window_requests("j", 3 * SAMPLE_RATE, hop_samples(10.24))[0]
+    analyser = Analyser(None, None, 10.24, expect_ok=None)
+    entry = analyser._window_entry(
+        header,
+        UpstreamError("the fft service refused the request (400): bad"),
+        TimeoutError("cqt timed out"),
+        TrackSeries(3 * SAMPLE_RATE),
+    )
+    assert entry["errors"] == [
+        "features: the fft service refused the request (400): bad",
+        "key: cqt timed out",
+    ]
+    assert entry["rms_db"] is None and entry["key"] is None and entry["labels"] == []
