@@ -40,7 +40,12 @@ if ARGS.threads > 0:
 import numpy as np  # noqa: E402
 
 from common.analysis_plan import hop_samples  # noqa: E402
-from common.constants import ANALYSIS_WINDOW_S, SAMPLE_RATE  # noqa: E402
+from common.constants import (  # noqa: E402
+    ANALYSIS_FRAME_HOP,
+    ANALYSIS_WINDOW_S,
+    LOUDNESS_STEP,
+    SAMPLE_RATE,
+)
 from common.interfaces import ToneResult, TrackRhythmRequest, WindowFeatures  # noqa: E402
 from gateway.analysis import TrackSeries, add_features, window_requests  # noqa: E402
 from test import musicgen  # noqa: E402
@@ -90,8 +95,8 @@ def main() -> None:
         meta = WindowFeatures(
             index=header.index, rms_db=0, peak_db=0, loudness_lufs=None,
             spectral_centroid_hz=0, spectral_rolloff_hz=0, tone=ToneResult(status="unavailable"),
-            first_frame=header.start // 1024, n_onset=header.own_frames,
-            first_block=header.start // 4410, n_blocks=n_blocks,
+            first_frame=header.start // ANALYSIS_FRAME_HOP, n_onset=header.own_frames,
+            first_block=header.start // LOUDNESS_STEP, n_blocks=n_blocks,
         )  # fmt: skip
         add_features(series, values, meta)
     cqt_windows()

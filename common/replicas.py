@@ -169,3 +169,13 @@ class ReplicaPool:
         raise UpstreamError(
             f"the {self.service} service failed after {attempt} attempts: {last_error}"
         )
+
+
+def expect_ok(response, what: str) -> None:
+    """A 4xx from a downstream service is our request's fault: surface its message."""
+    if response.status_code >= 400:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise UpstreamError(f"{what} refused the request ({response.status_code}): {message}")

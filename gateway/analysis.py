@@ -1,7 +1,7 @@
 """A job's analysis: windows fanned out to fft and cqt beside the separation, then the track.
 
 Each 10.24 s window goes to fft (features, AST labels via the tone identifier, its pieces of
-the onset, accent and loudness series) and cqt (key, its piece of the chroma), with a second of
+the onset, accent and loudness series) and cqt (key, its piece of the chroma), with 1.1 s of
 real audio on each side so that its pieces equal the whole track's. The pieces are joined here
 (kilobytes a minute) and sent back as whole-track series: fft's `/track` gives tempo, beats and
 integrated loudness, cqt's `/track` the key and chords. When the stems are fused, their levels
@@ -36,7 +36,7 @@ from common.interfaces import (
     WindowTonal,
 )
 from common.rawfile import RawArrayFile
-from common.replicas import ReplicaPool
+from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 
 log = logging.getLogger("audiosplit.analysis")
@@ -99,11 +99,10 @@ def window_requests(job_id: str, n: int, hop: int) -> list[tuple[AnalysisWindow,
 
 
 class Analyser:
-    def __init__(self, fft: ReplicaPool, cqt: ReplicaPool, hop_s: float, expect_ok):
+    def __init__(self, fft: ReplicaPool, cqt: ReplicaPool, hop_s: float):
         self.fft = fft
         self.cqt = cqt
         self.hop = hop_samples(hop_s)
-        self.expect_ok = expect_ok
 
     async def run(self, job_id: str, track: RawArrayFile) -> Analysis:
         n = track.shape[1]
@@ -136,7 +135,7 @@ class Analyser:
 
     async def _call(self, pool: ReplicaPool, path: str, body: bytes, headers: dict):
         response = await pool.request("POST", path, content=body, headers=headers)
-        self.expect_ok(response, f"the {pool.service} service")
+        expect_ok(response, f"the {pool.service} service")
         return response
 
     def _window_entry(self, header: AnalysisWindow, features, tonal, series: TrackSeries) -> dict:

@@ -18,13 +18,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from common.config import Settings, get_settings, split_urls
 from common.errors import UpstreamError
 from common.interfaces import SeparatorInfo
-from common.replicas import ReplicaPool
+from common.replicas import ReplicaPool, expect_ok
 from common.service import create_service_app
 from gateway.access import RateLimiter
 from gateway.api import router
 from gateway.jobfiles import JobFiles
 from gateway.page import router as page_router
-from gateway.pipeline import Pipeline, Pools, expect_ok
+from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
 from gateway.store import JobStore
 

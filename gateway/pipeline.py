@@ -31,7 +31,7 @@ from common.interfaces import (
     SeparateResult,
 )
 from common.logs import job_id_var
-from common.replicas import ReplicaPool
+from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.jobfiles import JobFiles, load_input
@@ -50,22 +50,12 @@ class Pools:
     cqt: ReplicaPool
 
 
-def expect_ok(response, what: str) -> None:
-    """A 4xx from a downstream service is our request's fault: surface its message."""
-    if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
-        raise UpstreamError(f"{what} refused the request ({response.status_code}): {message}")
-
-
 class Pipeline:
     def __init__(self, settings: Settings, store: JobStore, pools: Pools):
         self.settings = settings
         self.store = store
         self.pools = pools
-        self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s, expect_ok)
+        self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
 
     async def run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)

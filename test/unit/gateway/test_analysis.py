@@ -104,7 +104,7 @@ def test_a_window_whose_calls_failed_is_marked_with_the_errors():
     from gateway.analysis import Analyser
 
     header, _, _ = window_requests("j", 3 * SAMPLE_RATE, hop_samples(10.24))[0]
-    analyser = Analyser(None, None, 10.24, expect_ok=None)
+    analyser = Analyser(None, None, 10.24)
     entry = analyser._window_entry(
         header,
         UpstreamError("the fft service refused the request (400): bad"),
