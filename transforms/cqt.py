@@ -30,6 +30,7 @@ from common.interfaces import (
     TrackTonalRequest,
     WindowTonal,
 )
+from common.jit import compile_lock
 from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import chords
@@ -132,6 +133,11 @@ async def track(request: Request) -> TrackTonal:
 
 def warm_up() -> None:
     """librosa's numba kernels (CQT, Viterbi) compile on first use: seconds, before serving."""
+    with compile_lock():  # one process compiles at a time (common/jit.py)
+        _warm_up()
+
+
+def _warm_up() -> None:
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal((2, 5 * SAMPLE_RATE))).astype(np.float32)
     own, _ = window_tonal(audio, AnalysisWindow(index=0, start_s=0.0, duration_s=5.0))

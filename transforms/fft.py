@@ -37,6 +37,7 @@ from common.interfaces import (
     TrackRhythmRequest,
     WindowFeatures,
 )
+from common.jit import compile_lock
 from common.replicas import ReplicaPool
 from common.service import create_service_app
 from common.wire import decode, encode
@@ -176,6 +177,11 @@ def track_rhythm(values: np.ndarray, meta: TrackRhythmRequest) -> TrackRhythm:
 
 def warm_up() -> None:
     """Run each library path once: librosa's numba kernels compile on first use (seconds)."""
+    with compile_lock():  # one process compiles at a time (common/jit.py)
+        _warm_up()
+
+
+def _warm_up() -> None:
     rng = np.random.default_rng(0)
     audio = (0.1 * rng.standard_normal((2, 8 * SAMPLE_RATE))).astype(np.float32)
     features.ast_input(audio)
