@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # audiosplit: ./run.sh install | up | test | separate FILE... | fetch-models [NAME...] | bench
 set -euo pipefail
+CALLER_DIR="$PWD"   # `separate` takes paths relative to where it was called from
 cd "$(dirname "$0")"
+REPO="$PWD"
 
 VENV=.venv
 PY="$VENV/bin/python"
@@ -67,10 +69,27 @@ EOF
     say "install: torchaudio's compiled extensions do not load here; removing $libdir/*.so so it runs as pure Python"
     rm -f "$libdir"/*.so
   fi
+  say "install: the project itself (editable), for the \`audiosplit\` command"
+  "${pip[@]}" --no-deps -e .
+  install_browser
   "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
     || { say "install: imports failed after install"; exit 1; }
   install_stamp > "$STAMP"
   say "install: done in $((SECONDS - start))s ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+}
+
+install_browser() {
+  # The browser tests drive Debian's chromium through Playwright (Playwright's own browser
+  # download needs an internet this machine does not have).
+  if command -v chromium >/dev/null; then return; fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "install: chromium (apt-get) for the browser tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
+      say "install: apt-get could not install chromium; the browser tests will skip"
+    fi
+  else
+    say "install: no chromium here and no root apt-get to install it; the browser tests will skip (install Debian's 'chromium' package to run them)"
+  fi
 }
 
 ensure_installed() {
@@ -115,7 +134,8 @@ case "$cmd" in
     ;;
   separate)
     ensure_installed
-    exec "$PY" -m gateway.client "$@"
+    cd "$CALLER_DIR"
+    exec "$REPO/$VENV/bin/audiosplit" separate --start-stack "$@"
     ;;
   fetch-models)
     ensure_installed
