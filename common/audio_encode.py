@@ -1,7 +1,8 @@
 """Audio encoding: float32 `(channels, n)` arrays to the result formats of `RESULT_FORMATS`.
 
 `wav` is 32-bit float and keeps every value, also those beyond ±1.0; the integer formats
-(`wav16`, `wav24`, `flac`) must clip to ±1.0 and do so here; `mp3` is 320 kbit/s LAME.
+(`wav16`, `wav24`, `flac`, `flac16`) and `mp3` (320 kbit/s LAME; players decode it to integer
+PCM) cannot, and are clamped to ±1.0 here after an optional `gain` (the caller's `rescale`).
 Files are written block by block (memory stays flat in song length) to a hidden temporary name
 beside the target and renamed into place, so a reader never sees half a file.
 """
@@ -30,15 +31,25 @@ _SOUNDFILE_FORMATS = {
     "wav16": ("WAV", "PCM_16"),
     "wav24": ("WAV", "PCM_24"),
     "flac": ("FLAC", "PCM_24"),
+    "flac16": ("FLAC", "PCM_16"),
 }
 _MEDIA_TYPES = {
     "wav": "audio/wav",
     "wav16": "audio/wav",
     "wav24": "audio/wav",
     "flac": "audio/flac",
+    "flac16": "audio/flac",
     "mp3": "audio/mpeg",
 }
-_EXTENSIONS = {"wav": "wav", "wav16": "wav", "wav24": "wav", "flac": "flac", "mp3": "mp3"}
+_EXTENSIONS = {
+    "wav": "wav",
+    "wav16": "wav",
+    "wav24": "wav",
+    "flac": "flac",
+    "flac16": "flac",
+    "mp3": "mp3",
+}
+FLOAT_FORMATS = ("wav",)  # never clipped
 
 
 def media_type(fmt: str) -> str:
@@ -51,8 +62,11 @@ def file_extension(fmt: str) -> str:
     return _EXTENSIONS[_check_format(fmt)]
 
 
-def write_audio(path: Path, samples: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE) -> None:
-    """Writes `samples` (channels, n) float32 at `sample_rate` Hz to `path` in `fmt`.
+def write_audio(
+    path: Path, samples: np.ndarray, fmt: str, sample_rate: int = SAMPLE_RATE, gain: float = 1.0
+) -> None:
+    """Writes `samples` (channels, n) float32 at `sample_rate` Hz, times `gain`, to `path` in
+    `fmt`; all formats but `wav` clamp to ±1.0 after the gain.
 
     Any channel count for `wav*` (a float WAV of 20 min x 12 channels is 2.5 GB, under the
     4 GB RIFF limit), at most 8 for `flac`, 1 or 2 for `mp3`. Raises `InvalidOption` for an
@@ -66,9 +80,9 @@ def write_audio(path: Path, samples: np.ndarray, fmt: str, sample_rate: int = SA
     tmp = path.with_name(f".{path.name}.part")
     try:
         if fmt == "mp3":
-            _write_mp3(tmp, samples, sample_rate)
+            _write_mp3(tmp, samples, sample_rate, gain)
         else:
-            _write_soundfile(tmp, samples, fmt, sample_rate)
+            _write_soundfile(tmp, samples, fmt, sample_rate, gain)
         os.replace(tmp, path)
     except (OSError, sf.LibsndfileError) as e:
         raise StorageError(f"Could not write the {fmt} file {path.name}: {e}") from e
@@ -84,19 +98,23 @@ def _check_format(fmt: str) -> str:
     return fmt
 
 
-def _blocks(samples: np.ndarray, clip: bool) -> Iterator[np.ndarray]:
-    """Yields (k, channels) float32 C-contiguous blocks of `samples` (channels, n)."""
+def _blocks(samples: np.ndarray, clip: bool, gain: float = 1.0) -> Iterator[np.ndarray]:
+    """Yields (k, channels) float32 C-contiguous blocks of `samples` (channels, n) * gain."""
     for start in range(0, samples.shape[1], _WRITE_BLOCK):
         block = samples[:, start : start + _WRITE_BLOCK].T.astype(np.float32)
+        if gain != 1.0:
+            block *= np.float32(gain)
         if clip:
             np.clip(block, -1.0, 1.0, out=block)
         yield np.ascontiguousarray(block)
 
 
-def _write_soundfile(path: Path, samples: np.ndarray, fmt: str, sample_rate: int) -> None:
+def _write_soundfile(
+    path: Path, samples: np.ndarray, fmt: str, sample_rate: int, gain: float
+) -> None:
     container, subtype = _SOUNDFILE_FORMATS[fmt]
     channels = samples.shape[0]
-    if fmt == "flac" and channels > _FLAC_MAX_CHANNELS:
+    if container == "FLAC" and channels > _FLAC_MAX_CHANNELS:
         raise InvalidOption(
             f"FLAC holds at most {_FLAC_MAX_CHANNELS} channels, these samples have {channels}; "
             "use wav, or one file per stem."
@@ -106,11 +124,11 @@ def _write_soundfile(path: Path, samples: np.ndarray, fmt: str, sample_rate: int
     with sf.SoundFile(
         str(path), "w", samplerate=sample_rate, channels=channels, format=container, subtype=subtype
     ) as f:
-        for block in _blocks(samples, clip):
+        for block in _blocks(samples, clip, gain):
             f.write(block)
 
 
-def _write_mp3(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+def _write_mp3(path: Path, samples: np.ndarray, sample_rate: int, gain: float) -> None:
     channels = samples.shape[0]
     if channels > 2:
         raise InvalidOption(
@@ -119,22 +137,24 @@ def _write_mp3(path: Path, samples: np.ndarray, sample_rate: int) -> None:
     if sample_rate not in _MP3_RATES:
         raise ValueError(f"MP3 cannot store {sample_rate} Hz; it takes one of {_MP3_RATES}")
     if _pyav_has_lame():
-        _write_mp3_pyav(path, samples, sample_rate)
+        _write_mp3_pyav(path, samples, sample_rate, gain)
     else:
-        _write_mp3_lameenc(path, samples, sample_rate)
+        _write_mp3_lameenc(path, samples, sample_rate, gain)
 
 
 def _pyav_has_lame() -> bool:
     return "libmp3lame" in av.codecs_available
 
 
-def _write_mp3_pyav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+def _write_mp3_pyav(path: Path, samples: np.ndarray, sample_rate: int, gain: float) -> None:
     layout = "mono" if samples.shape[0] == 1 else "stereo"
     with av.open(str(path), "w", format="mp3") as out:
         stream = out.add_stream("libmp3lame", rate=sample_rate, layout=layout)
         stream.bit_rate = _MP3_BIT_RATE
-        for start in range(0, samples.shape[1], _WRITE_BLOCK):
-            block = np.ascontiguousarray(samples[:, start : start + _WRITE_BLOCK], np.float32)
+        for start, interleaved in zip(
+            range(0, samples.shape[1], _WRITE_BLOCK), _blocks(samples, True, gain), strict=True
+        ):
+            block = np.ascontiguousarray(interleaved.T)  # planar (channels, k) for fltp
             frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
             frame.sample_rate = sample_rate
             frame.pts = start  # in 1/sample_rate units: lets LAME's gapless tag come out right
@@ -142,7 +162,7 @@ def _write_mp3_pyav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
         out.mux(stream.encode(None))
 
 
-def _write_mp3_lameenc(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+def _write_mp3_lameenc(path: Path, samples: np.ndarray, sample_rate: int, gain: float) -> None:
     """Fallback for an FFmpeg built without LAME; lameenc takes 16-bit PCM, hence the clip."""
     import lameenc  # optional dependency, only needed on such builds
 
@@ -152,7 +172,7 @@ def _write_mp3_lameenc(path: Path, samples: np.ndarray, sample_rate: int) -> Non
     encoder.set_channels(samples.shape[0])
     encoder.set_quality(2)  # 2 = high quality, LAME's -q 2
     with open(path, "wb") as f:
-        for block in _blocks(samples, clip=True):
+        for block in _blocks(samples, True, gain):
             pcm = np.round(block * 32767.0).astype("<i2")  # interleaved (k, channels)
             f.write(encoder.encode(pcm.tobytes()))
         f.write(encoder.flush())

@@ -38,4 +38,10 @@ MODEL_NAMES = (
     "dsp",
 )
 
-RESULT_FORMATS = ("wav", "wav16", "wav24", "flac", "mp3")
+# wav: 32-bit float (every value kept); wav16, wav24: PCM; flac: 24-bit, flac16: 16-bit;
+# mp3: 320 kbit/s CBR (LAME).
+RESULT_FORMATS = ("wav", "wav16", "wav24", "flac", "flac16", "mp3")
+# How the formats that cannot hold values beyond full scale (all but wav) treat them:
+# rescale (default) scales the job's whole set of stems so its loudest sample fits, as Demucs'
+# --clip-mode rescale does; clamp cuts each sample at ±1.0.
+CLIP_MODES = ("rescale", "clamp")

@@ -18,7 +18,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse
 
 from common.audio import decode_audio
-from common.constants import RESULT_FORMATS, SAMPLE_RATE
+from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
 from common.errors import Conflict, NotFound
 from gateway.access import check_api_key
 from gateway.jobfiles import JobFiles, link_results, save_input
@@ -29,8 +29,41 @@ from gateway.upload import receive_upload
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(check_api_key)])
 
-JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{8,64}$", description="job id")]
-StemName = Annotated[str, PathParam(pattern=r"^[a-z0-9_]{1,32}$", description="stem name")]
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def job_id_param(job_id: Annotated[str, PathParam(description="job id")]) -> str:
+    """A malformed id names no job: 404 like an unknown one (not a 422 about its shape)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound(f"no job {job_id[:80]!r}")
+    return job_id
+
+
+JobId = Annotated[str, Depends(job_id_param)]
+Format = Annotated[
+    Literal[RESULT_FORMATS],  # type: ignore[valid-type]
+    Query(
+        description="wav: 32-bit float (never clipped); wav16, wav24: PCM; flac: 24-bit, "
+        "flac16: 16-bit; mp3: 320 kbit/s"
+    ),
+]
+Clip = Annotated[
+    Literal[CLIP_MODES],  # type: ignore[valid-type]
+    Query(
+        description="for all formats but wav, samples beyond full scale: rescale (the whole "
+        "set scaled so its loudest sample fits, as Demucs does) or clamp"
+    ),
+]
+STEM_NAME = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def stem_param(stem: Annotated[str, PathParam(description="stem name")]) -> str:
+    if not STEM_NAME.fullmatch(stem):
+        raise NotFound(f"no stem {stem[:80]!r}")
+    return stem
+
+
+StemName = Annotated[str, Depends(stem_param)]
 
 
 def get_gateway(request: Request):
@@ -44,7 +77,7 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def job_json(job: JobRecord) -> dict:
+def job_json(job: JobRecord, now: float | None = None) -> dict:
     base = f"/api/jobs/{job.id}"
     links = {"self": base}
     if job.options.get("resolved", {}).get("analysis", True):
@@ -61,8 +94,12 @@ def job_json(job: JobRecord) -> dict:
         "model": job.model,
         "model_reason": job.model_reason,
         "stems": job.stems,
+        "channels": channel_layout(job.stems),
+        "eta_s": eta_s(job, time.time() if now is None else now),
+        "peak": job.peak,
         "error": job.error,
         "warnings": job.warnings,
+        "notes": job.notes,
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "duration_s": job.duration_s,
@@ -74,6 +111,23 @@ def job_json(job: JobRecord) -> dict:
         },
         "links": links,
     }
+
+
+def channel_layout(stems: list[str]) -> list[dict]:
+    """The multi-channel WAV's channels: every stem's left then right, in `stems` order."""
+    return [
+        {"channel": 2 * i + k, "stem": stem, "side": side}
+        for i, stem in enumerate(stems)
+        for k, side in enumerate(("left", "right"))
+    ]
+
+
+def eta_s(job: JobRecord, now: float) -> float | None:
+    """Seconds left, from the pace so far (None until there is a pace to go by)."""
+    if job.status not in ("queued", "running") or job.progress < 0.02:
+        return None
+    elapsed = max(0.0, now - job.created_at)
+    return round(elapsed * (1.0 - job.progress) / job.progress, 1)
 
 
 @router.post("/jobs", status_code=202, summary="Upload a song and start separating it")
@@ -157,7 +211,7 @@ def reuse_result(gw, cached: JobRecord, job_id: str, filename: str) -> JobRecord
             "updated_at": now,
             "filename": safe_filename(filename),
             "stage": "done",
-            "warnings": [*cached.warnings, "result reused from an identical earlier job"],
+            "notes": [f"result reused from the identical earlier job {cached.id}"],
         }
     )
     gw.store.insert(job)
@@ -216,21 +270,24 @@ async def get_stem(
     job_id: JobId,
     stem: StemName,
     gw: Gw,
-    format: Literal[RESULT_FORMATS] = "wav",  # type: ignore[valid-type]
+    format: Format = "wav",
+    clip: Clip = "rescale",
 ) -> FileResponse:
     job = done_job(gw, job_id)
     if stem not in job.stems:
         raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
     files = JobFiles(gw.settings.jobs_dir, job_id)
-    path, media, ext = await to_thread.run_sync(converted_stem, files, stem, format)
+    path, media, ext = await to_thread.run_sync(converted_stem, files, job, stem, format, clip)
     return file_response(path, f"{stem_of(job.filename)}_{stem}.{ext}", media)
 
 
 @router.get("/jobs/{job_id}/download.zip", summary="All stems and the analysis, zipped")
-async def download_zip(job_id: JobId, gw: Gw) -> FileResponse:
+async def download_zip(
+    job_id: JobId, gw: Gw, format: Format = "wav", clip: Clip = "rescale"
+) -> FileResponse:
     job = done_job(gw, job_id)
     files = JobFiles(gw.settings.jobs_dir, job_id)
-    path = await to_thread.run_sync(zip_results, files, job, job_json(job))
+    path = await to_thread.run_sync(zip_results, files, job, job_json(job), format, clip)
     return file_response(path, f"{stem_of(job.filename)}_stems.zip", "application/zip")
 
 

@@ -78,7 +78,7 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
         skipped = [infos[n] for n in chain[: chain.index(name)]]
         if skipped:
             why = "; ".join(i.reason for i in skipped)
-            reason = f"model=auto, quality={options.quality}: ran {name} because {why}"
+            reason = f"model=auto, quality={options.quality}: {name}, because {why}"
         else:
             reason = f"model=auto, quality={options.quality}: {name} ({infos[name].reason})"
     else:

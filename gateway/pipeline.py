@@ -35,6 +35,7 @@ from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.jobfiles import JobFiles, load_input
+from gateway.results import clip_warning
 from gateway.store import JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
@@ -143,12 +144,15 @@ class Pipeline:
             time.perf_counter() - start,
             extra={"fields": {"chunks": total, "model": opts["model"], "peak": result.peak}},
         )
+        if (clipping := clip_warning(result.peak)) is not None:
+            warnings = [*warnings, clipping]
         self.store.update(
             job_id,
             status="done",
             stage="done",
             progress=1.0,
             stems=result.stems,
+            peak=result.peak,
             warnings=warnings,
         )
 

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     stems TEXT NOT NULL DEFAULT '[]',
     error TEXT,
     warnings TEXT NOT NULL DEFAULT '[]',
+    notes TEXT NOT NULL DEFAULT '[]',
+    peak REAL,
     options TEXT NOT NULL DEFAULT '{}',
     filename TEXT NOT NULL DEFAULT '',
     content_hash TEXT NOT NULL DEFAULT '',
@@ -37,7 +39,10 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(content_hash);
 """
 
-JSON_FIELDS = ("stems", "error", "warnings", "options")
+# Columns added after the first release: (name, definition), added to an older file on open.
+ADDED_COLUMNS = (("notes", "TEXT NOT NULL DEFAULT '[]'"), ("peak", "REAL"))
+
+JSON_FIELDS = ("stems", "error", "warnings", "notes", "options")
 
 
 @dataclass
@@ -53,6 +58,8 @@ class JobRecord:
     stems: list[str] = field(default_factory=list)
     error: dict[str, str] | None = None
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information, not warnings
+    peak: float | None = None  # absolute peak over all stems once done (may exceed 1.0)
     options: dict[str, Any] = field(default_factory=dict)
     filename: str = ""
     content_hash: str = ""
@@ -72,6 +79,10 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:

@@ -75,7 +75,7 @@ class _Receiver:
             self.upload.size += len(chunk)
             if self.upload.size > self.max_bytes:
                 raise UploadTooLarge(
-                    f"the upload is larger than the limit of {self.max_bytes // 1_000_000} MB"
+                    f"the upload is larger than the limit of {megabytes(self.max_bytes)}"
                 )
             self._hash.update(chunk)
             self._file.write(chunk)
@@ -96,6 +96,14 @@ class _Receiver:
         self.upload.sha256 = self._hash.hexdigest()
 
 
+def megabytes(n: int) -> str:
+    """2_600_000 -> '2.6 MB', 20_000_000 -> '20 MB' (a tenth below 100 MB: a limit of 2.6 MB
+    is not rounded down to a 2 MB that would let a 2.4 MB upload look too large)."""
+    mb = n / 1_000_000
+    text = f"{mb:.1f}" if mb < 100 else f"{mb:.0f}"
+    return f"{text.removesuffix('.0')} MB"
+
+
 async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload:
     """Stream a `multipart/form-data` body; the part named `file` is written to `dest`."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
@@ -107,8 +115,8 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise UploadTooLarge(
-            f"the upload ({int(declared) // 1_000_000} MB) is larger than the limit of "
-            f"{max_bytes // 1_000_000} MB"
+            f"the upload ({megabytes(int(declared))}) is larger than the limit of "
+            f"{megabytes(max_bytes)}"
         )
     receiver = _Receiver(dest, max_bytes)
     callbacks = {

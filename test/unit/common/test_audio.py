@@ -357,7 +357,8 @@ def test_write_audio_round_trip(tmp_path: Path, fmt: str) -> None:
     path = tmp_path / f"out.{file_extension(fmt)}"
     write_audio(path, x, fmt)
     decoded = decode(path)
-    min_sdr = {"wav": 200.0, "wav16": 70.0, "wav24": 110.0, "flac": 110.0, "mp3": 20.0}[fmt]
+    min_sdr = {"wav": 200.0, "wav16": 70.0, "wav24": 110.0, "flac": 110.0, "flac16": 70.0}
+    min_sdr = {**min_sdr, "mp3": 20.0}[fmt]
     if fmt == "mp3":  # the LAME tag carries the gapless trim: same length, no shift
         assert decoded.samples.shape[1] == N
         assert best_lag(x, decoded.samples, 1200) == 0
@@ -369,10 +370,27 @@ def test_write_audio_round_trip(tmp_path: Path, fmt: str) -> None:
 
 def test_write_audio_clips_only_integer_formats(tmp_path: Path) -> None:
     x = np.stack([np.linspace(-3, 3, 1000), np.linspace(2, -2, 1000)]).astype(np.float32)
-    for fmt, peak in [("wav", 3.0), ("wav16", 1.0), ("wav24", 1.0), ("flac", 1.0)]:
+    for fmt, peak in [("wav", 3.0), ("wav16", 1.0), ("wav24", 1.0), ("flac", 1.0), ("flac16", 1)]:
         write_audio(tmp_path / f"{fmt}.x", x, fmt)  # the name's extension does not matter
         y, _ = sf.read(tmp_path / f"{fmt}.x", dtype="float32")
         assert np.abs(y).max() == pytest.approx(peak, abs=1e-4), fmt
+
+
+@pytest.mark.parametrize("fmt", ["wav", "wav24", "flac16", "mp3"])
+def test_write_audio_gain_comes_before_the_clamp(tmp_path: Path, fmt: str) -> None:
+    x = tone_noise().T * 3.0  # peaks near 3x full scale
+    path = tmp_path / f"out.{file_extension(fmt)}"
+    write_audio(path, x, fmt, gain=1 / 3.0)
+    y = decode(path).samples
+    limit = {"wav": 30.0, "wav24": 30.0, "flac16": 30.0, "mp3": 15.0}[fmt]
+    aligned = y[:, : x.shape[1]]
+    assert sdr_db(x / 3.0, aligned) >= limit  # scaled, not clipped: the shape is kept
+
+
+def test_write_audio_clamps_mp3(tmp_path: Path) -> None:
+    x = tone_noise().T * 3.0
+    write_audio(tmp_path / "x.mp3", x, "mp3")
+    assert np.abs(decode(tmp_path / "x.mp3").samples).max() < 1.2  # LAME's ripple above 1.0
 
 
 @pytest.mark.parametrize("fmt", ["wav", "wav24", "flac"])
@@ -397,7 +415,7 @@ def test_write_audio_mp3_fallback_lameenc(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_write_audio_refusals(tmp_path: Path) -> None:
     x = np.zeros((2, 100), np.float32)
-    with pytest.raises(InvalidOption, match="wav, wav16, wav24, flac, mp3"):
+    with pytest.raises(InvalidOption, match="wav, wav16, wav24, flac, flac16, mp3"):
         write_audio(tmp_path / "x", x, "ogg")
     with pytest.raises(InvalidOption, match="MP3 holds at most 2 channels"):
         write_audio(tmp_path / "x", np.zeros((4, 100), np.float32), "mp3")

@@ -42,3 +42,28 @@ def test_counts_list_delete_and_cache_lookup(tmp_path):
         store.get("b")
     with pytest.raises(NotFound):
         store.update("b", status="done")
+
+
+def test_a_file_from_before_notes_and_peak_gains_the_columns(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "jobs.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, progress REAL NOT NULL "
+        "DEFAULT 0, stage TEXT NOT NULL DEFAULT '', model TEXT NOT NULL DEFAULT '', model_reason "
+        "TEXT NOT NULL DEFAULT '', stems TEXT NOT NULL DEFAULT '[]', error TEXT, warnings TEXT "
+        "NOT NULL DEFAULT '[]', options TEXT NOT NULL DEFAULT '{}', filename TEXT NOT NULL "
+        "DEFAULT '', content_hash TEXT NOT NULL DEFAULT '', n_frames INTEGER NOT NULL DEFAULT 0, "
+        "duration_s REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO jobs (id, status, created_at, updated_at) VALUES ('old', 'done', 1, 1)"
+    )
+    old.commit()
+    old.close()
+    store = JobStore(path)
+    job = store.get("old")
+    assert (job.notes, job.peak) == ([], None)
+    store.update("old", notes=["reused"], peak=3.7)
+    assert (store.get("old").notes, store.get("old").peak) == (["reused"], 3.7)
