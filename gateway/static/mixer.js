@@ -1,0 +1,313 @@
+// The player's page: transport, clock, one lane per stem (mute, solo, volume, pan, waveform),
+// the analysis rows and the spectrogram on the same timeline, keyboard shortcuts, downloads.
+
+import { drawBeats, drawSpectrogram, drawWaveform, fillAnalysisRows, fmtTime, trackSummary } from "./views.js";
+import { encodeWav } from "./wav.js";
+
+const COLORS = ["#c2410c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#be185d", "#0f766e", "#4d7c0f"];
+const SEEK_STEP_S = 5;
+const DRAG_PX = 4; // a press that moves less than this is a click (seek), more a selection
+const CHORD_KEY_MS = 1500; // M or S, then a number within this time
+const FORMATS = [
+  ["wav", "WAV 32-bit float"],
+  ["wav24", "WAV 24-bit"],
+  ["wav16", "WAV 16-bit"],
+  ["flac", "FLAC 24-bit"],
+  ["flac16", "FLAC 16-bit"],
+  ["mp3", "MP3 320 kbit/s"],
+];
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "text") e.textContent = v;
+    else if (v !== false && v !== null && v !== undefined) e.setAttribute(k, v === true ? "" : v);
+  }
+  e.append(...children);
+  return e;
+}
+
+/** Where a row's timeline was pressed, as seconds of the song. */
+function timeAt(tl, clientX, duration) {
+  const r = tl.getBoundingClientRect();
+  return Math.max(0, Math.min(1, (clientX - r.left) / r.width)) * duration;
+}
+
+export class MixerView {
+  /** @param {import("./player.js").Player} player */
+  constructor(player, job, analysis, analysisNote) {
+    this.player = player;
+    this.job = job;
+    this.analysis = analysis;
+    this.timelines = [];
+    this.pendingKey = null;
+    this.frame = 0;
+    this.build(analysisNote);
+    this.onKey = (e) => this.key(e);
+    document.addEventListener("keydown", this.onKey);
+    this.resize = new ResizeObserver(() => this.scheduleDraw());
+    this.resize.observe($("timeline"));
+    player.onChange = () => this.update();
+    this.update();
+    this.tick();
+  }
+
+  build(analysisNote) {
+    const { player, job, analysis } = this;
+    $("track-info").textContent = analysis ? trackSummary(analysis) : analysisNote;
+    const rows = [];
+    if (analysis) {
+      this.sections = el("div", { class: "segs" });
+      this.chords = el("div", { class: "segs" });
+      this.beats = el("canvas", { class: "beats", "aria-hidden": "true" });
+      rows.push(this.row("What plays", this.sections, "Instruments or stems heard in each analysis window"));
+      rows.push(this.row("Chords", this.chords, "Chords"));
+      rows.push(this.row("Beats", this.beats, "Beats"));
+    }
+    this.lanes = player.stems.map((s, i) => this.lane(s.name, i));
+    rows.push(...this.lanes.map((l) => l.row));
+    this.specSource = el("select", { id: "spec-source", "aria-label": "Spectrogram of" },
+      el("option", { value: "", text: "the mix (all stems)" }),
+      ...player.stems.map((s) => el("option", { value: s.name, text: s.name })));
+    this.specSource.addEventListener("change", () => this.drawSpectrogram());
+    this.spec = el("canvas", { class: "spec", "aria-hidden": "true" });
+    const specLabel = el("div", { class: "row-label" }, el("span", { class: "name", text: "Spectrogram" }), this.specSource);
+    rows.push(this.row(specLabel, this.spec, "Spectrogram, 30 Hz to 16 kHz"));
+    $("timeline").replaceChildren(...rows);
+    $("downloads").replaceChildren(...this.downloads());
+    $("play").onclick = () => player.toggle();
+    $("to-start").onclick = () => player.seek(0);
+    $("loop-on").onchange = (e) => player.setLoopOn(e.target.checked);
+    $("loop-clear").onclick = () => player.setLoop(null, false);
+    this.scheduleDraw();
+  }
+
+  /** A timeline row: a label (or controls) and the timeline with playhead and selection. */
+  row(label, content, name) {
+    const tl = el("div", {
+      class: "tl", tabindex: "0", role: "slider", "aria-label": `${name}: click to seek, drag to select a loop`,
+      "aria-valuemin": "0", "aria-valuemax": String(Math.round(this.player.duration)),
+    }, content, el("div", { class: "sel", hidden: true }), el("div", { class: "playhead" }));
+    this.pointer(tl);
+    this.timelines.push(tl);
+    const head = typeof label === "string" ? el("div", { class: "row-label" }, el("span", { class: "name", text: label })) : label;
+    return el("div", { class: "row" }, head, tl);
+  }
+
+  lane(name, i) {
+    const n = i + 1;
+    const mute = el("button", { type: "button", class: "toggle mute", "aria-pressed": "false", "aria-label": `Mute ${name} (M ${n})`, text: "M" });
+    const solo = el("button", { type: "button", class: "toggle solo", "aria-pressed": "false", "aria-label": `Solo ${name} (S ${n})`, text: "S" });
+    const volume = el("input", { type: "range", min: "0", max: "2", step: "0.01", value: "1", "aria-label": `Volume of ${name}` });
+    const pan = el("input", { type: "range", min: "-1", max: "1", step: "0.05", value: "0", "aria-label": `Pan of ${name}` });
+    const volOut = el("output", { class: "val", text: "0 dB" });
+    const panOut = el("output", { class: "val", text: "C" });
+    mute.onclick = () => this.player.set(i, "mute", !this.player.mixer[i].mute);
+    solo.onclick = () => this.player.set(i, "solo", !this.player.mixer[i].solo);
+    volume.oninput = () => this.player.set(i, "volume", Number(volume.value));
+    pan.oninput = () => this.player.set(i, "pan", Number(pan.value));
+    const canvas = el("canvas", { class: "wave", "aria-hidden": "true" });
+    const label = el("div", { class: "row-label lane-ctl" },
+      el("span", { class: "name", style: `color:${COLORS[i % COLORS.length]}`, text: `${n} ${name}` }),
+      el("span", { class: "buttons" }, mute, solo),
+      el("label", { class: "slider" }, "vol", volume, volOut),
+      el("label", { class: "slider" }, "pan", pan, panOut));
+    const row = this.row(label, canvas, `Waveform of ${name}`);
+    row.classList.add("lane");
+    row.dataset.stem = name;
+    return { row, canvas, mute, solo, volume, pan, volOut, panOut };
+  }
+
+  downloads() {
+    const { job } = this;
+    const l = job.links;
+    const base = (job.filename || "audio").replace(/\.[^.]*$/, "") || "audio";
+    const zipFormat = el("select", { id: "zip-format", "aria-label": "Format of the stems in the ZIP" },
+      ...FORMATS.map(([v, t]) => el("option", { value: v, text: t })));
+    const zip = el("a", { href: l.zip, download: "", id: "dl-zip", text: "ZIP of all stems + analysis" });
+    zipFormat.onchange = () => { zip.href = zipFormat.value === "wav" ? l.zip : `${l.zip}?format=${zipFormat.value}`; };
+    const stems = job.stems.map((s) => el("li", {},
+      el("span", { class: "name", text: s }),
+      ...FORMATS.map(([f, t]) => el("a", {
+        href: f === "wav" ? `${l.stems[s]}?format=wav` : `${l.stems[s]}?format=${f}`,
+        download: "", "data-stem": s, "data-format": f, "aria-label": `${s} as ${t}`, text: t,
+      }))));
+    const mixBits = el("select", { id: "mix-bits", "aria-label": "Format of my mix" },
+      el("option", { value: "16", text: "WAV 16-bit" }), el("option", { value: "32", text: "WAV 32-bit float" }));
+    const onlyLoop = el("input", { type: "checkbox", id: "mix-loop" });
+    const mixButton = el("button", { type: "button", id: "dl-mix", text: "Download my mix" });
+    const mixStatus = el("span", { class: "help", id: "mix-status", "aria-live": "polite" });
+    mixButton.onclick = async () => {
+      mixButton.disabled = true;
+      mixStatus.textContent = "Rendering…";
+      try {
+        const loop = onlyLoop.checked && this.player.loop;
+        const rendered = await this.player.renderMix(loop ? { start: loop.start, end: loop.end } : {});
+        const blob = new Blob([encodeWav(rendered, Number(mixBits.value))], { type: "audio/wav" });
+        const a = el("a", { href: URL.createObjectURL(blob), download: `${base}_mix.wav` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+        mixStatus.textContent = `Saved ${base}_mix.wav (${fmtTime(rendered.duration)}).`;
+      } catch (e) {
+        mixStatus.textContent = `Could not render the mix: ${e.message}`;
+      } finally {
+        mixButton.disabled = false;
+      }
+    };
+    return [
+      el("p", {}, el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" }),
+        ` (32-bit float, 2 channels per stem in the order ${job.stems.join(", ")})`),
+      el("p", {}, zip, " — stems as ", zipFormat),
+      el("ul", { class: "stem-links" }, ...stems),
+      el("p", { class: "mix" }, mixButton, " as ", mixBits, " ",
+        el("label", { class: "inline" }, onlyLoop, " only the selection"), " ", mixStatus),
+      el("p", { class: "help", text: "My mix: the stems as the mixer plays them now (mute, solo, volume, pan), rendered in this browser." }),
+    ];
+  }
+
+  /** Click to seek, drag to select a loop region, on any timeline row. */
+  pointer(tl) {
+    tl.addEventListener("pointerdown", (e) => {
+      if (e.button !== 0) return;
+      const d = this.player.duration;
+      const x0 = e.clientX;
+      const t0 = timeAt(tl, x0, d);
+      let dragging = false;
+      tl.setPointerCapture(e.pointerId);
+      const move = (ev) => {
+        if (!dragging && Math.abs(ev.clientX - x0) < DRAG_PX) return;
+        dragging = true;
+        const t1 = timeAt(tl, ev.clientX, d);
+        this.showSelection({ start: Math.min(t0, t1), end: Math.max(t0, t1) });
+      };
+      const up = (ev) => {
+        tl.removeEventListener("pointermove", move);
+        tl.removeEventListener("pointerup", up);
+        const t1 = timeAt(tl, ev.clientX, d);
+        if (dragging) this.player.setLoop({ start: Math.min(t0, t1), end: Math.max(t0, t1) }, true);
+        else this.player.seek(t1);
+      };
+      tl.addEventListener("pointermove", move);
+      tl.addEventListener("pointerup", up);
+    });
+  }
+
+  key(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    const tag = t?.tagName;
+    if (["INPUT", "SELECT", "TEXTAREA"].includes(tag) || t?.isContentEditable) return;
+    const p = this.player;
+    const k = e.key.toLowerCase();
+    if (k === " " || k === "spacebar") {
+      if (tag === "BUTTON" || tag === "A" || tag === "SUMMARY") return; // Space presses those
+      e.preventDefault();
+      p.toggle();
+    } else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+      e.preventDefault();
+      p.seek(p.position() + (e.key === "ArrowLeft" ? -SEEK_STEP_S : SEEK_STEP_S));
+    } else if (e.key === "Home") {
+      e.preventDefault();
+      p.seek(0);
+    } else if (e.key === "End") {
+      e.preventDefault();
+      p.seek(p.duration);
+    } else if (k === "m" || k === "s") {
+      this.pendingKey = { what: k === "m" ? "mute" : "solo", until: performance.now() + CHORD_KEY_MS };
+    } else if (/^[1-9]$/.test(e.key) && this.pendingKey && performance.now() < this.pendingKey.until) {
+      const i = Number(e.key) - 1;
+      if (i < p.mixer.length) p.set(i, this.pendingKey.what, !p.mixer[i][this.pendingKey.what]);
+      this.pendingKey = null;
+    } else if (k === "l") {
+      p.setLoopOn(!p.loopOn);
+    } else if (e.key === "[" || e.key === "]") {
+      const at = p.position();
+      const old = p.loop || { start: 0, end: p.duration };
+      const region = e.key === "[" ? { start: at, end: Math.max(at, old.end) } : { start: Math.min(at, old.start), end: at };
+      p.setLoop(region, true);
+    }
+  }
+
+  /** Reflects the player's state in the controls (called on every change). */
+  update() {
+    const p = this.player;
+    $("play").textContent = p.playing ? "⏸ Pause" : "▶ Play";
+    $("play").setAttribute("aria-label", p.playing ? "Pause" : "Play");
+    this.lanes.forEach((l, i) => {
+      const m = p.mixer[i];
+      l.mute.setAttribute("aria-pressed", String(m.mute));
+      l.solo.setAttribute("aria-pressed", String(m.solo));
+      l.volOut.textContent = m.volume > 0 ? `${(20 * Math.log10(m.volume)).toFixed(1)} dB` : "−∞ dB";
+      l.panOut.textContent = Math.abs(m.pan) < 0.01 ? "C" : `${m.pan < 0 ? "L" : "R"}${Math.round(Math.abs(m.pan) * 100)}`;
+      l.row.classList.toggle("silent", p.mixer.length > 0 && (m.mute || (p.mixer.some((s) => s.solo) && !m.solo)));
+    });
+    $("loop-on").disabled = !p.loop;
+    $("loop-on").checked = p.loopOn;
+    $("loop-clear").disabled = !p.loop;
+    $("loop-info").textContent = p.loop ? `selection ${fmtTime(p.loop.start)}–${fmtTime(p.loop.end)}` : "";
+    this.showSelection(p.loop);
+    this.drawClock();
+  }
+
+  showSelection(region) {
+    const d = this.player.duration;
+    for (const tl of this.timelines) {
+      const sel = tl.querySelector(".sel");
+      sel.hidden = !region;
+      if (region) {
+        sel.style.left = `${(100 * region.start) / d}%`;
+        sel.style.width = `${(100 * (region.end - region.start)) / d}%`;
+      }
+    }
+  }
+
+  drawClock() {
+    const p = this.player;
+    const at = p.position();
+    $("clock").textContent = `${fmtTime(at)} / ${fmtTime(p.duration)}`;
+    const pct = `${(100 * at) / (p.duration || 1)}%`;
+    for (const tl of this.timelines) {
+      tl.querySelector(".playhead").style.left = pct;
+      tl.setAttribute("aria-valuenow", String(Math.round(at)));
+      tl.setAttribute("aria-valuetext", `${fmtTime(at, 0)} of ${fmtTime(p.duration, 0)}`);
+    }
+  }
+
+  tick() {
+    if (this.player.playing) this.drawClock();
+    this.frame = requestAnimationFrame(() => this.tick());
+  }
+
+  scheduleDraw() {
+    clearTimeout(this.drawTimer);
+    this.drawTimer = setTimeout(() => this.draw(), 80);
+  }
+
+  draw() {
+    const { player, analysis } = this;
+    this.lanes.forEach((l, i) => drawWaveform(l.canvas, player.stems[i].buffer, COLORS[i % COLORS.length]));
+    if (analysis) {
+      fillAnalysisRows(this.sections, this.chords, analysis, player.duration);
+      drawBeats(this.beats, analysis.track?.beats_s, analysis.track?.downbeats_s, player.duration, "#555");
+    }
+    this.drawSpectrogram();
+  }
+
+  drawSpectrogram() {
+    const which = this.specSource.value;
+    const stems = this.player.stems.filter((s) => !which || s.name === which);
+    drawSpectrogram(this.spec, stems.map((s) => s.buffer));
+  }
+
+  dispose() {
+    cancelAnimationFrame(this.frame);
+    clearTimeout(this.drawTimer);
+    this.resize.disconnect();
+    document.removeEventListener("keydown", this.onKey);
+    this.player.dispose();
+  }
+}

@@ -1,0 +1,356 @@
+"""The page at `/` in a real headless Chromium against the real stack (dsp separator, no
+weights): upload, progress, the sample-locked player, the offline mix, downloads, history."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from playwright.sync_api import Page, expect
+
+from common.audio import decode_audio
+from test.browser.conftest import SAMPLE_RATE, SONG_S
+from test.songgen import make_song, mixture
+
+READY = "() => window.audiosplit && window.audiosplit.state.ready === true"
+WAIT_MS = 120_000  # a job and its stems on a slow 2-core machine
+MP3_FRAME = 1152  # samples per MPEG-1 layer III frame
+SILENCE_RMS = 1e-6
+
+
+def new_page(context) -> Page:
+    """A page that records script errors and failed requests (checked by the tests)."""
+    page = context.new_page()
+    page.errors = []
+    page.bad_responses = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on(
+        "response",
+        lambda r: page.bad_responses.append(f"{r.status} {r.url}") if r.status >= 400 else None,
+    )
+    return page
+
+
+def upload(page: Page, path, *, analysis: bool = True, stems: str = "all") -> None:
+    page.set_input_files("#file", str(path))
+    page.select_option("#stems", stems)
+    page.set_checked("#analysis", analysis)
+    page.click("#go")
+
+
+def card(page: Page, job_id: str):
+    return page.locator(f'li.job[data-job-id="{job_id}"]')
+
+
+@pytest.fixture(scope="module")
+def done(context, song, shots):
+    """The page after uploading the song: the job done and open in the player."""
+    page = new_page(context)
+    page.goto("/")
+    expect(page.locator("#model option[value=dsp]")).to_be_attached()
+    shots(page, "page-start.png", full_page=True)
+    upload(page, song)
+    expect(page.locator("li.job").first).to_be_visible()
+    shots(page, "page-progress.png", full_page=True)
+    page.wait_for_function(READY, timeout=WAIT_MS)
+    job = page.evaluate("window.audiosplit.state.job")
+    assert job["status"] == "done", job
+    expect(page.locator(".lane")).to_have_count(len(job["stems"]))
+    page.wait_for_timeout(300)  # the waveforms are drawn 80 ms after layout
+    shots(page, "page-done-mixer.png", full_page=True)
+    return page, job
+
+
+def test_page_and_static_files_are_served(base_url):
+    with httpx.Client(base_url=base_url) as c:
+        assert c.get("/").headers["content-type"].startswith("text/html")
+        for path in ("/favicon.ico", "/favicon.svg"):
+            r = c.get(path)
+            assert r.status_code == 200 and r.headers["content-type"] == "image/svg+xml"
+        for name, media in (("app.js", "text/javascript"), ("style.css", "text/css")):
+            r = c.get(f"/static/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith(media)
+        for bad in ("/static/..%2Fpage.py", "/static/.hidden", "/static/index.htm", "/static/x.py"):
+            assert c.get(bad).status_code == 404, bad
+
+
+def test_stems_decode_to_the_exact_length_in_stereo(done):
+    page, job = done
+    buffers = page.evaluate(
+        """() => Object.entries(window.audiosplit.buffers).map(([name, b]) =>
+             ({name, length: b.length, channels: b.numberOfChannels, rate: b.sampleRate}))"""
+    )
+    frames = round(job["duration_s"] * SAMPLE_RATE)
+    assert frames == round(SONG_S * SAMPLE_RATE)
+    assert [b["name"] for b in buffers] == job["stems"] == ["vocals", "drums", "bass", "other"]
+    for b in buffers:
+        assert (b["length"], b["channels"], b["rate"]) == (frames, 2, SAMPLE_RATE), b
+    assert page.errors == []
+    assert page.bad_responses == []  # the favicon and every static file were found
+
+
+def test_analysis_is_on_the_timeline(done):
+    page, job = done
+    analysis = page.evaluate("window.audiosplit.state.analysis")
+    info = page.locator("#track-info")
+    key = analysis["track"]["key"]
+    expect(info).to_contain_text(f"key {key['tonic']} {key['mode']}")
+    expect(info).to_contain_text("bpm")
+    named = [c for c in analysis["track"]["chords"] if c["chord"] != "N"]
+    expect(page.locator(".seg.chord")).to_have_count(len(named))
+    expect(page.locator(".seg.win")).to_have_count(len(analysis["windows"]))
+    assert page.locator("canvas.beats").count() == 1
+
+
+def test_play_advances_the_shared_clock_and_pause_stops_it(done):
+    page, _ = done
+    page.click("#play")
+    page.wait_for_function("() => window.audiosplit.player.playing")
+    page.wait_for_function("() => window.audiosplit.position() > 0.2", timeout=WAIT_MS)
+    moved = page.evaluate("window.audiosplit.ctx.currentTime")
+    page.wait_for_function(f"() => window.audiosplit.ctx.currentTime > {moved}")
+    expect(page.locator("#clock")).not_to_have_text("0:00.0 / 0:10.0")
+    page.click("#play")
+    page.wait_for_function("() => !window.audiosplit.player.playing")
+    at = page.evaluate("window.audiosplit.position()")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.audiosplit.position()") == at  # paused: the clock holds
+
+
+RMS_JS = """async (opts) => {
+  const rms = (a, b) => {
+    let s = 0, n = 0;
+    for (let c = 0; c < 2; c++) {
+      const x = a.getChannelData(c), y = b ? b.getChannelData(c) : null;
+      for (let i = 0; i < x.length; i++) { const d = x[i] - (y ? y[i] : 0); s += d * d; n++; }
+    }
+    return Math.sqrt(s / n);
+  };
+  const all = await window.audiosplit.renderMix({});
+  const muted = await window.audiosplit.renderMix(opts);
+  return {length: all.length, mix: rms(all), muted: rms(muted), diff: rms(all, muted)};
+}"""
+
+
+def test_muting_a_stem_changes_the_rendered_mix(done):
+    page, job = done
+    frames = round(job["duration_s"] * SAMPLE_RATE)
+    vocals = page.evaluate(RMS_JS, {"mute": ["vocals"]})
+    assert vocals["length"] == frames
+    assert vocals["mix"] > 0.05
+    assert vocals["diff"] > 0.01 * vocals["mix"], vocals
+    silent = page.evaluate(RMS_JS, {"mute": "all"})
+    assert silent["muted"] < SILENCE_RMS, silent
+    # The rendered mix with nothing muted is the sum of the stems, the uploaded song.
+    song = mixture(make_song(SONG_S, SAMPLE_RATE, seed=3))
+    assert abs(vocals["mix"] - float(np.sqrt(np.mean(song**2)))) < 0.01
+
+
+def test_the_mute_button_and_keyboard_change_the_mixer(done):
+    page, _ = done
+    lane = page.locator('.lane[data-stem="drums"]')
+    lane.locator("button.mute").click()
+    expect(lane.locator("button.mute")).to_have_attribute("aria-pressed", "true")
+    assert page.evaluate("window.audiosplit.player.mixer[1].mute") is True
+    page.locator("#player-h").click()  # focus off the buttons: the page's keys apply
+    page.keyboard.press("m")
+    page.keyboard.press("2")
+    expect(lane.locator("button.mute")).to_have_attribute("aria-pressed", "false")
+    page.keyboard.press("s")
+    page.keyboard.press("1")
+    expect(page.locator('.lane[data-stem="vocals"] button.solo')).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    page.locator('.lane[data-stem="vocals"] button.solo').click()
+    assert page.evaluate("window.audiosplit.player.mixer.some(m => m.mute || m.solo)") is False
+
+
+def test_space_toggles_play_and_arrows_seek(done):
+    page, _ = done
+    page.locator("#player-h").click()
+    assert page.evaluate("window.audiosplit.player.playing") is False
+    page.keyboard.press("Space")
+    page.wait_for_function("() => window.audiosplit.player.playing")
+    page.keyboard.press("Space")
+    page.wait_for_function("() => !window.audiosplit.player.playing")
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("window.audiosplit.position()") == pytest.approx(5.0)
+    page.keyboard.press("ArrowLeft")
+    assert page.evaluate("window.audiosplit.position()") == pytest.approx(0.0)
+
+
+def test_clicking_seeks_and_dragging_selects_a_loop(done):
+    page, _ = done
+    wave = page.locator('.lane[data-stem="bass"] .tl')
+    wave.scroll_into_view_if_needed()
+    box = wave.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.click(box["x"] + box["width"] / 2, y)
+    assert page.evaluate("window.audiosplit.position()") == pytest.approx(SONG_S / 2, abs=0.1)
+    page.mouse.move(box["x"] + box["width"] * 0.2, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, y, steps=4)
+    page.mouse.move(box["x"] + box["width"] * 0.4, y, steps=4)
+    page.mouse.up()
+    loop = page.evaluate("window.audiosplit.player.loop")
+    assert loop["start"] == pytest.approx(0.2 * SONG_S, abs=0.1)
+    assert loop["end"] == pytest.approx(0.4 * SONG_S, abs=0.1)
+    expect(page.locator("#loop-on")).to_be_checked()
+    page.click("#play")  # looping starts at the selection's start and stays in it
+    page.wait_for_function("() => window.audiosplit.player.playing")
+    at = page.evaluate("window.audiosplit.position()")
+    assert loop["start"] <= at <= loop["end"]
+    page.click("#play")
+    page.click("#loop-clear")
+    assert page.evaluate("window.audiosplit.player.loop") is None
+
+
+@pytest.mark.parametrize("bits,subtype", [("16", "PCM_16"), ("32", "FLOAT")])
+def test_download_my_mix_is_a_wav_of_the_song_length(done, bits, subtype):
+    page, job = done
+    page.select_option("#mix-bits", bits)
+    with page.expect_download() as info:
+        page.click("#dl-mix")
+    path = info.value.path()
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    assert sf.info(path).subtype == subtype
+    assert (data.shape, rate) == ((round(job["duration_s"] * SAMPLE_RATE), 2), SAMPLE_RATE)
+    assert info.value.suggested_filename == "generated song_mix.wav"
+    song = mixture(make_song(SONG_S, SAMPLE_RATE, seed=3)).T
+    assert np.abs(data - song).max() < (1e-4 if bits == "32" else 2e-4)
+
+
+def fetch(base_url: str, href: str) -> httpx.Response:
+    r = httpx.get(href if href.startswith("http") else base_url + href, timeout=60)
+    assert r.status_code == 200, f"{href}: {r.status_code} {r.text[:300]}"
+    return r
+
+
+def test_every_download_link_gives_a_file_of_the_right_length(done, base_url, tmp_path):
+    page, job = done
+    frames = round(job["duration_s"] * SAMPLE_RATE)
+    links = page.eval_on_selector_all(
+        ".stem-links a", "as => as.map(a => [a.dataset.stem, a.dataset.format, a.href])"
+    )
+    assert len(links) == 6 * len(job["stems"])
+    subtypes = {"wav": "FLOAT", "wav24": "PCM_24", "wav16": "PCM_16", "flac": "PCM_24"}
+    subtypes["flac16"] = "PCM_16"
+    failures = []
+    for stem, fmt, href in links:
+        r = httpx.get(href, timeout=60)
+        if r.status_code != 200:
+            failures.append(f"{stem} {fmt}: {r.status_code} {r.text[:200]}")
+            continue
+        if fmt == "mp3":
+            path = tmp_path / f"{stem}.mp3"
+            path.write_bytes(r.content)
+            decoded = decode_audio(path, min_duration_s=0, max_duration_s=3600).samples
+            assert abs(decoded.shape[1] - frames) <= MP3_FRAME + 1105, (stem, decoded.shape)
+        else:
+            info = sf.info(io.BytesIO(r.content))
+            assert (info.frames, info.channels, info.subtype) == (frames, 2, subtypes[fmt]), fmt
+    result = sf.info(io.BytesIO(fetch(base_url, page.get_attribute("#dl-result", "href")).content))
+    assert (result.frames, result.channels) == (frames, 2 * len(job["stems"]))
+    zipped = fetch(base_url, page.get_attribute("#dl-zip", "href"))
+    assert zipped.content[:2] == b"PK"
+    assert failures == [], failures
+
+
+def test_history_finds_the_job_after_a_reload_and_reopens_it(done, context):
+    _, job = done
+    page = new_page(context)
+    page.goto("/")
+    item = card(page, job["id"])
+    expect(item).to_contain_text("generated song.wav")
+    expect(item.get_by_role("button", name="Open")).to_be_visible(timeout=WAIT_MS)
+    item.get_by_role("button", name="Open").click()
+    page.wait_for_function(READY, timeout=WAIT_MS)
+    assert page.evaluate("window.audiosplit.state.job.id") == job["id"]
+    page.close()
+
+
+def test_a_running_job_is_followed_again_after_a_reload(context, song, tmp_path):
+    """The page reloads while the job runs (the server's answer is held at "running" for the
+    first polls, so the job cannot finish before the reload); the new page polls it to done."""
+    page = new_page(context)
+    page.goto("/")
+    other = tmp_path / "short song.wav"
+    sf.write(other, mixture(make_song(4.0, SAMPLE_RATE, seed=5)).T, SAMPLE_RATE, "PCM_16")
+    upload(page, other, analysis=False, stems="vocals")
+    mine = page.locator("li.job[data-job-id]", has_text="short song.wav")
+    expect(mine).to_be_visible(timeout=WAIT_MS)
+    job_id = mine.get_attribute("data-job-id")
+    held = []
+
+    def hold(route):
+        if len(held) < 3:
+            held.append(route.request.url)
+            r = route.fetch()
+            body = {**r.json(), "status": "running", "stage": "separating", "progress": 0.5}
+            body.update(eta_s=4.0, notes=["result reused from an identical earlier job"])
+            route.fulfill(json=body)
+        else:
+            route.continue_()
+
+    page.route(f"**/api/jobs/{job_id}", hold)
+    page.reload()
+    item = card(page, job_id)
+    expect(item).to_contain_text("separating", timeout=WAIT_MS)
+    expect(item).to_contain_text("4 s left")
+    expect(item.locator(".note")).to_contain_text("result reused")
+    expect(item.get_by_role("button", name="Open")).to_be_visible(timeout=WAIT_MS)
+    assert len(held) == 3
+    # Analysis was off: the player says so instead of drawing rows.
+    item.get_by_role("button", name="Open").click()
+    page.wait_for_function(READY, timeout=WAIT_MS)
+    expect(page.locator("#track-info")).to_contain_text("No analysis")
+    assert page.evaluate("Object.keys(window.audiosplit.buffers)") == ["vocals", "no_vocals"]
+    # Delete: gone from the server and from the list, also after a reload.
+    item.get_by_role("button", name="Delete").click()
+    expect(item).to_have_count(0)
+    assert httpx.get(f"{page.url.rstrip('/')}/api/jobs/{job_id}").status_code == 404
+    page.reload()
+    expect(page.locator("li.job").first).to_be_visible()
+    expect(card(page, job_id)).to_have_count(0)
+    page.close()
+
+
+def test_a_text_file_is_refused_with_a_message(context, tmp_path):
+    page = new_page(context)
+    page.goto("/")
+    text = tmp_path / "notes.txt"
+    text.write_text("these are not the songs you are looking for\n" * 20)
+    upload(page, text)
+    alert = page.get_by_role("alert").filter(has_text="notes.txt was refused")
+    expect(alert).to_be_visible(timeout=WAIT_MS)
+    expect(alert).to_contain_text("not decodable audio")
+    page.close()
+
+
+def test_phone_width_has_no_horizontal_scroll(browser, base_url, done):
+    _, job = done
+    phone = browser.new_context(base_url=base_url, viewport={"width": 375, "height": 800})
+    page = phone.new_page()
+    page.goto("/")
+    expect(page.locator("#go")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    page.evaluate(f"window.audiosplit.openJob({job['id']!r})")
+    page.wait_for_function(READY, timeout=WAIT_MS)
+    page.wait_for_timeout(300)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    phone.close()
+
+
+def test_every_control_is_labelled(done):
+    page, _ = done
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('button, input, select, [tabindex]')]
+             .filter(e => !e.closest('[hidden]'))
+             .filter(e => !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim()))
+             .map(e => e.outerHTML.slice(0, 80))"""
+    )
+    assert unlabelled == []
