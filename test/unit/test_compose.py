@@ -283,3 +283,54 @@ def test_docker_compose_config_accepts_the_file():
     # the YAML merge keys resolved as this test module reads them
     for service in resolved["services"].values():
         assert "start_period" in service["healthcheck"]
+
+
+# --- the GPU override -----------------------------------------------------------------------
+
+GPU_FILE = REPO_ROOT / "docker-compose.gpu.yml"
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Compose's merge of `-f base -f override` for mappings (all these files use)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def gpu_compose(compose) -> dict:
+    return merged(compose, yaml.safe_load(GPU_FILE.read_text()))
+
+
+def test_gpu_override_follows_the_compose_specification(gpu_compose, validator):
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(gpu_compose)]
+    assert not errors, "\n".join(errors)
+
+
+def test_gpu_override_reserves_nvidia_gpus_for_the_model_services(gpu_compose):
+    def gpus(name: str) -> list[dict]:
+        service = gpu_compose["services"][name]
+        return (
+            service.get("deploy", {})
+            .get("resources", {})
+            .get("reservations", {})
+            .get("devices", [])
+        )
+
+    for name in ("predictor", "tone"):
+        assert gpus(name) == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    for name in ("gateway", "fft", "cqt", "fuser"):
+        assert gpus(name) == []
+    # still one image, now built with CUDA wheels of torch
+    assert "/whl/cu" in gpu_compose["services"]["gateway"]["build"]["args"]["TORCH_INDEX"]
+    assert gpu_compose["services"]["predictor"]["command"][-1] == "8005"  # base kept
+    assert "container_name" not in gpu_compose["services"]["predictor"]  # still scalable
+
+
+def test_gpu_override_names_only_services_of_the_base_file(compose):
+    override = yaml.safe_load(GPU_FILE.read_text())
+    assert set(override["services"]) <= set(compose["services"])
