@@ -367,7 +367,7 @@ def follow(api: Api, songs: list[Song], args: argparse.Namespace, view: Progress
 
 
 @contextlib.contextmanager
-def reachable(api: Api, start_stack: bool) -> Iterator[None]:
+def reachable(api: Api, start_stack: bool, say: Callable[[str], None]) -> Iterator[None]:
     """The gateway answers at `api.url`; with `start_stack`, a temporary local stack is
     started when nothing does, and stopped afterwards."""
     if api.answers():
@@ -378,21 +378,24 @@ def reachable(api: Api, start_stack: bool) -> Iterator[None]:
         raise Unreachable(f"nothing answers at {api.url}; {UP_HINT}")
     if host not in ("127.0.0.1", "localhost") or port is None:
         raise Unreachable(f"nothing answers at {api.url}, and --start-stack starts local ones only")
-    from common.config import Settings
+    from common.config import REPO_ROOT, Settings
     from gateway.stack import Stack  # only now: it pulls in the settings machinery
 
-    stack = Stack(Settings(gateway_port=port), env={"GATEWAY_PORT": str(port)})
-    sys.stderr.write(
-        f"nothing answers at {api.url}; starting a stack for this run (logs in {stack.log_dir})\n"
-    )
+    # the repo's .env, as the services (which run there) read it; not the caller's folder's
+    settings = Settings(_env_file=REPO_ROOT / ".env", gateway_port=port)
+    stack = Stack(settings, env={"GATEWAY_PORT": str(port)})
+    say(f"nothing answers at {api.url}; starting a stack for this run (logs in {stack.log_dir})")
+    started = time.monotonic()
     try:
         stack.start()
         try:
             stack.wait_healthy()
         except (RuntimeError, TimeoutError) as e:
             raise Unreachable(f"the temporary stack did not start: {e}") from e
+        say(f"stack ready in {time.monotonic() - started:.0f} s")
         yield
     finally:
+        say("stopping the stack of this run")
         stack.stop()
 
 
@@ -402,12 +405,16 @@ def run_separate(args: argparse.Namespace) -> int:
     view = ProgressView(Console())
     api = Api(args.url, args.wait, view.say)
     try:
-        with reachable(api, args.start_stack), view:
+        with reachable(api, args.start_stack, view.say), view:
             for song in songs:
                 view.add(song)
             for song in songs:
                 submit(api, song, args, view)
             follow(api, songs, args, view)
+    except KeyboardInterrupt:
+        if left := [s.job["id"] for s in songs if s.ok is None and s.job]:
+            sys.stderr.write(f"unfinished jobs stay in the gateway: audiosplit status {left[0]}\n")
+        raise
     finally:
         api.close()
     return EXIT_OK if all(s.ok for s in songs) else EXIT_FAILED
