@@ -387,11 +387,11 @@ def reachable(api: Api, start_stack: bool, say: Callable[[str], None]) -> Iterat
     say(f"nothing answers at {api.url}; starting a stack for this run (logs in {stack.log_dir})")
     started = time.monotonic()
     try:
-        stack.start()
         try:
+            stack.start()  # RuntimeError when a port is taken
             stack.wait_healthy()
         except (RuntimeError, TimeoutError) as e:
-            raise Unreachable(f"the temporary stack did not start: {e}") from e
+            raise Unreachable(f"--start-stack: the stack did not start: {e}") from e
         say(f"stack ready in {time.monotonic() - started:.0f} s")
         yield
     finally:
