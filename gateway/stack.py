@@ -78,7 +78,25 @@ class Stack:
         service = next(s for s in SERVICES if s.name == name)
         return f"http://127.0.0.1:{getattr(self.settings, service.port_field)}"
 
+    def check_ports(self, names: tuple[str, ...] | None = None) -> None:
+        """RuntimeError naming the service, the port and the setting to change when something
+        already listens there (else the service would die and restart in a loop)."""
+        for service in SERVICES:
+            if names is not None and service.name not in names:
+                continue
+            port = getattr(self.settings, service.port_field)
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((self.settings.bind_host, port))
+                except OSError as e:
+                    raise RuntimeError(
+                        f"port {port} for the {service.name} is taken ({e.strerror}): stop what "
+                        f"holds it or choose another with {service.port_field.upper()}=…"
+                    ) from None
+
     def start(self, names: tuple[str, ...] | None = None) -> None:
+        self.check_ports(names)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for service in SERVICES:
             if names is None or service.name in names:

@@ -54,3 +54,24 @@ def test_up_reports_ready_and_stops_every_service(tmp_path, sig):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_taken_port_stops_up_at_once_naming_it(tmp_path):
+    import socket
+
+    settings, env = stack_settings(tmp_path / "data", tmp_path / "models")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.fuser_port))
+        holder.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.stack", "up"],
+            cwd=REPO,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {settings.fuser_port} for the fuser is taken" in result.stderr
+    assert "FUSER_PORT=" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data" / "logs" / "gateway.log").exists()  # nothing was started
