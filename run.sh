@@ -98,14 +98,23 @@ ensure_installed() {
 
 usage() {
   cat >&2 <<'EOF'
-usage: ./run.sh COMMAND
-  install                      create .venv and install everything (idempotent)
-  up                           start the six services in the foreground; Ctrl-C stops them
-  test [PYTEST ARGS]           run the test suite (fast by default; -m slow for the slow ones)
-  separate FILE... [--model M] [--stems S] [--out DIR] [--url URL]
-                               separate songs with the running stack (or a temporary one)
-  fetch-models [NAME...]       download model weights into models/ (needs a network)
-  bench NAME                   run bench/NAME.py (see bench/)
+usage: ./run.sh COMMAND [ARGS]
+  install                      create .venv and install everything, the `audiosplit` command and
+                               (as root on Debian) chromium for the browser tests; idempotent
+  up                           start the six services in the foreground (gateway on
+                               http://127.0.0.1:8000, the page); Ctrl-C stops them
+  test [PYTEST ARGS]           ruff, then the test suite (fast by default; -m slow for the slow
+                               ones; e.g. test test/browser -x)
+  separate FILE... [OPTIONS]   separate songs, paths relative to where you are, stems written to
+                               ./<song>/ (or --out DIR); uses the running stack or starts a
+                               temporary one. OPTIONS: --model M (auto), --quality preview|render,
+                               --stems all|vocals|drums|bass|other, --format wav|wav16|wav24|
+                               flac|flac16|mp3, --clip rescale|clamp, --no-analysis, --out DIR,
+                               --url URL; `.venv/bin/audiosplit separate --help` explains each
+  fetch-models [NAME...]       download model weights into models/ (needs a network; default:
+                               htdemucs ast)
+  bench NAME [ARGS]            run bench/NAME.py, which prints figures (ls bench/)
+  help                         this text
 EOF
 }
 
