@@ -512,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the gateway (default: env {URL_ENV}, else {DEFAULT_URL})",
     )
     as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    as_json.add_argument(
+        "--json", action="store_true", help="print the JSON the gateway sent instead of text"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sep = commands.add_parser(
@@ -520,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="upload songs, follow their jobs, write their stems",
         description="Upload each FILE, show its job's progress and write its stems to "
-        "OUT/<song name>/<stem>.<ext>, with the analysis (analysis.json) beside them.",
+        "DIR/<song name>/<stem>.<ext> (DIR: --out), the analysis (analysis.json) beside them.",
     )
     sep.add_argument(
         "files",
