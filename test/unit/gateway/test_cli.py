@@ -1,12 +1,14 @@
 """The `audiosplit` command's pieces that need no gateway: its help, names, retries."""
 
 import argparse
+from pathlib import Path
 
 import httpx
 import pytest
 
 from common.constants import RESULT_FORMATS
 from gateway import access, cli
+from gateway.cli import api as cli_api  # where `Api.patiently` looks up `time`
 
 
 def subparser(name: str) -> argparse.ArgumentParser:
@@ -45,7 +47,7 @@ def test_url_default_comes_from_the_environment(monkeypatch):
 
 
 def test_songs_of_the_same_name_get_their_own_folders(tmp_path):
-    paths = [cli.Path("a/song.wav"), cli.Path("b/song.flac"), cli.Path("c/other.mp3")]
+    paths = [Path("a/song.wav"), Path("b/song.flac"), Path("c/other.mp3")]
     names = [d.name for d in cli.out_dirs(paths, tmp_path)]
     assert names == ["song", "song-2", "other"]
 
@@ -80,7 +82,7 @@ class FakeClock:
 
 
 def test_patiently_rides_out_a_gateway_that_comes_back(monkeypatch):
-    monkeypatch.setattr(cli, "time", FakeClock())
+    monkeypatch.setattr(cli_api, "time", FakeClock())
     said, failures = [], [cli.Unreachable("down"), cli.Refused(502, "restarting")]
 
     def attempt():
@@ -94,7 +96,7 @@ def test_patiently_rides_out_a_gateway_that_comes_back(monkeypatch):
 
 
 def test_patiently_gives_up_after_wait_and_never_retries_a_refusal(monkeypatch):
-    monkeypatch.setattr(cli, "time", FakeClock())
+    monkeypatch.setattr(cli_api, "time", FakeClock())
     api = cli.Api("http://127.0.0.1:9", wait_s=30)
 
     def down():
@@ -102,7 +104,7 @@ def test_patiently_gives_up_after_wait_and_never_retries_a_refusal(monkeypatch):
 
     with pytest.raises(cli.Unreachable, match="has not answered for 30 s"):
         api.patiently(down)
-    assert 30 < cli.time.now < 40
+    assert 30 < cli_api.time.now < 40
 
     def refused():
         raise cli.Refused(415, "not audio")

@@ -1,0 +1,240 @@
+"""`audiosplit`: separate songs with an audiosplit gateway and look after its jobs.
+
+    audiosplit separate FILE... [options]   upload, follow the jobs, write the stems
+    audiosplit status ID | list | delete ID... | models
+
+The gateway is at `--url` (env AUDIOSPLIT_URL, else http://127.0.0.1:8000); an API key, when
+the gateway needs one, comes from env AUDIOSPLIT_API_KEY. Exit status: 0 all done, 1 a job
+failed or the gateway refused a request, 2 bad usage, 3 the gateway cannot be reached,
+130 interrupted.
+
+This package: `api` (the gateway client, errors, exit statuses), `separate` (the `separate`
+command), `jobs` (status, list, delete, models); here the command line and `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from common.constants import CLIP_MODES, MODEL_NAMES, RESULT_FORMATS
+from gateway.cli.api import (
+    API_KEY_ENV,
+    API_KEY_HEADER,
+    DEFAULT_URL,
+    DEFAULT_WAIT_S,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    UP_HINT,
+    URL_ENV,
+    Api,
+    Refused,
+    Unreachable,
+    UsageError,
+    error_message,
+    no_job,
+)
+from gateway.cli.jobs import run_delete, run_list, run_models, run_status
+from gateway.cli.separate import extension, out_dirs, run_separate
+
+__all__ = [
+    "API_KEY_ENV",
+    "API_KEY_HEADER",
+    "DEFAULT_URL",
+    "DEFAULT_WAIT_S",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "FORMAT_HELP",
+    "UP_HINT",
+    "URL_ENV",
+    "Api",
+    "Refused",
+    "Unreachable",
+    "UsageError",
+    "build_parser",
+    "error_message",
+    "extension",
+    "main",
+    "no_job",
+    "out_dirs",
+]
+
+FORMAT_HELP = {
+    "wav": "32-bit float WAV (every value kept, never clips)",
+    "wav16": "16-bit PCM WAV",
+    "wav24": "24-bit PCM WAV",
+    "flac": "24-bit FLAC (lossless)",
+    "flac16": "16-bit FLAC",
+    "mp3": "MP3 at 320 kbit/s",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="audiosplit",
+        description="Separate songs into stems with an audiosplit gateway, and manage its jobs.",
+        epilog=f"Environment: {URL_ENV} (the gateway's URL), {API_KEY_ENV} (sent as "
+        f"{API_KEY_HEADER} when the gateway needs a key). Exit status: 0 all done, 1 a job "
+        "failed or a request was refused, 2 bad usage, 3 the gateway cannot be reached, "
+        "130 interrupted.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV, DEFAULT_URL),
+        help=f"the gateway (default: env {URL_ENV}, else {DEFAULT_URL})",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="print the JSON the gateway sent instead of text"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sep = commands.add_parser(
+        "separate",
+        parents=[common],
+        help="upload songs, follow their jobs, write their stems",
+        description="Upload each FILE, show its job's progress and write its stems to "
+        "DIR/<song name>/<stem>.<ext> (DIR: --out), the analysis (analysis.json) beside them.",
+    )
+    sep.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="audio files (any format ffmpeg decodes), relative to this folder",
+    )
+    sep.add_argument(
+        "--model",
+        default="auto",
+        choices=("auto", *MODEL_NAMES),
+        help="the separator; auto: the best one whose weights the stack has, for "
+        "--quality (default: auto)",
+    )
+    sep.add_argument(
+        "--quality",
+        default="preview",
+        choices=("preview", "render"),
+        help="with --model auto: preview runs htdemucs without shifts (fast), "
+        "render htdemucs_ft with one shift (slow, best) (default: preview)",
+    )
+    sep.add_argument(
+        "--stems",
+        default="all",
+        metavar="STEMS",
+        help="all, or one stem (vocals, drums, bass, other; guitar, piano with "
+        "htdemucs_6s) to get it and the rest as no_<stem> (default: all)",
+    )
+    formats = "; ".join(f"{f}: {FORMAT_HELP.get(f, f)}" for f in RESULT_FORMATS)
+    sep.add_argument(
+        "--format",
+        default="wav",
+        choices=RESULT_FORMATS,
+        help=f"the stems' file format: {formats} (default: wav)",
+    )
+    sep.add_argument(
+        "--clip",
+        choices=CLIP_MODES,
+        help="how formats other than float wav keep samples beyond full scale: "
+        "rescale scales the whole set of stems so the loudest sample fits (as "
+        "Demucs does), clamp cuts each sample at full scale; float wav never "
+        "clips (default: the gateway's, rescale)",
+    )
+    sep.add_argument(
+        "--no-analysis",
+        action="store_true",
+        help="skip the analysis (key, tempo, beats, chords, instruments): faster "
+        "(default: analyse)",
+    )
+    sep.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
+        help="folder for the stems, one subfolder per song (default: the current folder)",
+    )
+    sep.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help="how long to keep retrying when the gateway stops answering, e.g. "
+        f"while it restarts (default: {DEFAULT_WAIT_S:.0f})",
+    )
+    sep.add_argument(
+        "--start-stack",
+        action="store_true",
+        help="when nothing answers at --url (a local one), start a temporary "
+        "stack for this run and stop it afterwards (default: off)",
+    )
+    sep.set_defaults(run=run_separate)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common, as_json],
+        help="one job's state",
+        description="Show one job's fields (exit 1 if it failed).",
+    )
+    status.add_argument("id", metavar="ID", help="the job's id")
+    status.set_defaults(run=run_status)
+
+    listing = commands.add_parser(
+        "list",
+        parents=[common, as_json],
+        help="the jobs, newest first",
+        description="List the gateway's jobs, newest first.",
+    )
+    listing.add_argument(
+        "--status",
+        choices=("queued", "running", "done", "failed"),
+        help="only jobs with this status (default: all)",
+    )
+    listing.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="at most N jobs, 1 to 500 (default: 20)"
+    )
+    listing.set_defaults(run=run_list)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete jobs and their files",
+        description="Delete jobs and their files from the gateway.",
+    )
+    delete.add_argument("ids", nargs="+", metavar="ID", help="the jobs' ids")
+    delete.set_defaults(run=run_delete)
+
+    models = commands.add_parser(
+        "models",
+        parents=[common, as_json],
+        help="the separators and whether their weights are here",
+        description="List the gateway's separators: available or why not, and their stems.",
+    )
+    models.set_defaults(run=run_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        sys.stderr.write(f"audiosplit: {e}\n")
+        return EXIT_USAGE
+    except Unreachable as e:
+        hint = "" if "run.sh up" in str(e) or "--start-stack" in str(e) else f"; {UP_HINT}"
+        sys.stderr.write(f"audiosplit: {e}{hint}\n")
+        return EXIT_UNREACHABLE
+    except Refused as e:
+        sys.stderr.write(f"audiosplit: {e.message}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        sys.stderr.write("audiosplit: interrupted\n")
+        return EXIT_INTERRUPTED

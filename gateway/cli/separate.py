@@ -1,0 +1,292 @@
+"""`audiosplit separate`: upload songs, follow their jobs, write their stems.
+
+Each FILE becomes a `Song`, uploaded in turn (a rate limit is waited out within --wait); the
+running jobs are then polled until each is done, its stems streamed to `DIR/<song name>/`, or
+failed. `ProgressView` draws one bar per song on a terminal, plain lines otherwise; `reachable`
+starts a temporary local stack when asked to and nothing answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from gateway.cli.api import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UP_HINT,
+    Api,
+    Refused,
+    Unreachable,
+    UsageError,
+    error_message,
+)
+
+POLL_S = 0.5  # between two looks at a running job
+PLAIN_STEP = 10  # percent: without a terminal, a progress line at most every 10 %
+
+
+@dataclass
+class Song:
+    path: Path  # as given, relative to the caller's folder
+    out_dir: Path  # where its stems go
+    task: TaskID | None = None
+    job: dict = field(default_factory=dict)
+    ok: bool | None = None  # None: not finished
+    shown: tuple = ()  # the last progress shown without a terminal
+
+
+class ProgressView:
+    """One bar per song on a terminal; one line per stage or 10 % step otherwise."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.live = console.is_terminal
+        self.reasons: set[str] = set()  # the model reasons said so far
+        self.progress = Progress(
+            TextColumn("{task.fields[name]}"),
+            TextColumn("[cyan]{task.fields[stage]:<11}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.live,
+        )
+
+    def __enter__(self) -> ProgressView:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def add(self, song: Song) -> None:
+        song.task = self.progress.add_task("", total=100, name=song.path.name, stage="waiting")
+
+    def update(self, song: Song, stage: str, fraction: float | None = None) -> None:
+        """The bar shows `fraction` (0..1); a plain line shows it in 10 % steps, when given."""
+        percent = None if fraction is None else round(100 * fraction)
+        if self.live:
+            if percent is not None:
+                self.progress.update(song.task, completed=percent)
+            self.progress.update(song.task, stage=stage)
+            return
+        if stage in ("downloading", "done", "failed"):
+            percent = None  # said by the line that follows
+        shown = (stage, None if percent is None else percent // PLAIN_STEP)
+        if shown != song.shown:
+            song.shown = shown
+            self.say(f"{song.path.name}: {stage}" + ("" if percent is None else f" {percent}%"))
+
+    def say(self, line: str) -> None:
+        if self.live:
+            self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+def checked_inputs(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"{path}: cannot be read (permission denied)")
+
+
+def out_dirs(paths: list[Path], out: Path) -> list[Path]:
+    """`out/<song name>` per input; a name given twice gets `-2`, `-3`."""
+    seen: dict[str, int] = {}
+    dirs = []
+    for path in paths:
+        name = path.stem or "audio"
+        seen[name] = seen.get(name, 0) + 1
+        dirs.append(out / (name if seen[name] == 1 else f"{name}-{seen[name]}"))
+    return dirs
+
+
+def shown_path(path: Path) -> str:
+    """A folder as the caller would type it: relative to the current folder when inside."""
+    with contextlib.suppress(ValueError):
+        return f"./{path.resolve().relative_to(Path.cwd().resolve())}/".replace("/./", "/")
+    return f"{path.resolve()}/"
+
+
+def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
+    fields = {"model": args.model, "stems": args.stems, "quality": args.quality}
+    fields["analysis"] = "false" if args.no_analysis else "true"
+    view.update(song, "uploading")
+
+    def upload() -> httpx.Response:
+        deadline = time.monotonic() + api.wait_s
+        while True:
+            with open(song.path, "rb") as f:
+                files = {"file": (song.path.name, f)}
+                response = api.call("POST", "/api/jobs", 202, 429, files=files, data=fields)
+            if response.status_code == 202 or time.monotonic() > deadline:
+                return api.check(response, 202)
+            # rate limited: wait as the gateway says, within --wait
+            view.say(f"{song.path.name}: {error_message(response)}")
+            time.sleep(float(response.headers.get("Retry-After", "5")))
+
+    try:
+        song.job = api.patiently(upload, retry_5xx=False).json()
+    except Refused as e:
+        finish(song, view, False, f"refused ({e.status}): {e.message}")
+        return
+    job = song.job
+    reason = job["model_reason"]
+    if reason in view.reasons:  # the same for every song of the call: said once
+        view.say(f"{song.path.name}: job {job['id']}, model {job['model']}")
+    else:
+        view.reasons.add(reason)
+        view.say(f"{song.path.name}: job {job['id']}, model {job['model']}: {reason}")
+
+
+def download(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
+    """Every stem in the asked format, each streamed to a `.part` file and renamed."""
+    job = song.job
+    params = {"format": args.format}
+    if args.clip:
+        params["clip"] = args.clip
+    song.out_dir.mkdir(parents=True, exist_ok=True)
+    stems = job["links"]["stems"]
+    for i, (stem, link) in enumerate(stems.items()):
+        view.update(song, "downloading", 0.95 + 0.05 * i / len(stems))
+        api.patiently(lambda link=link, stem=stem: fetch(api, link, params, song.out_dir, stem))
+    if "analysis" in job["links"]:
+        api.patiently(lambda: fetch(api, job["links"]["analysis"], {}, song.out_dir, "analysis"))
+
+
+def fetch(api: Api, link: str, params: dict, folder: Path, name: str) -> Path:
+    try:
+        with api.http.stream("GET", link, params=params) as response:
+            api.check(response)
+            target = folder / f"{name}{extension(response)}"
+            part = target.with_name(target.name + ".part")
+            with open(part, "wb") as f:
+                for block in response.iter_bytes():
+                    f.write(block)
+    except httpx.TransportError as e:
+        raise api.unreachable(e) from e
+    os.replace(part, target)
+    return target
+
+
+def extension(response: httpx.Response) -> str:
+    """'.flac' from `Content-Disposition: attachment; filename="song_vocals.flac"`."""
+    header = Message()
+    header["content-disposition"] = response.headers.get("content-disposition", "")
+    if name := header.get_filename():
+        return Path(name).suffix
+    return ".json" if "json" in response.headers.get("content-type", "") else ""
+
+
+def finish(song: Song, view: ProgressView, ok: bool, outcome: str) -> None:
+    song.ok = ok
+    if view.live:
+        view.update(song, "done" if ok else "failed", 1.0 if ok else None)
+    for warning in dict.fromkeys(song.job.get("warnings", [])):
+        view.say(f"{song.path.name}: warning: {warning}")
+    for note in song.job.get("notes", []):
+        view.say(f"{song.path.name}: note: {note}")
+    view.say(f"{song.path.name}: {outcome}")
+
+
+def follow(api: Api, songs: list[Song], args: argparse.Namespace, view: ProgressView) -> None:
+    """Poll the running jobs in turn until each is done (stems written) or failed."""
+    while running := [s for s in songs if s.ok is None]:
+        for song in running:
+            try:
+                song.job = api.patiently(lambda song=song: api.job(song.job["id"]))
+            except Refused as e:
+                finish(song, view, False, f"job {song.job['id']} is gone: {e.message}")
+                continue
+            job = song.job
+            if job["status"] not in ("done", "failed"):
+                view.update(song, job["stage"], job["progress"])
+            if job["status"] == "done":
+                download(api, song, args, view)
+                names = " ".join(sorted(p.name for p in song.out_dir.iterdir()))
+                finish(song, view, True, f"stems in {shown_path(song.out_dir)} ({names})")
+            elif job["status"] == "failed":
+                message = (job.get("error") or {}).get("message", "no reason given")
+                finish(song, view, False, f"failed: {message}")
+        if any(s.ok is None for s in songs):
+            time.sleep(POLL_S)
+
+
+@contextlib.contextmanager
+def reachable(api: Api, start_stack: bool, say: Callable[[str], None]) -> Iterator[None]:
+    """The gateway answers at `api.url`; with `start_stack`, a temporary local stack is
+    started when nothing does, and stopped afterwards."""
+    if api.answers():
+        yield
+        return
+    host, port = urlsplit(api.url).hostname, urlsplit(api.url).port
+    if not start_stack:
+        raise Unreachable(f"nothing answers at {api.url}; {UP_HINT}")
+    if host not in ("127.0.0.1", "localhost") or port is None:
+        raise Unreachable(f"nothing answers at {api.url}, and --start-stack starts local ones only")
+    from common.config import REPO_ROOT, Settings
+    from gateway.stack import Stack  # only now: it pulls in the settings machinery
+
+    # the repo's .env, as the services (which run there) read it; not the caller's folder's
+    settings = Settings(_env_file=REPO_ROOT / ".env", gateway_port=port)
+    stack = Stack(settings, env={"GATEWAY_PORT": str(port)})
+    say(f"nothing answers at {api.url}; starting a stack for this run (logs in {stack.log_dir})")
+    started = time.monotonic()
+    try:
+        try:
+            stack.start()  # RuntimeError when a port is taken
+            stack.wait_healthy()
+        except (RuntimeError, TimeoutError) as e:
+            raise Unreachable(f"--start-stack: the stack did not start: {e}") from e
+        say(f"stack ready in {time.monotonic() - started:.0f} s")
+        yield
+    finally:
+        say("stopping the stack of this run")
+        stack.stop()
+
+
+def run_separate(args: argparse.Namespace) -> int:
+    checked_inputs(args.files)
+    songs = [Song(p, d) for p, d in zip(args.files, out_dirs(args.files, args.out), strict=True)]
+    view = ProgressView(Console())
+    api = Api(args.url, args.wait, view.say)
+    try:
+        with reachable(api, args.start_stack, view.say), view:
+            for song in songs:
+                view.add(song)
+            for song in songs:
+                submit(api, song, args, view)
+            follow(api, songs, args, view)
+    except KeyboardInterrupt:
+        if left := [s.job["id"] for s in songs if s.ok is None and s.job]:
+            sys.stderr.write(f"unfinished jobs stay in the gateway: audiosplit status {left[0]}\n")
+        raise
+    finally:
+        api.close()
+    return EXIT_OK if all(s.ok for s in songs) else EXIT_FAILED
