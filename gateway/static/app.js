@@ -26,7 +26,13 @@ const MODEL_NOTES = {
 };
 
 const $ = (id) => document.getElementById(id);
-const state = { job: null, analysis: null, ready: false, loading: false, error: null, cards: {} };
+// timings: milliseconds of the last open (stems fetched and decoded, player built), for bench/.
+// stemFormat: what the player fetches; float WAV decodes to exactly the job's length (bench/
+// bench_page.py compares others).
+const state = {
+  job: null, analysis: null, ready: false, loading: false, error: null, cards: {}, timings: {},
+  stemFormat: "wav",
+};
 let ctx = null;
 let player = null;
 let view = null;
@@ -91,7 +97,14 @@ async function loadModels() {
         m.available ? "" : el("small", { text: ` ${m.reason}` })));
     }
     const here = models.filter((m) => m.available).map((m) => m.name);
-    $("model-help").textContent = `Which separator runs. Installed here: ${here.join(", ") || "none"}; auto picks the best of them.`;
+    const autoHelp = `Which separator runs. Installed here: ${here.join(", ") || "none"}; auto picks the best of them.`;
+    const byName = Object.fromEntries(models.map((m) => [m.name, m]));
+    const explain = () => {
+      const m = byName[$("model").value];
+      $("model-help").textContent = m ? `${MODEL_NOTES[m.name] || m.family} ${m.available ? "Weights here." : m.reason}` : autoHelp;
+    };
+    $("model").addEventListener("change", explain);
+    explain();
   } catch (e) {
     list.replaceChildren(el("li", { text: `Could not list the models (${e.message}); auto still works.` }));
   }
@@ -316,10 +329,17 @@ function closePlayer() {
   $("player").hidden = true;
 }
 
-async function fetchStem(url) {
+/** One stem as an AudioBuffer; adds its fetch and decode times to `timings`. */
+async function fetchStem(url, timings) {
+  const t0 = performance.now();
   const r = await fetch(url);
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return ctx.decodeAudioData(await r.arrayBuffer());
+  const bytes = await r.arrayBuffer();
+  const t1 = performance.now();
+  const buffer = await ctx.decodeAudioData(bytes);
+  timings.fetch_ms += t1 - t0;
+  timings.decode_ms += performance.now() - t1;
+  return buffer;
 }
 
 async function openJob(id) {
@@ -331,6 +351,8 @@ async function openJob(id) {
   $("track-info").textContent = "";
   const status = $("player-status");
   status.textContent = "Loading the stems…";
+  const t0 = performance.now();
+  const timings = { fetch_ms: 0, decode_ms: 0 };
   try {
     const job = await (await fetch(`/api/jobs/${id}`)).json();
     if (job.status !== "done") throw new Error(`the job is ${job.status}`);
@@ -345,7 +367,8 @@ async function openJob(id) {
     const worker = async () => {
       while (next < job.stems.length) {
         const i = next++;
-        buffers[i] = await fetchStem(`${job.links.stems[job.stems[i]]}?format=wav`);
+        const url = `${job.links.stems[job.stems[i]]}?format=${state.stemFormat}`;
+        buffers[i] = await fetchStem(url, timings);
         if (seq !== openSeq) return;
         status.textContent = `Loaded ${++loaded} of ${job.stems.length} stems…`;
       }
@@ -354,10 +377,12 @@ async function openJob(id) {
     await Promise.all(Array.from({ length: STEM_FETCHES }, worker));
     const { analysis, note } = await analysisPromise;
     if (seq !== openSeq) return;
+    const t1 = performance.now();
     state.analysis = analysis;
     player = new Player(ctx, job.stems.map((name, i) => ({ name, buffer: buffers[i] })));
     view = new MixerView(player, job, analysis, note);
     $("player-body").hidden = false;
+    state.timings = { ...timings, load_ms: t1 - t0, build_ms: performance.now() - t1 };
     status.textContent = "Ready. Press Space or ▶ to play.";
     state.ready = true;
   } catch (e) {
@@ -386,6 +411,7 @@ window.audiosplit = {
   state,
   get ctx() { return ctx; },
   get player() { return player; },
+  get view() { return view; },
   get buffers() { return player ? Object.fromEntries(player.stems.map((s) => [s.name, s.buffer])) : {}; },
   position: () => player?.position() ?? 0,
   renderMix: (opts) => player.renderMix(opts),

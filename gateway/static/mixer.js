@@ -126,14 +126,30 @@ export class MixerView {
     const base = (job.filename || "audio").replace(/\.[^.]*$/, "") || "audio";
     const zipFormat = el("select", { id: "zip-format", "aria-label": "Format of the stems in the ZIP" },
       ...FORMATS.map(([v, t]) => el("option", { value: v, text: t })));
+    const clip = el("select", { id: "clip", "aria-label": "Samples beyond full scale", "aria-describedby": "clip-help" },
+      el("option", { value: "rescale", text: "rescale every stem together" }),
+      el("option", { value: "clamp", text: "clamp each sample" }));
     const zip = el("a", { href: l.zip, download: "", id: "dl-zip", text: "ZIP of all stems + analysis" });
-    zipFormat.onchange = () => { zip.href = zipFormat.value === "wav" ? l.zip : `${l.zip}?format=${zipFormat.value}`; };
+    const stemLinks = [];
     const stems = job.stems.map((s) => el("li", {},
       el("span", { class: "name", text: s }),
-      ...FORMATS.map(([f, t]) => el("a", {
-        href: f === "wav" ? `${l.stems[s]}?format=wav` : `${l.stems[s]}?format=${f}`,
-        download: "", "data-stem": s, "data-format": f, "aria-label": `${s} as ${t}`, text: t,
-      }))));
+      ...FORMATS.map(([f, t]) => {
+        const a = el("a", { download: "", "data-stem": s, "data-format": f, "aria-label": `${s} as ${t}`, text: t });
+        stemLinks.push(a);
+        return a;
+      })));
+    // The float WAV holds any value; the other formats need the clip choice.
+    const query = (f) => (f === "wav" ? "?format=wav" : `?format=${f}&clip=${clip.value}`);
+    const setHrefs = () => {
+      for (const a of stemLinks) a.href = `${l.stems[a.dataset.stem]}${query(a.dataset.format)}`;
+      zip.href = zipFormat.value === "wav" ? l.zip : `${l.zip}${query(zipFormat.value)}`;
+    };
+    zipFormat.onchange = setHrefs;
+    clip.onchange = setHrefs;
+    setHrefs();
+    const peak = job.peak != null && job.peak > 1
+      ? `The stems peak at ${job.peak.toFixed(2)}, beyond full scale: `
+      : "";
     const mixBits = el("select", { id: "mix-bits", "aria-label": "Format of my mix" },
       el("option", { value: "16", text: "WAV 16-bit" }), el("option", { value: "32", text: "WAV 32-bit float" }));
     const onlyLoop = el("input", { type: "checkbox", id: "mix-loop" });
@@ -162,6 +178,9 @@ export class MixerView {
       el("p", {}, el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" }),
         ` (32-bit float, 2 channels per stem in the order ${job.stems.join(", ")})`),
       el("p", {}, zip, " — stems as ", zipFormat),
+      el("p", {}, el("label", { for: "clip" }, "Beyond full scale (all but float WAV): "), clip),
+      el("p", { class: "help", id: "clip-help", text: `${peak}16/24-bit and MP3 files cannot hold samples beyond ±1. ` +
+        "Rescale turns the whole set down together (the stems still sum to the mix); clamp cuts each sample." }),
       el("ul", { class: "stem-links" }, ...stems),
       el("p", { class: "mix" }, mixButton, " as ", mixBits, " ",
         el("label", { class: "inline" }, onlyLoop, " only the selection"), " ", mixStatus),
@@ -235,7 +254,7 @@ export class MixerView {
   /** Reflects the player's state in the controls (called on every change). */
   update() {
     const p = this.player;
-    $("play").textContent = p.playing ? "⏸ Pause" : "▶ Play";
+    $("play").textContent = p.playing ? "▮▮ Pause" : "▶ Play";
     $("play").setAttribute("aria-label", p.playing ? "Pause" : "Play");
     this.lanes.forEach((l, i) => {
       const m = p.mixer[i];
@@ -289,12 +308,14 @@ export class MixerView {
 
   draw() {
     const { player, analysis } = this;
+    const t0 = performance.now();
     this.lanes.forEach((l, i) => drawWaveform(l.canvas, player.stems[i].buffer, COLORS[i % COLORS.length]));
     if (analysis) {
       fillAnalysisRows(this.sections, this.chords, analysis, player.duration);
       drawBeats(this.beats, analysis.track?.beats_s, analysis.track?.downbeats_s, player.duration, "#555");
     }
     this.drawSpectrogram();
+    this.drawnMs = performance.now() - t0; // read by bench/bench_page.py
   }
 
   drawSpectrogram() {

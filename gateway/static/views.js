@@ -6,7 +6,7 @@ import { hann, makeFFT } from "./fft.js";
 const SPEC_FFT = 2048; // samples per spectrogram column: 46 ms at 44.1 kHz
 const SPEC_MIN_HZ = 30;
 const SPEC_MAX_HZ = 16000;
-const SPEC_FLOOR_DB = -90;
+const SPEC_RANGE_DB = 70; // dB from the darkest colour to the brightest
 
 /** Sizes a canvas's pixels to its CSS box at the screen's density; returns [width, height]. */
 function fitCanvas(canvas) {
@@ -88,6 +88,8 @@ export function drawSpectrogram(canvas, buffers) {
     bins[y] = Math.min(SPEC_FFT / 2 - 1, Math.round((hz * SPEC_FFT) / rate));
   }
   const norm = 2 / (SPEC_FFT / 2); // a full-scale sine reads about 0 dB
+  const db = new Float32Array(w * h);
+  let top = -Infinity;
   for (let x = 0; x < w; x++) {
     const centre = Math.floor(((x + 0.5) * n) / w);
     const start = centre - SPEC_FFT / 2;
@@ -101,15 +103,18 @@ export function drawSpectrogram(canvas, buffers) {
     fft.transform(re, im);
     for (let y = 0; y < h; y++) {
       const k = bins[y];
-      const mag = Math.hypot(re[k], im[k]) * norm;
-      const db = 20 * Math.log10(mag + 1e-9);
-      const level = Math.max(0, Math.min(255, Math.round(((db - SPEC_FLOOR_DB) / -SPEC_FLOOR_DB) * 255)));
-      const o = (y * w + x) * 4;
-      image.data[o] = PALETTE[level * 3];
-      image.data[o + 1] = PALETTE[level * 3 + 1];
-      image.data[o + 2] = PALETTE[level * 3 + 2];
-      image.data[o + 3] = 255;
+      const d = 20 * Math.log10(Math.hypot(re[k], im[k]) * norm + 1e-9);
+      db[y * w + x] = d;
+      if (d > top) top = d;
     }
+  }
+  // Colours span SPEC_RANGE_DB below the loudest bin, so quiet and loud songs both show detail.
+  for (let i = 0; i < w * h; i++) {
+    const level = Math.max(0, Math.min(255, Math.round((1 + (db[i] - top) / SPEC_RANGE_DB) * 255)));
+    image.data[i * 4] = PALETTE[level * 3];
+    image.data[i * 4 + 1] = PALETTE[level * 3 + 1];
+    image.data[i * 4 + 2] = PALETTE[level * 3 + 2];
+    image.data[i * 4 + 3] = 255;
   }
   g.putImageData(image, 0, 0);
 }
@@ -186,6 +191,7 @@ export function trackSummary(analysis) {
     t.tempo_bpm != null ? `${t.tempo_bpm.toFixed(1)} bpm` : `tempo unknown${why("tempo")}`,
     t.loudness_lufs != null ? `${t.loudness_lufs.toFixed(1)} LUFS` : `loudness unknown${why("loudness")}`,
   ];
+  if (t.errors?.length) parts.push(`analysis failed: ${t.errors.join("; ")}`);
   if (analysis.tone_model?.status === "unavailable") {
     parts.push(`instrument labels unavailable: ${analysis.tone_model.reason}`);
   }

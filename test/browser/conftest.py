@@ -19,6 +19,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 SONG_S = 10.0  # seconds of generated music: long enough for two analysis windows
 SAMPLE_RATE = 44100
 SCREENSHOTS = REPO / "docs" / "screenshots"  # the README's pictures, refreshed on request
+README_SHOTS = ("page-start.png", "page-progress.png", "page-done-mixer.png")
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -78,14 +79,14 @@ def song(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def shots(tmp_path_factory):
-    """save(page, name): a screenshot under the test's tmp dir, and into docs/screenshots when
-    AUDIOSPLIT_SCREENSHOTS=1."""
+    """save(page, name): a screenshot under the test's tmp dir; the README's ones also into
+    docs/screenshots when AUDIOSPLIT_SCREENSHOTS=1."""
     folder = tmp_path_factory.mktemp("screenshots")
 
     def save(page, name: str, **kwargs) -> Path:
         path = folder / name
         page.screenshot(path=str(path), **kwargs)
-        if os.environ.get("AUDIOSPLIT_SCREENSHOTS") == "1":
+        if name in README_SHOTS and os.environ.get("AUDIOSPLIT_SCREENSHOTS") == "1":
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, SCREENSHOTS / name)
         return path

@@ -4,6 +4,7 @@ weights): upload, progress, the sample-locked player, the offline mix, downloads
 from __future__ import annotations
 
 import io
+import zipfile
 
 import httpx
 import numpy as np
@@ -34,6 +35,15 @@ def new_page(context) -> Page:
     return page
 
 
+def goto_page(page: Page) -> None:
+    """Loads `/` and waits for its script, failing at once with the script's errors."""
+    page.goto("/")
+    try:
+        page.wait_for_function("() => window.audiosplit !== undefined", timeout=30_000)
+    except Exception as e:
+        raise AssertionError(f"the page's script did not start: {page.errors}") from e
+
+
 def upload(page: Page, path, *, analysis: bool = True, stems: str = "all") -> None:
     page.set_input_files("#file", str(path))
     page.select_option("#stems", stems)
@@ -49,11 +59,13 @@ def card(page: Page, job_id: str):
 def done(context, song, shots):
     """The page after uploading the song: the job done and open in the player."""
     page = new_page(context)
-    page.goto("/")
+    goto_page(page)
     expect(page.locator("#model option[value=dsp]")).to_be_attached()
     shots(page, "page-start.png", full_page=True)
     upload(page, song)
-    expect(page.locator("li.job").first).to_be_visible()
+    expect(page.locator("li.job[data-status=running], li.job[data-status=done]")).to_be_visible(
+        timeout=WAIT_MS
+    )
     shots(page, "page-progress.png", full_page=True)
     page.wait_for_function(READY, timeout=WAIT_MS)
     job = page.evaluate("window.audiosplit.state.job")
@@ -257,13 +269,24 @@ def test_every_download_link_gives_a_file_of_the_right_length(done, base_url, tm
     assert (result.frames, result.channels) == (frames, 2 * len(job["stems"]))
     zipped = fetch(base_url, page.get_attribute("#dl-zip", "href"))
     assert zipped.content[:2] == b"PK"
+    page.select_option("#zip-format", "flac16")
+    page.select_option("#clip", "clamp")
+    assert page.get_attribute("#dl-zip", "href").endswith("?format=flac16&clip=clamp")
+    with zipfile.ZipFile(
+        io.BytesIO(fetch(base_url, page.get_attribute("#dl-zip", "href")).content)
+    ) as z:
+        flacs = [n for n in z.namelist() if n.endswith(".flac")]
+        assert len(flacs) == len(job["stems"]), z.namelist()
+        assert sf.info(io.BytesIO(z.read(flacs[0]))).subtype == "PCM_16"
+    page.select_option("#zip-format", "wav")
+    page.select_option("#clip", "rescale")
     assert failures == [], failures
 
 
 def test_history_finds_the_job_after_a_reload_and_reopens_it(done, context):
     _, job = done
     page = new_page(context)
-    page.goto("/")
+    goto_page(page)
     item = card(page, job["id"])
     expect(item).to_contain_text("generated song.wav")
     expect(item.get_by_role("button", name="Open")).to_be_visible(timeout=WAIT_MS)
@@ -277,7 +300,7 @@ def test_a_running_job_is_followed_again_after_a_reload(context, song, tmp_path)
     """The page reloads while the job runs (the server's answer is held at "running" for the
     first polls, so the job cannot finish before the reload); the new page polls it to done."""
     page = new_page(context)
-    page.goto("/")
+    goto_page(page)
     other = tmp_path / "short song.wav"
     sf.write(other, mixture(make_song(4.0, SAMPLE_RATE, seed=5)).T, SAMPLE_RATE, "PCM_16")
     upload(page, other, analysis=False, stems="vocals")
@@ -321,7 +344,7 @@ def test_a_running_job_is_followed_again_after_a_reload(context, song, tmp_path)
 
 def test_a_text_file_is_refused_with_a_message(context, tmp_path):
     page = new_page(context)
-    page.goto("/")
+    goto_page(page)
     text = tmp_path / "notes.txt"
     text.write_text("these are not the songs you are looking for\n" * 20)
     upload(page, text)
@@ -331,17 +354,18 @@ def test_a_text_file_is_refused_with_a_message(context, tmp_path):
     page.close()
 
 
-def test_phone_width_has_no_horizontal_scroll(browser, base_url, done):
+def test_phone_width_has_no_horizontal_scroll(browser, base_url, done, shots):
     _, job = done
     phone = browser.new_context(base_url=base_url, viewport={"width": 375, "height": 800})
     page = phone.new_page()
-    page.goto("/")
+    goto_page(page)
     expect(page.locator("#go")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     page.evaluate(f"window.audiosplit.openJob({job['id']!r})")
     page.wait_for_function(READY, timeout=WAIT_MS)
     page.wait_for_timeout(300)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    shots(page, "page-phone.png", full_page=True)
     phone.close()
 
 
@@ -350,7 +374,8 @@ def test_every_control_is_labelled(done):
     unlabelled = page.evaluate(
         """() => [...document.querySelectorAll('button, input, select, [tabindex]')]
              .filter(e => !e.closest('[hidden]'))
-             .filter(e => !(e.getAttribute('aria-label') || e.labels?.length || e.textContent.trim()))
+             .filter(e => !(e.getAttribute('aria-label') || e.labels?.length
+                            || e.textContent.trim()))
              .map(e => e.outerHTML.slice(0, 80))"""
     )
     assert unlabelled == []
