@@ -74,7 +74,7 @@ export class MixerView {
     this.specSource.addEventListener("change", () => this.drawSpectrogram());
     this.spec = el("canvas", { class: "spec", "aria-hidden": "true" });
     const specLabel = el("div", { class: "row-label" }, el("span", { class: "name", text: "Spectrogram" }), this.specSource);
-    rows.push(this.row(specLabel, this.spec, "Spectrogram, 30 Hz to 16 kHz"));
+    rows.push(this.row(specLabel, this.spec, "Spectrogram, 40 Hz to 16 kHz"));
     $("timeline").replaceChildren(...rows);
     $("downloads").replaceChildren(...this.downloads());
     $("play").onclick = () => player.toggle();

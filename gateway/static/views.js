@@ -3,8 +3,8 @@
 
 import { hann, makeFFT } from "./fft.js";
 
-const SPEC_FFT = 2048; // samples per spectrogram column: 46 ms at 44.1 kHz
-const SPEC_MIN_HZ = 30;
+const SPEC_FFT = 4096; // samples per spectrogram column: 93 ms, 10.8 Hz bins at 44.1 kHz
+const SPEC_MIN_HZ = 40;
 const SPEC_MAX_HZ = 16000;
 const SPEC_RANGE_DB = 70; // dB from the darkest colour to the brightest
 
@@ -63,8 +63,8 @@ const PALETTE = (() => {
 })();
 
 /**
- * A spectrogram of the sum of `buffers` (mono: the mean of the channels): one 2048-point STFT
- * frame centred on each pixel column, a log-frequency axis from 30 Hz to 16 kHz, dB colours.
+ * A spectrogram of the sum of `buffers` (mono: the mean of the channels): one 4096-point STFT
+ * frame centred on each pixel column, a log-frequency axis from 40 Hz to 16 kHz, dB colours.
  */
 export function drawSpectrogram(canvas, buffers) {
   const [w, h] = fitCanvas(canvas);
