@@ -281,9 +281,12 @@ async def get_stem(
     return file_response(path, f"{stem_of(job.filename)}_{stem}.{ext}", media)
 
 
-@router.get("/jobs/{job_id}/download.zip", summary="All stems and the analysis, zipped")
+@router.get(
+    "/jobs/{job_id}/download.zip",
+    summary="All stems (24-bit FLAC unless `format` says otherwise) and the analysis, zipped",
+)
 async def download_zip(
-    job_id: JobId, gw: Gw, format: Format = "wav", clip: Clip = "rescale"
+    job_id: JobId, gw: Gw, format: Format = "flac", clip: Clip = "rescale"
 ) -> FileResponse:
     job = done_job(gw, job_id)
     files = JobFiles(gw.settings.jobs_dir, job_id)

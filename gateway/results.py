@@ -74,23 +74,23 @@ def converted_stem(
 
 
 def zip_results(
-    files: JobFiles, job: JobRecord, job_json: dict, fmt: str = "wav", clip: str = "rescale"
+    files: JobFiles, job: JobRecord, job_json: dict, fmt: str = "flac", clip: str = "rescale"
 ) -> Path:
-    """Every stem in `fmt`, the analysis and the job's JSON in one zip. WAVs and JSON are
-    deflated at level 1 (fast; float stems shrink little, PCM and JSON more); FLAC and MP3 are
-    compressed already and stored as they are."""
+    """Every stem in `fmt` (FLAC unless asked: lossless and 2.4x smaller than float WAV), the
+    analysis and the job's JSON in one zip. Audio is stored as it is: FLAC and MP3 are
+    compressed already, and deflating WAV was measured not worth it (a 10-minute job: float
+    stems 7.5 % smaller in 44 s, 16-bit 10 % in 22 s); the JSON is deflated."""
     target = files.result_dir / f"download.{fmt}.{clip}.zip"
     if target.exists():
         return target
     partial = target.with_name(f".{target.name}.partial")
     base = Path(job.filename).stem or "audio"
     ext = file_extension(fmt)
-    audio_method = zipfile.ZIP_DEFLATED if ext == "wav" else zipfile.ZIP_STORED
     try:
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, True, 1) as zf:
             for stem in job.stems:
                 path, _, _ = converted_stem(files, job, stem, fmt, clip)
-                zf.write(path, f"{base}/{stem}.{ext}", compress_type=audio_method)
+                zf.write(path, f"{base}/{stem}.{ext}", compress_type=zipfile.ZIP_STORED)
             if files.analysis_path.exists():
                 zf.write(files.analysis_path, f"{base}/analysis.json")
             zf.writestr(f"{base}/job.json", json.dumps(job_json, indent=1))
