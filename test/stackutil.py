@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -49,6 +50,15 @@ def start_stack(data_dir: Path, models_dir: Path, **extra) -> Stack:
         stack.stop()
         raise
     return stack
+
+
+def dsp_stack(tmp_path_factory, prefix: str) -> Iterator[Stack]:
+    """A module fixture's body: the real stack on an empty models dir (no weights: the dsp
+    separator runs), stopped after the module."""
+    data = tmp_path_factory.mktemp(f"{prefix}_data")
+    stack = start_stack(data, tmp_path_factory.mktemp(f"{prefix}_models"))
+    yield stack
+    stack.stop()
 
 
 def wait_job(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:

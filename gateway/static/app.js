@@ -6,6 +6,7 @@ import { MixerView } from "./mixer.js";
 import { Player } from "./player.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
+import { el } from "./dom.js";
 
 const SAMPLE_RATE = 44100; // the service's rate: decoding at it keeps every stem's exact length
 const HISTORY_KEY = "audiosplit.jobs";
@@ -37,16 +38,6 @@ let ctx = null;
 let player = null;
 let view = null;
 let openSeq = 0;
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") e.textContent = v;
-    else if (v !== false && v !== null && v !== undefined) e.setAttribute(k, v === true ? "" : v);
-  }
-  e.append(...children);
-  return e;
-}
 
 // ---- history (localStorage) -------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 import { drawBeats, drawSpectrogram, drawWaveform, fillAnalysisRows, fmtTime, trackSummary } from "./views.js";
 import { encodeWav } from "./wav.js";
+import { el } from "./dom.js";
 
 const COLORS = ["#c2410c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#be185d", "#0f766e", "#4d7c0f"];
 const SEEK_STEP_S = 5;
@@ -18,16 +19,6 @@ const FORMATS = [
 ];
 
 const $ = (id) => document.getElementById(id);
-
-function el(tag, attrs = {}, ...children) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "text") e.textContent = v;
-    else if (v !== false && v !== null && v !== undefined) e.setAttribute(k, v === true ? "" : v);
-  }
-  e.append(...children);
-  return e;
-}
 
 /** Where a row's timeline was pressed, as seconds of the song. */
 function timeAt(tl, clientX, duration) {

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, start_stack
+from test.stackutil import REPO, dsp_stack
 
 CHROMIUM = Path("/usr/bin/chromium")
 SONG_S = 10.0  # seconds of generated music: long enough for two analysis windows
@@ -37,11 +37,7 @@ except ImportError:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("data")
-    models = tmp_path_factory.mktemp("models")  # empty: no weights, the dsp separator runs
-    stack = start_stack(data, models)
-    yield stack
-    stack.stop()
+    yield from dsp_stack(tmp_path_factory, "page")
 
 
 @pytest.fixture(scope="module")

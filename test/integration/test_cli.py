@@ -21,7 +21,7 @@ import soundfile as sf
 from common.constants import RESULT_FORMATS
 from gateway.stack import free_port
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, start_stack
+from test.stackutil import REPO, dsp_stack
 
 SONG_S = 4.0  # seconds: one chunk of dsp
 LONG_S = 20.0  # seconds: a job that runs long enough to kill the gateway under it
@@ -32,11 +32,7 @@ CLI_TIMEOUT_S = 120.0
 
 @pytest.fixture(scope="module")
 def cli_stack(tmp_path_factory):
-    data = tmp_path_factory.mktemp("cli_data")
-    models = tmp_path_factory.mktemp("cli_models")  # empty: no weights, the dsp separator runs
-    stack = start_stack(data, models)
-    yield stack
-    stack.stop()
+    yield from dsp_stack(tmp_path_factory, "cli")
 
 
 @pytest.fixture(scope="module")
