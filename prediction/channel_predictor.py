@@ -24,7 +24,8 @@ from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateR
 from common.metrics import SEPARATION_SECONDS
 from common.service import create_service_app
 from common.wire import decode, encode
-from prediction.registry import ModelRegistry, models_dir_env
+from prediction.registry import ModelRegistry
+from prediction.weights import models_dir_env
 
 log = logging.getLogger("audiosplit.predictor")
 

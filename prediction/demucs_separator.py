@@ -41,7 +41,12 @@ from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.compiled import compile_for_device
 from prediction.devices import TorchSeparator, configure_threads, pick_device
-from prediction.registry import is_checkpoint_path, models_dir_env
+from prediction.weights import (
+    hf_hub_cache,
+    is_checkpoint_path,
+    models_dir_env,
+    torch_checkpoints_dir,
+)
 
 DEFAULT_OVERLAP = 0.25
 FOUR_STEMS = ("drums", "bass", "other", "vocals")
@@ -71,19 +76,6 @@ class WeightLookup:
     found_in: str | None  # a sentence saying where the files are, or None when incomplete
     missing: list[Path]  # files of the legacy layout that are not there
     hf_repo: str  # the Hugging Face repository the model also lives in
-
-
-def torch_checkpoints_dir(settings: Settings) -> Path:
-    """Where `torch.hub.load_state_dict_from_url` (Demucs' legacy download) caches files."""
-    return Path(models_dir_env(settings)["TORCH_HOME"]) / "hub" / "checkpoints"
-
-
-def hf_hub_cache(settings: Settings) -> Path:
-    """The Hugging Face hub cache, resolved as huggingface_hub does (HF_HUB_CACHE wins)."""
-    explicit = os.environ.get("HF_HUB_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    return Path(models_dir_env(settings)["HF_HOME"]).expanduser() / "hub"
 
 
 def legacy_files(name: str) -> list[str]:

@@ -16,7 +16,8 @@ import time
 
 from common.config import Settings
 from common.constants import AST_MODEL_ID
-from prediction.registry import DEMUCS_MODELS, UMX_MODELS, models_dir_env
+from prediction.registry import DEMUCS_MODELS, UMX_MODELS
+from prediction.weights import models_dir_env
 
 DEFAULT = ("htdemucs", "ast")
 CHOICES = (*DEMUCS_MODELS, *UMX_MODELS, "ast")

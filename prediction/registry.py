@@ -7,11 +7,11 @@ imported only when asked for, so a process that only runs `dsp` never imports to
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
 from collections import OrderedDict
-from pathlib import Path
 
 from common.config import Settings
 from common.constants import MODEL_NAMES
@@ -19,16 +19,19 @@ from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
 from common.metrics import MODELS_LOADED
 from prediction.separator import DspSeparator, Separator, dsp_info
+from prediction.weights import is_checkpoint_path
 
 log = logging.getLogger("audiosplit.registry")
 
 DEMUCS_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra")
 UMX_MODELS = ("umxhq", "umxl", "umx")
-CHECKPOINT_SUFFIXES = (".th", ".pt", ".pth", ".ckpt")
-
-
-def is_checkpoint_path(name: str) -> bool:
-    return name.endswith(CHECKPOINT_SUFFIXES) and ("/" in name or os.sep in name)
+# A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
+# Separator) and its names here. Families are imported on first use: they import torch.
+FAMILIES = {
+    **{name: "prediction.demucs_separator" for name in DEMUCS_MODELS},
+    **{name: "prediction.umx_separator" for name in UMX_MODELS},
+}
+CHECKPOINT_FAMILY = "prediction.demucs_separator"  # a model named by a checkpoint's path
 
 
 def check_model_name(name: str) -> None:
@@ -93,21 +96,7 @@ class ModelRegistry:
     @staticmethod
     def _family(name: str):
         """The module that knows this model's family (imported on demand: it imports torch)."""
-        if name in UMX_MODELS:
-            from prediction import umx_separator
-
-            return umx_separator
-        if name in DEMUCS_MODELS or is_checkpoint_path(name):
-            from prediction import demucs_separator
-
-            return demucs_separator
-        raise InvalidOption(f"no separator family for {name!r}")
-
-
-def models_dir_env(settings: Settings) -> dict[str, str]:
-    """TORCH_HOME / HF_HOME under the models dir, unless the environment already sets them."""
-    models = Path(settings.models_dir)
-    return {
-        "TORCH_HOME": os.environ.get("TORCH_HOME", str(models / "torch")),
-        "HF_HOME": os.environ.get("HF_HOME", str(models / "huggingface")),
-    }
+        module = FAMILIES.get(name) or (CHECKPOINT_FAMILY if is_checkpoint_path(name) else None)
+        if module is None:
+            raise InvalidOption(f"no separator family for {name!r}")
+        return importlib.import_module(module)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 
@@ -27,7 +26,7 @@ from common.config import Settings
 from common.errors import ModelUnavailable
 from common.interfaces import SeparatorInfo
 from prediction.devices import TorchSeparator, configure_threads, pick_device
-from prediction.registry import models_dir_env
+from prediction.weights import models_dir_env, torch_checkpoints_dir
 
 # The library default (openunmix.umxhq(), its CLI and `predict.separate` all use 1): one EM
 # step of the multichannel Wiener filter.
@@ -63,11 +62,6 @@ HUB_FILES = {
         "other": "other-f8e132cc.pth",
     },
 }
-
-
-def torch_checkpoints_dir(settings: Settings) -> Path:
-    """Where `torch.hub.load_state_dict_from_url` caches the files."""
-    return Path(models_dir_env(settings)["TORCH_HOME"]) / "hub" / "checkpoints"
 
 
 def probe(name: str, settings: Settings) -> SeparatorInfo:
