@@ -64,6 +64,18 @@ class Normalisation(Message):
 # --- channel predictor ------------------------------------------------------------------------
 
 
+class ModelCard(Message):
+    """What is published and measured about a model (prediction/catalogue.py)."""
+
+    parameters_m: float | None = None  # millions, counted on the architecture
+    weights_mb: float | None = None  # float32 size of those parameters
+    published_sdr: str | None = None
+    sdr_source: str | None = None  # who published the SDR, or why there is none
+    licence: str = "not stated"  # of the weights, as published
+    rtf_cpu: float | None = None  # separation time / song length on the 2-core dev CPU
+    rtf_note: str | None = None
+
+
 class SeparatorInfo(Message):
     """What the predictor knows of one model."""
 
@@ -71,11 +83,14 @@ class SeparatorInfo(Message):
     family: Literal["demucs", "openunmix", "dsp"]
     stems: list[str]
     available: bool
+    # weights missing here but downloadable now (a hub answers and AUTO_FETCH is on)
+    fetchable: bool = False
     reason: str  # why available or not, for a person
     segment: int  # S, frames
     overlap: float  # default overlap
     normalise: bool  # whether jobs must standardise the input by whole-track mean/std
     batch_size: int = 1  # windows per /separate request the model runs fastest with
+    card: ModelCard | None = None  # published and measured facts (None: a checkpoint path)
 
 
 class PlanRequest(Message):

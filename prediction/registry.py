@@ -18,6 +18,7 @@ from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
 from common.metrics import MODELS_LOADED
+from prediction.catalogue import card_of
 from prediction.separator import DspSeparator, Separator, dsp_info
 from prediction.weights import is_checkpoint_path
 
@@ -55,10 +56,12 @@ class ModelRegistry:
     def info(self, name: str) -> SeparatorInfo:
         check_model_name(name)
         if name == "dsp":
-            return dsp_info()
-        if name in self._loaded:
-            return self._loaded[name].info
-        return self._family(name).probe(name, self.settings)
+            info = dsp_info()
+        elif name in self._loaded:
+            info = self._loaded[name].info
+        else:
+            info = self._family(name).probe(name, self.settings)
+        return info.model_copy(update={"card": card_of(name)})
 
     def infos(self) -> list[SeparatorInfo]:
         return [self.info(name) for name in MODEL_NAMES]

@@ -76,10 +76,18 @@ def run_models(args: argparse.Namespace) -> int:
     if args.json:
         print_json(models)
         return EXIT_OK
-    table = Table("name", "available", "stems", "reason")
+    table = Table("name", "available", "stems", "published SDR", "licence", "RTF here", "reason")
     for m in models:
+        card = m.get("card") or {}
+        rtf = card.get("rtf_cpu")
         table.add_row(
-            m["name"], "yes" if m["available"] else "no", ", ".join(m["stems"]), m["reason"]
+            m["name"],
+            "yes" if m["available"] else "no",
+            ", ".join(m["stems"]),
+            card.get("published_sdr") or "—",
+            card.get("licence") or "—",
+            f"{rtf:.3f}" if rtf is not None else "—",
+            m["reason"],
         )
     table_console().print(table)
     return EXIT_OK

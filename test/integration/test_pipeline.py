@@ -323,3 +323,13 @@ def test_same_audio_and_options_reuse_the_result(client, upload, done_job):
     assert client.get(again["links"]["result"]).content == first
     client.delete(f"/api/jobs/{again['id']}")  # deleting the copy keeps the original
     assert client.get(done_job["links"]["result"]).content == first
+
+
+def test_models_list_says_what_is_here_and_what_is_published(client):
+    models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert models["dsp"]["available"] and not models["htdemucs"]["available"]
+    assert "955717e8-8726e21a.th" in models["htdemucs"]["reason"]  # what to fetch, where
+    card = models["htdemucs"]["card"]
+    assert card["published_sdr"].startswith("9.00 dB") and "Demucs" in card["sdr_source"]
+    assert card["parameters_m"] > 20 and card["rtf_cpu"] > 0
+    assert "non-commercial" in models["umxl"]["card"]["licence"]

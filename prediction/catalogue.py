@@ -1,0 +1,99 @@
+"""What is published and measured about each model, for `GET /api/models` and the README.
+
+Published SDR figures are the publishers' own (source named beside each), not measured here:
+the development machine cannot download weights. Parameter counts were taken on the
+architectures as `demucs` and `openunmix` build them (`HTDemucs(sources=…)`; `OpenUnmix` with
+hidden size 512, or 1024 for umxl, one per target); `weights_mb` is their float32 size.
+Speeds are real-time factors of the predictor's own separation time on the 2-core development
+CPU (`./run.sh bench bench_predictor`), None where not measured.
+"""
+
+from __future__ import annotations
+
+from common.interfaces import ModelCard
+
+DEMUCS_README = "Demucs v4 README (facebookresearch/demucs)"
+UMX_README = "open-unmix README (sigsep/open-unmix-pytorch), median of frames, median of tracks"
+DEMUCS_WEIGHTS = "not stated (code MIT; trained on MUSDB18-HQ + 800 songs)"
+HTDEMUCS_PARAMS = 26.90  # millions
+UMX_PARAMS = 4 * 8.89  # four targets
+UMXL_PARAMS = 4 * 28.26
+
+
+def _card(params_m: float | None, **kw) -> ModelCard:
+    weights_mb = round(params_m * 4, 1) if params_m is not None else None
+    return ModelCard(parameters_m=params_m, weights_mb=weights_mb, **kw)
+
+
+CARDS: dict[str, ModelCard] = {
+    "htdemucs": _card(
+        HTDEMUCS_PARAMS,
+        published_sdr="9.00 dB mean of 4 stems, MUSDB18-HQ test",
+        sdr_source=DEMUCS_README,
+        licence=DEMUCS_WEIGHTS,
+        rtf_cpu=0.404,
+        rtf_note="eager; 0.331 with the compiled core (COMPILE_MODELS=auto), 60 s of music",
+    ),
+    "htdemucs_ft": _card(
+        4 * HTDEMUCS_PARAMS,
+        published_sdr="9.20 dB mean (with sparse attention; the released per-stem fine-tuned "
+        "bag is 'a bit better' than htdemucs)",
+        sdr_source=DEMUCS_README,
+        licence=DEMUCS_WEIGHTS,
+        rtf_note="a bag of four htdemucs: about 4 x htdemucs (not measured on its own)",
+    ),
+    "htdemucs_6s": _card(
+        HTDEMUCS_PARAMS,
+        published_sdr=None,
+        sdr_source="Demucs v4 README: 'the piano source is not working great'",
+        licence="not stated (trained on Meta's internal data)",
+        rtf_note="same architecture as htdemucs, six sources",
+    ),
+    "hdemucs_mmi": _card(
+        None,
+        published_sdr="7.7 dB mean for Hybrid Demucs v3 trained on MUSDB only; this one adds "
+        "800 songs",
+        sdr_source=DEMUCS_README,
+        licence=DEMUCS_WEIGHTS,
+    ),
+    "mdx_extra": _card(
+        None,
+        published_sdr=None,
+        sdr_source="Demucs README: trained with the MUSDB test set (2nd in MDX 2021 track B), "
+        "so no comparable test figure",
+        licence="not stated",
+    ),
+    "umxl": _card(
+        UMXL_PARAMS,
+        published_sdr="vocals 7.21, drums 7.15, bass 6.02, other 4.89 dB",
+        sdr_source=UMX_README,
+        licence="CC BY-NC-SA 4.0: non-commercial use only",
+    ),
+    "umxhq": _card(
+        UMX_PARAMS,
+        published_sdr="vocals 6.25, drums 6.04, bass 5.07, other 4.28 dB",
+        sdr_source=UMX_README,
+        licence="MIT",
+    ),
+    "umx": _card(
+        UMX_PARAMS,
+        published_sdr="vocals 6.32, drums 5.73, bass 5.23, other 4.02 dB (trained on the "
+        "16 kHz-band AAC MUSDB18)",
+        sdr_source=UMX_README,
+        licence="MIT",
+    ),
+    "dsp": _card(
+        None,
+        published_sdr="vocals 2.25, drums 7.18, bass 4.10, other 2.71 dB on the falcon69 "
+        "excerpt (not MUSDB; tuned on it)",
+        sdr_source="this project (README, Figures: ./run.sh bench bench_dsp)",
+        licence="MIT (this project; no weights)",
+        rtf_cpu=0.048,
+        rtf_note="a whole job through all six services, analysis=false",
+    ),
+}
+
+
+def card_of(name: str) -> ModelCard | None:
+    """The card of a registry name; None for a model named by a checkpoint's path."""
+    return CARDS.get(name)
