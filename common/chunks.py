@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -64,6 +65,7 @@ def plan_chunks(
                 window_start=offset - delta // 2,
                 window_length=window,
                 member=member,
+                pass_frames=n_frames,
             )
         )
     return ChunkPlan(
@@ -233,4 +235,127 @@ def divide_by_weight(out: np.ndarray, weight_sum: np.ndarray) -> np.ndarray:
     if not covered.all():
         raise ValueError(f"{int((~covered).sum())} frames were covered by no chunk")
     out /= weight_sum
+    return out
+
+
+# --- the fade grid of ZFTurbo's Music-Source-Separation-Training (MSST) ------------------------
+
+
+@dataclass(frozen=True)
+class FadeGrid:
+    """The chunks MSST's `demix` (generic mode) runs over a track of `n_frames` frames.
+
+    The track is reflect-padded by `pad` frames on each side (`border = chunk - step`, when the
+    track is longer than two borders); chunk k starts at padded frame `k * step`, i.e. at track
+    frame `starts[k]` (negative in the padding), and holds `lengths[k]` real frames of the padded
+    track, itself padded to `chunk` (reflected when longer than half a chunk, zeros otherwise).
+    Each output is weighted by `fade_window`, without the fade-in or fade-out its batch drops
+    (`fade_in` / `fade_out`), summed and divided by the summed weights.
+    """
+
+    n_frames: int
+    chunk: int
+    step: int
+    fade: int
+    pad: int
+    starts: tuple[int, ...]
+    lengths: tuple[int, ...]
+    fade_in: tuple[bool, ...]
+    fade_out: tuple[bool, ...]
+
+    def weight(self, k: int) -> np.ndarray:
+        """(chunk,) float32: chunk k's window."""
+        window = fade_window(self.chunk, self.fade)
+        if not self.fade_in[k]:
+            window[: self.fade] = 1
+        if not self.fade_out[k]:
+            window[len(window) - self.fade :] = 1
+        return window
+
+    def touching(self, lo: int, hi: int) -> list[int]:
+        """The chunks whose real frames meet track frames [lo, hi), in order."""
+        return [
+            k
+            for k, (s, n) in enumerate(zip(self.starts, self.lengths, strict=True))
+            if s < hi and s + n > lo
+        ]
+
+
+def fade_window(size: int, fade: int) -> np.ndarray:
+    """(size,) float32: ones with a linear fade-in (0 -> 1) over the first `fade` frames and a
+    fade-out (1 -> 0) over the last, as MSST's `_getWindowingArray`."""
+    window = np.ones(size, dtype=np.float32)
+    if fade > 0:
+        window[size - fade :] = np.linspace(1, 0, fade, dtype=np.float32)
+        window[:fade] = np.linspace(0, 1, fade, dtype=np.float32)
+    return window
+
+
+def fade_grid(n_frames: int, chunk: int, num_overlap: int, batch_size: int = 1) -> FadeGrid:
+    """MSST's chunks for `n_frames` frames: `chunk` frames each, `chunk // num_overlap` apart,
+    fades of `chunk // 10`. MSST sets one window per batch of `batch_size` chunks: no fade-in
+    when the batch's last chunk is the first chunk, else no fade-out when it is the last."""
+    if n_frames <= 0 or chunk <= 0 or num_overlap <= 0 or batch_size <= 0:
+        raise ValueError(f"bad fade grid: {n_frames=} {chunk=} {num_overlap=} {batch_size=}")
+    step = chunk // num_overlap
+    if step <= 0:
+        raise ValueError(f"num_overlap {num_overlap} leaves no step for chunks of {chunk}")
+    border = chunk - step
+    pad = border if n_frames > 2 * border and border > 0 else 0
+    total = n_frames + 2 * pad
+    offsets = range(0, total, step)
+    last = len(offsets) - 1
+    fade_in, fade_out = [], []
+    for k in range(len(offsets)):
+        batch_last = min(last, (k // batch_size + 1) * batch_size - 1)
+        fade_in.append(offsets[batch_last] != 0)
+        fade_out.append(offsets[batch_last] == 0 or batch_last != last)
+    return FadeGrid(
+        n_frames=n_frames,
+        chunk=chunk,
+        step=step,
+        fade=chunk // 10,
+        pad=pad,
+        starts=tuple(i - pad for i in offsets),
+        lengths=tuple(min(chunk, total - i) for i in offsets),
+        fade_in=tuple(fade_in),
+        fade_out=tuple(fade_out),
+    )
+
+
+def fade_chunk_input(grid: FadeGrid, k: int, region: np.ndarray, region_start: int) -> np.ndarray:
+    """(C, chunk) float32: what the model sees for chunk k, from `region` (C, m), the track's
+    frames [region_start, region_start + m). Beyond the track's ends the padded track is its
+    reflection (`torch.nn.functional.pad(mode="reflect")`: the edge frame is not repeated)."""
+    start, length, n = grid.starts[k], grid.lengths[k], grid.n_frames
+    frames = np.arange(start, start + length)
+    frames = np.where(frames < 0, -frames, frames)
+    frames = np.where(frames >= n, 2 * (n - 1) - frames, frames) - region_start
+    if frames.min() < 0 or frames.max() >= region.shape[-1]:
+        raise ValueError(f"chunk {k} needs track frames beyond the region it was given")
+    part = region[:, frames]
+    missing = grid.chunk - length
+    if missing:
+        mode = "reflect" if length > grid.chunk // 2 else "constant"
+        part = np.pad(part, ((0, 0), (0, missing)), mode=mode)
+    return np.ascontiguousarray(part, dtype=np.float32)
+
+
+def fade_overlap_add(
+    grid: FadeGrid, outputs: dict[int, np.ndarray], lo: int, hi: int
+) -> np.ndarray:
+    """(..., hi - lo): track frames [lo, hi) of MSST's result, from the outputs (..., chunk) of
+    every chunk that touches them (`grid.touching(lo, hi)`), added in chunk order."""
+    some = next(iter(outputs.values()))
+    out = np.zeros((*some.shape[:-1], hi - lo), dtype=np.float32)
+    weight_sum = np.zeros(hi - lo, dtype=np.float32)
+    for k in grid.touching(lo, hi):
+        start, length = grid.starts[k], grid.lengths[k]
+        a, b = max(lo, start), min(hi, start + length)
+        w = grid.weight(k)[a - start : b - start]
+        out[..., a - lo : b - lo] += outputs[k][..., a - start : b - start] * w
+        weight_sum[a - lo : b - lo] += w
+    # MSST divides and turns 0/0 into 0; a frame of the track always has some weight, as the
+    # first chunk's fade-in lies in the padding.
+    np.divide(out, weight_sum, out=out, where=weight_sum > 0)
     return out

@@ -35,6 +35,8 @@ MODEL_NAMES = (
     "umxhq",
     "umxl",
     "umx",
+    "bs_roformer_viperx",
+    "mel_band_roformer_kj",
     "dsp",
 )
 

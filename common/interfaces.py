@@ -36,6 +36,9 @@ class ChunkSpec(Message):
     window_start: int
     window_length: int
     member: int | None = Field(default=None, ge=0)
+    # frames of the pass (ChunkPlan.n_frames): where the track ends, for separators that pad
+    # the track's edges themselves (RoFormer's reflection, see `common.chunks.fade_grid`)
+    pass_frames: int | None = None
 
 
 class ChunkPlan(Message):
@@ -80,7 +83,7 @@ class SeparatorInfo(Message):
     """What the predictor knows of one model."""
 
     name: str
-    family: Literal["demucs", "openunmix", "dsp"]
+    family: Literal["demucs", "openunmix", "roformer", "dsp"]
     stems: list[str]
     available: bool
     # weights missing here but downloadable now (a hub answers and AUTO_FETCH is on)

@@ -82,6 +82,22 @@ CARDS: dict[str, ModelCard] = {
         sdr_source=UMX_README,
         licence="MIT",
     ),
+    # RoFormers: MSST's docs/pretrained_models.md; parameters counted on the package's network
+    # for the published config (prediction/roformer_separator.py).
+    "bs_roformer_viperx": _card(
+        159.76,
+        published_sdr="vocals 10.87 dB (Multisong dataset)",
+        sdr_source="MSST docs/pretrained_models.md (ZFTurbo/Music-Source-Separation-Training)",
+        licence="not stated",
+        rtf_note="vocals + other (mix minus vocals); see bench/bench_roformer.py",
+    ),
+    "mel_band_roformer_kj": _card(
+        None,
+        published_sdr="vocals 10.98 dB (Multisong dataset)",
+        sdr_source="MSST docs/pretrained_models.md (ZFTurbo/Music-Source-Separation-Training)",
+        licence="not stated",
+        rtf_note="vocals + other (mix minus vocals)",
+    ),
     "dsp": _card(
         None,
         published_sdr="vocals 2.25, drums 7.18, bass 4.10, other 2.71 dB on the falcon69 "

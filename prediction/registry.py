@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 from common.config import Settings
 from common.constants import MODEL_NAMES
@@ -26,13 +27,17 @@ log = logging.getLogger("audiosplit.registry")
 
 DEMUCS_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra")
 UMX_MODELS = ("umxhq", "umxl", "umx")
+ROFORMER_MODELS = ("bs_roformer_viperx", "mel_band_roformer_kj")
 # A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
 # Separator) and its names here. Families are imported on first use: they import torch.
 FAMILIES = {
     **{name: "prediction.demucs_separator" for name in DEMUCS_MODELS},
     **{name: "prediction.umx_separator" for name in UMX_MODELS},
+    **{name: "prediction.roformer_separator" for name in ROFORMER_MODELS},
 }
 CHECKPOINT_FAMILY = "prediction.demucs_separator"  # a model named by a checkpoint's path
+# ... unless an MSST YAML config sits beside it (same name): a RoFormer checkpoint
+CONFIG_CHECKPOINT_FAMILY = "prediction.roformer_separator"
 
 
 def check_model_name(name: str) -> None:
@@ -99,7 +104,11 @@ class ModelRegistry:
     @staticmethod
     def _family(name: str):
         """The module that knows this model's family (imported on demand: it imports torch)."""
-        module = FAMILIES.get(name) or (CHECKPOINT_FAMILY if is_checkpoint_path(name) else None)
+        module = FAMILIES.get(name)
+        if module is None and is_checkpoint_path(name):
+            beside = [Path(name).expanduser().with_suffix(s) for s in (".yaml", ".yml")]
+            module = CONFIG_CHECKPOINT_FAMILY if any(p.is_file() for p in beside) else None
+            module = module or CHECKPOINT_FAMILY
         if module is None:
             raise InvalidOption(f"no separator family for {name!r}")
         return importlib.import_module(module)

@@ -6,6 +6,10 @@ import pytest
 from common.chunks import (
     center_trim,
     chunk_window,
+    fade_chunk_input,
+    fade_grid,
+    fade_overlap_add,
+    fade_window,
     overlap_add,
     plan_chunks,
     plan_passes,
@@ -130,3 +134,72 @@ def test_a_bag_with_shifts_gets_passes_per_member_in_member_order():
     assert whole.weights is None and {c.member for c in whole.chunks} == {None}
     single = plan_passes(10_000, 3000, 0.25, context(50), shifts=2, members=[[1.0, 1.0]])
     assert all(p.weights is None for p in single)
+
+
+# --- MSST's fade grid -----------------------------------------------------------------------
+
+
+def msst_loop(n: int, chunk: int, num_overlap: int, batch_size: int):
+    """MSST's `demix` loop (generic mode), transcribed: per chunk, its start in the padded
+    track, its real length and its window."""
+    step = chunk // num_overlap
+    fade = chunk // 10
+    border = chunk - step
+    total = n + 2 * border if n > 2 * border and border > 0 else n
+    base = fade_window(chunk, fade)
+    out, batch, i = [], [], 0
+    while i < total:
+        batch.append((i, min(chunk, total - i)))
+        i += step
+        if len(batch) >= batch_size or i >= total:
+            window = base.copy()
+            if i - step == 0:
+                window[:fade] = 1
+            elif i >= total:
+                window[-fade:] = 1
+            out += [(start, length, window) for start, length in batch]
+            batch = []
+    return out
+
+
+def test_fade_window_is_msst_windowing_array():
+    expected = [0, 0.5, 1, 1, 1, 1, 1, 1, 0.5, 0]
+    np.testing.assert_allclose(fade_window(10, 3), expected)
+
+
+@pytest.mark.parametrize("n", [7, 40, 41, 100, 333])
+@pytest.mark.parametrize("num_overlap", [1, 2, 4])
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+def test_fade_grid_follows_msst_loop(n, num_overlap, batch_size):
+    grid = fade_grid(n, 20, num_overlap, batch_size)
+    loop = msst_loop(n, 20, num_overlap, batch_size)
+    assert len(grid.starts) == len(loop)
+    for k, (start, length, window) in enumerate(loop):
+        assert grid.starts[k] == start - grid.pad and grid.lengths[k] == length
+        np.testing.assert_array_equal(grid.weight(k), window)
+
+
+@pytest.mark.parametrize("n", [9, 60, 257])
+def test_chunk_inputs_are_the_reflect_padded_track(n):
+    track = np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)
+    grid = fade_grid(n, 24, 4)
+    padded = np.pad(track, ((0, 0), (grid.pad, grid.pad)), mode="reflect")
+    for k in range(len(grid.starts)):
+        i = grid.starts[k] + grid.pad
+        part = padded[:, i : i + 24]
+        mode = "reflect" if part.shape[1] > 12 else "constant"
+        expected = np.pad(part, ((0, 0), (0, 24 - part.shape[1])), mode=mode)
+        np.testing.assert_array_equal(fade_chunk_input(grid, k, track, 0), expected)
+    with pytest.raises(ValueError, match="beyond the region"):
+        fade_chunk_input(grid, len(grid.starts) - 1, track[:, : n // 2], 0)
+
+
+def test_identity_model_fuses_back_to_the_track_on_any_stretch():
+    n = 500
+    track = np.random.default_rng(1).standard_normal((2, n)).astype(np.float32)
+    grid = fade_grid(n, 40, 4)
+    outputs = {k: fade_chunk_input(grid, k, track, 0) for k in range(len(grid.starts))}
+    np.testing.assert_allclose(fade_overlap_add(grid, outputs, 0, n), track, atol=1e-6)
+    np.testing.assert_allclose(
+        fade_overlap_add(grid, outputs, 123, 321), track[:, 123:321], atol=1e-6
+    )

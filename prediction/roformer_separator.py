@@ -1,0 +1,324 @@
+"""BS-RoFormer and Mel-Band RoFormer (checkpoints of ZFTurbo's Music-Source-Separation-Training,
+MSST: a `.ckpt` state dict and its YAML config) as a `Separator`.
+
+The architecture is lucidrains' `BS-RoFormer` package (`bs_roformer.BSRoformer`,
+`bs_roformer.MelBandRoformer`), at the 0.4 line whose modules and parameter names are the
+ones MSST's checkpoints hold. A model is named by the path of its checkpoint (its config beside
+it: same name, `.yaml`) or by a name of `CHECKPOINTS`, whose files live in `<models>/roformer/`.
+
+MSST's reference inference (`utils.model_utils.demix`, generic mode) reflect-pads the track,
+runs chunks of `inference.chunk_size` (or `audio.chunk_size`) frames every
+`chunk // num_overlap`, fades each with `chunk // 10` linear ramps and divides by the summed
+fades (`common.chunks.fade_grid`). Here a job's chunk is a stretch of the track with one MSST
+chunk of real audio on each side: the separator runs every MSST chunk that meets the stretch,
+rebuilt from the window as the reference builds it, and fuses them as the reference does, so
+each stretch is the reference's result there, whatever the job's plan; the fuser's cross-fade
+of equal stretches changes nothing (one-model jobs use no overlap at all).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from common.chunks import fade_chunk_input, fade_grid, fade_overlap_add
+from common.config import Settings
+from common.errors import BadRequest, ModelUnavailable
+from common.interfaces import ChunkSpec, SeparatorInfo
+from prediction.devices import TorchSeparator, configure_threads, pick_device
+
+SEGMENT_CHUNKS = 4  # a job's chunk: this many MSST chunks of centre
+OVERLAP = 0.0  # each job chunk is already the reference's result on its centre
+DEFAULT_CHUNK = 352800  # frames (8 s): the published configs' chunk, told before one is read
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A published RoFormer checkpoint: where its two files come from, as published."""
+
+    architecture: str  # "bs_roformer" or "mel_band_roformer"
+    checkpoint_url: str
+    config_url: str
+    stems: tuple[str, ...]  # the model's target, then the residual named by the config
+    sha256: str | None = None  # None: not published
+    licence: str = "not stated"
+    published_sdr: str | None = None
+
+    @property
+    def files(self) -> tuple[str, str]:
+        return Path(self.checkpoint_url).name, Path(self.config_url).name
+
+
+MSST_CONFIGS = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/main"
+CHECKPOINTS = {
+    # MSST's docs/pretrained_models.md, "Vocal models".
+    "bs_roformer_viperx": Checkpoint(
+        architecture="bs_roformer",
+        checkpoint_url="https://github.com/TRvlvr/model_repo/releases/download/"
+        "all_public_uvr_models/model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+        config_url=f"{MSST_CONFIGS}/configs/viperx/model_bs_roformer_ep_317_sdr_12.9755.yaml",
+        stems=("vocals", "other"),
+        published_sdr="vocals 10.87 (Multisong, MSST's table)",
+    ),
+    "mel_band_roformer_kj": Checkpoint(
+        architecture="mel_band_roformer",
+        checkpoint_url="https://huggingface.co/KimberleyJSN/melbandroformer/resolve/main/"
+        "MelBandRoformer.ckpt",
+        config_url=f"{MSST_CONFIGS}/configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
+        stems=("vocals", "other"),
+        published_sdr="vocals 10.98 (Multisong, MSST's table)",
+    ),
+}
+
+# Keys of MSST's configs that the package's classes lack, with the values under which MSST's
+# classes build the very modules the package builds (other values: a different network).
+NEUTRAL_KEYS = {
+    "linear_transformer_depth": 0,  # BS-RoFormer only: MSST's optional linear attention
+    "mlp_expansion_factor": 4,
+    "skip_connection": False,
+    "use_torch_checkpoint": False,  # training-time memory saving
+    "sage_attention": False,
+}
+
+
+def roformer_dir(settings: Settings) -> Path:
+    return Path(settings.models_dir) / "roformer"
+
+
+def config_beside(checkpoint: Path) -> Path | None:
+    """The YAML config next to a checkpoint (same name), or None."""
+    for suffix in (".yaml", ".yml"):
+        if checkpoint.with_suffix(suffix).is_file():
+            return checkpoint.with_suffix(suffix)
+    return None
+
+
+def files_of(name: str, settings: Settings) -> tuple[Path, Path | None]:
+    """(checkpoint, config) of a registry name or a checkpoint path."""
+    if name in CHECKPOINTS:
+        ckpt, config = CHECKPOINTS[name].files
+        return roformer_dir(settings) / ckpt, roformer_dir(settings) / config
+    path = Path(name).expanduser()
+    return path, config_beside(path)
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, plus the `!!python/tuple` tag MSST's configs use for band lists."""
+
+
+ConfigLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
+)
+
+
+def read_config(path: Path) -> dict:
+    try:
+        config = yaml.load(path.read_text(), Loader=ConfigLoader)
+    except (OSError, yaml.YAMLError) as e:
+        raise ModelUnavailable(f"cannot read the RoFormer config {path}: {e}") from e
+    for section in ("audio", "model", "training", "inference"):
+        if not isinstance(config.get(section), dict):
+            raise ModelUnavailable(f"{path}: expected an MSST config with a {section!r} section")
+    return config
+
+
+@dataclass(frozen=True)
+class Inference:
+    """What MSST's `demix` reads from a config."""
+
+    chunk: int  # frames
+    num_overlap: int
+    batch_size: int
+    target: str | None  # training.target_instrument: the model's one output
+    instruments: tuple[str, ...]
+    normalise: bool
+
+    @classmethod
+    def of(cls, config: dict) -> Inference:
+        inference, training = config["inference"], config["training"]
+        if int(config["audio"].get("sample_rate", 44100)) != 44100:
+            raise ModelUnavailable("the RoFormer config is not for 44.1 kHz audio")
+        return cls(
+            chunk=int(inference.get("chunk_size", config["audio"]["chunk_size"])),
+            num_overlap=int(inference["num_overlap"]),
+            batch_size=int(inference.get("batch_size", 1)),
+            target=training.get("target_instrument") or None,
+            instruments=tuple(training["instruments"]),
+            normalise=bool(inference.get("normalize", False)),
+        )
+
+    @property
+    def stems(self) -> list[str]:
+        """The model's outputs; a one-target model of two instruments also gives the other as
+        the mix minus the target (MSST's `--extract_instrumental`)."""
+        if self.target is None:
+            return list(self.instruments)
+        rest = [s for s in self.instruments if s != self.target]
+        return [self.target, *rest] if len(rest) == 1 else [self.target]
+
+
+def architecture_of(config: dict) -> str:
+    return "mel_band_roformer" if "num_bands" in config["model"] else "bs_roformer"
+
+
+def build_model(config: dict, architecture: str | None = None) -> torch.nn.Module:
+    """The package's network for a config's `model` section (random weights)."""
+    from bs_roformer import BSRoformer, MelBandRoformer
+
+    architecture = architecture or architecture_of(config)
+    cls = MelBandRoformer if architecture == "mel_band_roformer" else BSRoformer
+    kwargs = dict(config["model"])
+    known = inspect.signature(cls.__init__).parameters
+    for key in [k for k in kwargs if k not in known]:
+        if key in NEUTRAL_KEYS and kwargs[key] == NEUTRAL_KEYS[key]:
+            del kwargs[key]
+        else:
+            raise ModelUnavailable(
+                f"{cls.__name__} of the installed bs_roformer has no {key}={kwargs[key]!r} "
+                "(an MSST variant this package cannot build)"
+            )
+    return cls(**kwargs)
+
+
+def model_info(
+    name: str, inference: Inference | None, *, available: bool, reason: str
+) -> SeparatorInfo:
+    """`inference`: None while the config is not there to read."""
+    chunk = inference.chunk if inference else DEFAULT_CHUNK
+    if inference:
+        stems = inference.stems
+    else:
+        stems = list(CHECKPOINTS[name].stems) if name in CHECKPOINTS else []
+    return SeparatorInfo(
+        name=name,
+        family="roformer",
+        stems=stems,
+        available=available,
+        reason=reason,
+        segment=SEGMENT_CHUNKS * chunk,
+        overlap=OVERLAP,
+        normalise=bool(inference and inference.normalise),
+    )
+
+
+def probe(name: str, settings: Settings) -> SeparatorInfo:
+    """Whether the checkpoint and its config are on disk, without loading the weights."""
+    checkpoint, config = files_of(name, settings)
+    missing = [p for p in (checkpoint, config) if p is None or not p.is_file()]
+    if missing:
+        where = roformer_dir(settings) if name in CHECKPOINTS else checkpoint.parent
+        wanted = ", ".join(p.name for p in missing if p is not None) or (
+            f"{checkpoint.with_suffix('.yaml').name} (its config)"
+        )
+        reason = f"{name}: not found: expected {wanted} in {where}/."
+        if name in CHECKPOINTS:
+            entry = CHECKPOINTS[name]
+            reason += f" Download {entry.checkpoint_url} and {entry.config_url} there."
+        return model_info(name, None, available=False, reason=reason)
+    inference = Inference.of(read_config(config))
+    return model_info(name, inference, available=True, reason=f"{name}: found {checkpoint}")
+
+
+def load(name: str, settings: Settings) -> RoformerSeparator:
+    info = probe(name, settings)
+    if not info.available:
+        raise ModelUnavailable(info.reason)
+    checkpoint, config_path = files_of(name, settings)
+    config = read_config(config_path)
+    architecture = CHECKPOINTS[name].architecture if name in CHECKPOINTS else None
+    model = build_model(config, architecture)
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for key in ("state", "state_dict", "model_state_dict"):  # as MSST unwraps them
+            if isinstance(state, dict) and key in state:
+                state = state[key]
+        model.load_state_dict(state)
+    except Exception as e:
+        # torch.load raises anything from UnpicklingError to EOFError; load_state_dict lists
+        # the missing and unexpected keys.
+        raise ModelUnavailable(
+            f"{name}: {checkpoint} does not load into {config_path}'s network: {e}"
+        ) from e
+    device, warnings = pick_device(settings.device)
+    configure_threads(settings.torch_threads)
+    return RoformerSeparator(
+        name,
+        model,
+        Inference.of(config),
+        device,
+        batch_size=settings.predictor_batch_size or None,
+        reason=info.reason,
+        warnings=warnings,
+    )
+
+
+class RoformerSeparator(TorchSeparator):
+    """(batch, 2, window) -> (batch, n_stems, 2, window): MSST's result on each window's
+    centre (zeros around it), a window being its centre with `chunk` frames on each side."""
+
+    def __init__(
+        self,
+        name: str,
+        model: torch.nn.Module,
+        inference: Inference,
+        device: str = "cpu",
+        *,
+        batch_size: int | None = None,
+        reason: str = "",
+        warnings: list[str] | None = None,
+    ):
+        self.model = model
+        self.inference = inference
+        super().__init__([model], device, batch_size, warnings)
+        self.info = model_info(name, inference, available=True, reason=reason or f"{name}: loaded")
+
+    def padded_length(self, length: int) -> int:
+        return length + 2 * self.inference.chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, 2, chunk) -> (batch, n_model_outputs, 2, chunk)."""
+        out = self.model(x)
+        return out[:, None] if out.ndim == 3 else out
+
+    def separate(self, windows: np.ndarray) -> np.ndarray:
+        raise BadRequest("a RoFormer needs to know where its windows sit: use separate_chunks")
+
+    def separate_chunks(
+        self, windows: np.ndarray, chunks: list[ChunkSpec]
+    ) -> tuple[np.ndarray, list[str]]:
+        self.check_windows(windows)
+        stems, warnings = [], []
+        for window, chunk in zip(windows, chunks, strict=True):
+            out, said = self.separate_centre(window, chunk)
+            stems.append(out)
+            warnings += [w for w in said if w not in warnings]
+        return np.stack(stems), warnings
+
+    def separate_centre(self, window: np.ndarray, chunk: ChunkSpec) -> tuple[np.ndarray, list]:
+        """(2, window) -> (n_stems, 2, window): the reference's stems on the chunk's centre."""
+        if chunk.pass_frames is None:
+            raise BadRequest(f"chunk {chunk.index} does not say how long its pass is")
+        inf = self.inference
+        if chunk.window_length != self.padded_length(chunk.length):
+            raise BadRequest(
+                f"chunk {chunk.index}: window {chunk.window_length} frames, "
+                f"expected {self.padded_length(chunk.length)}"
+            )
+        grid = fade_grid(chunk.pass_frames, inf.chunk, inf.num_overlap, inf.batch_size)
+        lo, hi = chunk.offset, chunk.offset + chunk.length
+        needed = grid.touching(lo, hi)
+        inputs = np.stack([fade_chunk_input(grid, k, window, chunk.window_start) for k in needed])
+        outputs, warnings = self.separate_with_warnings(inputs)
+        centre = fade_overlap_add(grid, dict(zip(needed, outputs, strict=True)), lo, hi)
+        if len(self.info.stems) > centre.shape[0]:
+            mix = window[:, lo - chunk.window_start : hi - chunk.window_start]
+            centre = np.concatenate([centre, (mix - centre[0])[None]])
+        out = np.zeros((centre.shape[0], 2, chunk.window_length), dtype=np.float32)
+        left = (chunk.window_length - chunk.length) // 2  # where `center_trim` looks
+        out[..., left : left + chunk.length] = centre
+        return out, warnings
