@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     # HTDemucs with its core compiled by torch.compile: auto (on the CPU when a C++ compiler
     # is found) | on | off; the compile (~1.5 min, seconds from its cache) happens at load
     compile_models: str = "auto"
+    # first use fetches: missing weights are downloaded by the library's own download when a
+    # hub answers (false: never; `./run.sh fetch-models` or copied files only)
+    auto_fetch: bool = True
+    hf_endpoint: str = "https://huggingface.co"  # huggingface_hub reads the same HF_ENDPOINT
+    hf_hub_offline: bool = False  # HF_HUB_OFFLINE=1: no hub is asked, as huggingface_hub does
+    # Demucs' legacy download root (empty: demucs.pretrained.ROOT_URL, dl.fbaipublicfiles.com)
+    demucs_root_url: str = ""
+    # a folder like demucs/remote (files.txt and <name>.yaml) naming Demucs' legacy files
+    # (empty: the package's own; a mirror or a test hub of other files sets it)
+    demucs_remote_root: str = ""
+    fetch_timeout_s: float = Field(default=60.0, gt=0)  # a download stalled this long fails
+    network_check_ttl_s: float = Field(default=60.0, ge=0)  # how long "hub answers" is trusted
 
     log_level: str = "INFO"
 

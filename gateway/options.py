@@ -11,7 +11,7 @@ from common.interfaces import SeparatorInfo
 QUALITIES = ("preview", "render")
 MAX_SHIFTS = 10
 MAX_OVERLAP = 0.9
-# model=auto: the best separator whose weights are present, per quality
+# model=auto: the best separator whose weights are present or can be fetched now, per quality
 AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
 KNOWN_FIELDS = {"model", "quality", "stems", "shifts", "overlap", "analysis"}
 
@@ -74,7 +74,7 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
     """Pick the model (auto or named), check the stem against it, fill in quality defaults."""
     if options.model == "auto":
         chain = AUTO_CHAIN[options.quality]
-        name = next(n for n in chain if infos[n].available)
+        name = next(n for n in chain if infos[n].available or infos[n].fetchable)
         skipped = [infos[n] for n in chain[: chain.index(name)]]
         if skipped:
             why = "; ".join(i.reason for i in skipped)
@@ -83,7 +83,7 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
             reason = f"model=auto, quality={options.quality}: {name} ({infos[name].reason})"
     else:
         name = options.model
-        if not infos[name].available:
+        if not (infos[name].available or infos[name].fetchable):
             raise ModelUnavailable(infos[name].reason)
         reason = f"asked for by name ({infos[name].reason})"
     info = infos[name]

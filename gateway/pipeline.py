@@ -17,7 +17,7 @@ import numpy as np
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
 from common.constants import ANALYSIS_WINDOW
-from common.errors import UpstreamError
+from common.errors import ModelUnavailable, UpstreamError
 from common.interfaces import (
     ChunkSpec,
     FuseChunkMeta,
@@ -29,6 +29,7 @@ from common.interfaces import (
     PlanResponse,
     SeparateMeta,
     SeparateResult,
+    SeparatorInfo,
 )
 from common.logs import job_id_var
 from common.replicas import ReplicaPool, expect_ok
@@ -72,6 +73,7 @@ class Pipeline:
         track = load_input(files)
         self.store.update(job_id, status="running", stage="planning")
         start = time.perf_counter()
+        await self._fetch_weights(job_id, opts["model"])
 
         plan = await self._plan(
             PlanRequest(
@@ -155,6 +157,32 @@ class Pipeline:
             peak=result.peak,
             warnings=warnings,
         )
+
+    async def _fetch_weights(self, job_id: str, model: str) -> None:
+        """First use fetches: a model whose weights are missing is downloaded by the predictor
+        (the job in stage `downloading model`) before planning; a failed download fails the job
+        with the predictor's message."""
+        for name in model.split(","):  # an ensemble's members, each fetched in turn
+            if name != "dsp" and "/" not in name:  # dsp has no weights, a path no hub
+                await self._fetch_one(job_id, name)
+
+    async def _fetch_one(self, job_id: str, model: str) -> None:
+        response = await self.pools.predictor.request("GET", f"/models/{model}")
+        expect_ok(response, "the channel predictor")
+        if SeparatorInfo.model_validate_json(response.content).available:
+            return
+        self.store.update(job_id, stage="downloading model")
+        response = await self.pools.predictor.request(
+            "POST", f"/models/{model}/fetch", timeout=max(self.settings.request_timeout_s, 3600.0)
+        )
+        if 400 <= response.status_code < 500:
+            try:
+                error = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                error = {"code": "model_unavailable", "message": response.text[:300]}
+            raise ModelUnavailable(error["message"], code=error["code"])
+        expect_ok(response, "the channel predictor")
+        self.store.update(job_id, stage="planning")
 
     async def _plan(self, req: PlanRequest) -> PlanResponse:
         response = await self.pools.predictor.request(

@@ -3,11 +3,14 @@
 `POST /plan` gives the chunk plan of a track for a model (the model knows its segment and the
 window it needs); `POST /separate` takes a batch of windows and answers their centre-trimmed
 stems. The default model is loaded before `/health` turns 200; others load on first use and stay.
+A model whose weights are missing but can be fetched (`SeparatorInfo.fetchable`) is downloaded
+first, once however many requests ask for it at once (`POST /models/{name}/fetch` does only that).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -19,12 +22,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from common.chunks import center_trim, plan_passes
 from common.config import Settings, get_settings
-from common.errors import BadRequest
+from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult, SeparatorInfo
 from common.metrics import SEPARATION_SECONDS
 from common.service import create_service_app
 from common.wire import decode, encode
-from prediction.registry import ModelRegistry
+from prediction.download import Downloads
+from prediction.registry import FAMILIES, ModelRegistry
+from prediction.separator import Separator
 from prediction.weights import models_dir_env
 
 log = logging.getLogger("audiosplit.predictor")
@@ -49,9 +54,39 @@ async def model_info(name: str, registry: Registry) -> SeparatorInfo:
     return await to_thread.run_sync(registry.info, name)
 
 
+@router.post("/models/{name}/fetch", response_model=SeparatorInfo)
+async def fetch_model(name: str, request: Request) -> SeparatorInfo:
+    """Download `name`'s weights unless present (idempotent; concurrent calls share one
+    download); answers when they are here, or 422 saying why they could not be had."""
+    return await to_thread.run_sync(ensure_weights, request.app, name)
+
+
+def ensure_weights(app: FastAPI, name: str) -> SeparatorInfo:
+    """`name`'s info once its weights are here, fetching them first when they can be."""
+    registry: ModelRegistry = app.state.registry
+    if name in registry.loaded_names():
+        return registry.info(name)
+    info = registry.info(name)
+    if info.available or name not in FAMILIES:
+        return info
+    if not info.fetchable:
+        raise ModelUnavailable(info.reason)
+    family = importlib.import_module(FAMILIES[name])
+    app.state.downloads.fetch(name, lambda: family.download(name, registry.settings))
+    return registry.info(name)
+
+
+async def separator_for(request: Request, name: str) -> Separator:
+    """The loaded separator, its weights fetched first where they are missing but fetchable."""
+    registry: ModelRegistry = request.app.state.registry
+    if name not in registry.loaded_names():
+        await to_thread.run_sync(ensure_weights, request.app, name)
+    return await to_thread.run_sync(registry.get, name)
+
+
 @router.post("/plan", response_model=PlanResponse)
-async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
-    separator = await to_thread.run_sync(registry.get, req.model)
+async def plan(req: PlanRequest, request: Request) -> PlanResponse:
+    separator = await separator_for(request, req.model)
     overlap = separator.info.overlap if req.overlap is None else req.overlap
     plans = plan_passes(
         req.n_frames,
@@ -67,7 +102,7 @@ async def plan(req: PlanRequest, registry: Registry) -> PlanResponse:
 
 
 @router.post("/separate")
-async def separate(request: Request, registry: Registry) -> Response:
+async def separate(request: Request) -> Response:
     body = await request.body()
     windows, meta = decode(body, request.headers, SeparateMeta)
     if windows.ndim != 3 or windows.shape[1] != 2 or windows.shape[0] != len(meta.chunks):
@@ -87,7 +122,7 @@ async def separate(request: Request, registry: Registry) -> Response:
     if not np.isfinite(windows).all():
         raise BadRequest("the windows contain NaN or infinite samples", code="bad_audio")
 
-    separator = await to_thread.run_sync(registry.get, meta.model)
+    separator = await separator_for(request, meta.model)
     limiter: asyncio.Semaphore = request.app.state.limiters.setdefault(
         separator.info.name, asyncio.Semaphore(separator.concurrency)
     )
@@ -120,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for key, value in models_dir_env(settings).items():
             os.environ.setdefault(key, value)
         app.state.registry = ModelRegistry(settings)
+        app.state.downloads = Downloads()
         app.state.limiters = {}
         # Load what `model=auto` will pick before reporting healthy, so the first job does not
         # pay for loading (and a broken model shows at start, not in a job).

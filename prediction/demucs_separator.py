@@ -3,7 +3,9 @@
 Weights are found and loaded the way Demucs itself does: `demucs.pretrained.get_model(name)`
 looks in the Hugging Face cache, then in `TORCH_HOME/hub/checkpoints/<sig>-<hash>.th`. We run
 that lookup offline (the probe never waits on the hub, and a model counts as present only when
-its files are here); `./run.sh fetch-models` is what downloads.
+its files are here). Missing weights are fetched by `download`, which runs that same
+`get_model` with the hubs online (HF_ENDPOINT, then the legacy `ROOT_URL`, which
+`DEMUCS_ROOT_URL` may replace), as `./run.sh fetch-models` does ahead of time.
 
 `separate` is one step of `demucs.apply.apply_model(split=True, shifts=0)`: the job cuts
 windows of `model.valid_length(length)` frames around each chunk (see `common.chunks`), we run
@@ -20,6 +22,7 @@ import inspect
 import os
 import pickle
 import re
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.compiled import compile_for_device
 from prediction.devices import TorchSeparator, configure_threads, pick_device
+from prediction.download import download_failed, fetch_refusal
 from prediction.weights import (
     hf_hub_cache,
     is_checkpoint_path,
@@ -105,8 +109,20 @@ def hf_cached_files(name: str, cache: Path) -> tuple[str, list[Path] | None]:
     return repo_id, paths
 
 
+def use_legacy_repo(settings: Settings) -> None:
+    """Point Demucs' legacy repo where the settings say (DEMUCS_ROOT_URL, DEMUCS_REMOTE_ROOT):
+    module globals `get_model` reads on each call, so they hold for this whole process."""
+    import demucs.pretrained
+
+    if settings.demucs_root_url:
+        demucs.pretrained.ROOT_URL = settings.demucs_root_url.rstrip("/") + "/"
+    if settings.demucs_remote_root:
+        demucs.pretrained.REMOTE_ROOT = Path(settings.demucs_remote_root)
+
+
 def lookup_weights(name: str, settings: Settings) -> WeightLookup:
     """Look for `name`'s files where `get_model(name)` will: the HF cache, then TORCH_HOME."""
+    use_legacy_repo(settings)
     repo_id, hf_paths = hf_cached_files(name, hf_hub_cache(settings))
     if hf_paths is not None:
         where = f"in the Hugging Face cache ({hf_paths[0].parent})"
@@ -140,13 +156,26 @@ def probe(name: str, settings: Settings) -> SeparatorInfo:
         )
     lookup = lookup_weights(name, settings)
     available = lookup.found_in is not None
-    reason = f"{name}: weights found {lookup.found_in}" if available else ""
+    fetchable = False
+    if available:
+        reason = f"{name}: weights found {lookup.found_in}"
+    elif (refusal := fetch_refusal(settings, hub_urls(settings))) is None:
+        fetchable = True
+        files = ", ".join(f.name for f in lookup.missing)
+        reason = (
+            f"{name}: weights not here yet ({files} in {torch_checkpoints_dir(settings)}/, or "
+            f"{lookup.hf_repo} in the Hugging Face cache): downloaded on first use, or ahead of "
+            f"time by `./run.sh fetch-models {name}`."
+        )
+    else:
+        reason = f"{missing_reason(name, lookup, settings)} Not fetched: {refusal}."
     return SeparatorInfo(
         name=name,
         family="demucs",
         stems=list(PUBLISHED_STEMS[name]),
         available=available,
-        reason=reason or missing_reason(name, lookup, settings),
+        fetchable=fetchable,
+        reason=reason,
         segment=int(SAMPLE_RATE * published_segment_s(name)),
         overlap=DEFAULT_OVERLAP,
         normalise=True,
@@ -189,6 +218,54 @@ def load(name: str, settings: Settings) -> DemucsSeparator:
         compile_models=settings.compile_models,
         inductor_cache=Path(settings.models_dir) / "torchinductor",
     )
+
+
+def hub_urls(settings: Settings) -> list[str]:
+    """Where `get_model` downloads from: the Hugging Face hub, then the legacy repo."""
+    import demucs.pretrained
+
+    use_legacy_repo(settings)
+    return [settings.hf_endpoint, demucs.pretrained.ROOT_URL]
+
+
+def download(name: str, settings: Settings) -> None:
+    """Fetch `name`'s weights with Demucs' own `get_model`, the hubs online: huggingface_hub
+    checks its files' hashes, torch.hub the SHA-256 prefix of each `<sig>-<hash>.th` (and
+    keeps nothing of a download that fails). Raises ModelUnavailable saying what to do."""
+    from huggingface_hub import constants as hf
+
+    from prediction.download import hub_answers
+
+    use_legacy_repo(settings)
+    # torch.hub's urlopen has no timeout of its own: a stalled download would hang forever.
+    socket.setdefaulttimeout(settings.fetch_timeout_s)
+    hf_online = hub_answers(settings.hf_endpoint, settings.network_check_ttl_s)
+    timeout = int(max(1, settings.fetch_timeout_s))
+    saved_env = os.environ.get("TORCH_HOME")
+    saved_hf = (hf.HF_HUB_OFFLINE, hf.HF_HUB_CACHE, hf.HF_HUB_DOWNLOAD_TIMEOUT)
+    saved_etag = hf.HF_HUB_ETAG_TIMEOUT
+    saved_endpoint = (hf.ENDPOINT, hf.HUGGINGFACE_CO_URL_TEMPLATE)
+    # HF_ENDPOINT as the settings read it (the hub read its own copy at import)
+    endpoint = settings.hf_endpoint.rstrip("/")
+    hf.ENDPOINT = endpoint
+    hf.HUGGINGFACE_CO_URL_TEMPLATE = endpoint + "/{repo_id}/resolve/{revision}/{filename}"
+    os.environ["TORCH_HOME"] = models_dir_env(settings)["TORCH_HOME"]
+    hf.HF_HUB_OFFLINE, hf.HF_HUB_CACHE = not hf_online, str(hf_hub_cache(settings))
+    hf.HF_HUB_DOWNLOAD_TIMEOUT = hf.HF_HUB_ETAG_TIMEOUT = timeout
+    try:
+        load_published(name)
+    except Exception as e:
+        raise download_failed(name, e, settings.fetch_timeout_s) from e
+    finally:
+        hf.HF_HUB_OFFLINE, hf.HF_HUB_CACHE, hf.HF_HUB_DOWNLOAD_TIMEOUT = saved_hf
+        hf.HF_HUB_ETAG_TIMEOUT = saved_etag
+        hf.ENDPOINT, hf.HUGGINGFACE_CO_URL_TEMPLATE = saved_endpoint
+        if saved_env is None:
+            os.environ.pop("TORCH_HOME", None)
+        else:
+            os.environ["TORCH_HOME"] = saved_env
+    if lookup_weights(name, settings).found_in is None:
+        raise ModelUnavailable(f"{name}: downloaded, but its files are not where they belong")
 
 
 def load_published(name: str) -> BagOfModels | HDemucs | HTDemucs | Demucs:

@@ -4,7 +4,8 @@ Demucs and Open-Unmix weights go where torch.hub caches them (`TORCH_HOME/hub/ch
 TORCH_HOME defaulting to `models/torch`), the AST tone identifier's into the Hugging Face cache
 (`HF_HOME`, default `models/huggingface`). Downloads are verified: torch.hub checks the SHA-256
 prefix that Demucs and Open-Unmix put in their file names, the Hugging Face hub checks its
-files' hashes, and every model is then loaded once to prove it is usable.
+files' hashes, and every model is then loaded once to prove it is usable. Separators download
+through the same family `download` the predictor runs on first use (`prediction.download`).
 """
 
 from __future__ import annotations
@@ -23,18 +24,22 @@ DEFAULT = ("htdemucs", "ast")
 CHOICES = (*DEMUCS_MODELS, *UMX_MODELS, "ast")
 
 
-def fetch(name: str) -> str:
+def fetch(name: str, settings: Settings | None = None) -> str:
     """Download and load one model; returns a line for the person running it."""
     import torch
 
+    settings = settings or Settings()
     if name in DEMUCS_MODELS:
-        from demucs.pretrained import get_model
+        from prediction import demucs_separator
 
-        model = get_model(name)
+        demucs_separator.download(name, settings)
+        model = demucs_separator.load(name, settings.model_copy(update={"compile_models": "off"}))
+        model = torch.nn.ModuleList(model.models)
     elif name in UMX_MODELS:
-        import openunmix
+        from prediction import umx_separator
 
-        model = getattr(openunmix, name)(pretrained=True, device="cpu")
+        umx_separator.download(name, settings)
+        model = umx_separator.load(name, settings).model
     else:
         from transformers import ASTForAudioClassification
 
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
     for name in args.names or DEFAULT:
         start = time.perf_counter()
         try:
-            line = fetch(name)
+            line = fetch(name, settings)
         except Exception as e:  # report every model, then fail: a CLI's edge
             failed += 1
             line = f"{name}: FAILED ({type(e).__name__}: {e})"

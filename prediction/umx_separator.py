@@ -2,7 +2,9 @@
 
 Weights are loaded by openunmix's own loaders (`openunmix.umxhq(...)` etc.), which fetch one
 `<target>-<hash>.pth` per stem through `torch.hub`, cached in `TORCH_HOME/hub/checkpoints/`;
-a model counts as present when all its files are there.
+a model counts as present when all its files are there. Missing files are fetched by
+`download` from the same zenodo URLs, with torch.hub's check of the SHA-256 prefix in each
+file name (the loaders themselves do not check it).
 
 Open-Unmix separates a whole track in its reference. Here every chunk carries real neighbouring
 audio on each side, so its bidirectional LSTM sees past the chunk edges, and the chunks are
@@ -17,6 +19,7 @@ stem, against 21 dB for 10 s chunks off the grid.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -26,6 +29,7 @@ from common.config import Settings
 from common.errors import ModelUnavailable
 from common.interfaces import SeparatorInfo
 from prediction.devices import TorchSeparator, configure_threads, pick_device
+from prediction.download import download_failed, fetch_refusal
 from prediction.weights import models_dir_env, torch_checkpoints_dir
 
 # The library default (openunmix.umxhq(), its CLI and `predict.separate` all use 1): one EM
@@ -62,6 +66,9 @@ HUB_FILES = {
         "other": "other-f8e132cc.pth",
     },
 }
+# The zenodo records openunmix 1.3.0's loaders fetch HUB_FILES from.
+ZENODO = "https://zenodo.org"
+RECORDS = {"umxhq": "3370489", "umxl": "5069601", "umx": "3370486"}
 
 
 def probe(name: str, settings: Settings) -> SeparatorInfo:
@@ -73,15 +80,36 @@ def probe(name: str, settings: Settings) -> SeparatorInfo:
     checkpoints = torch_checkpoints_dir(settings)
     files = [checkpoints / f for f in HUB_FILES[name].values()]
     missing = [f.name for f in files if not f.is_file()]
-    if missing:
+    fetchable = False
+    if not missing:
+        reason = f"{name}: weights found in {checkpoints}"
+    elif (refusal := fetch_refusal(settings, [ZENODO])) is None:
+        fetchable = True
+        reason = (
+            f"{name}: weights not here yet ({', '.join(missing)} in {checkpoints}/): downloaded "
+            f"on first use from zenodo, or ahead of time by `./run.sh fetch-models {name}`."
+        )
+    else:
         reason = (
             f"{name}: weights not found. Expected {', '.join(missing)} in {checkpoints}/. "
             f"Run `./run.sh fetch-models {name}` where the network allows, "
-            "or copy the file(s) there."
+            f"or copy the file(s) there. Not fetched: {refusal}."
         )
-    else:
-        reason = f"{name}: weights found in {checkpoints}"
-    return model_info(name, list(STEMS), available=not missing, reason=reason)
+    info = model_info(name, list(STEMS), available=not missing, reason=reason)
+    return info.model_copy(update={"fetchable": fetchable})
+
+
+def download(name: str, settings: Settings) -> None:
+    """Fetch `name`'s missing files with torch.hub, checking each one's SHA-256 prefix (a
+    failed or corrupt download leaves nothing in the cache). Raises ModelUnavailable."""
+    socket.setdefaulttimeout(settings.fetch_timeout_s)  # torch.hub's urlopen has none
+    with torch_home(settings):
+        for file in HUB_FILES[name].values():
+            url = f"{ZENODO}/records/{RECORDS[name]}/files/{file}"
+            try:
+                torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True)
+            except Exception as e:
+                raise download_failed(name, e, settings.fetch_timeout_s) from e
 
 
 def model_info(name: str, stems: list[str], *, available: bool, reason: str) -> SeparatorInfo:

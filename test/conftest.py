@@ -1,5 +1,12 @@
 """Session set-up shared by every test."""
 
+import os
+
+# No test reaches the real network: weights are never fetched on first use unless a test
+# turns it on against its own loopback hub (test/integration/test_fetch.py). Services started
+# by tests inherit this environment.
+os.environ.setdefault("AUTO_FETCH", "false")
+
 
 def pytest_sessionstart(session) -> None:
     """Compile librosa's numba kernels once (each warm-up holds the machine's compile lock)
