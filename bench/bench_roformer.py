@@ -1,0 +1,84 @@
+"""A full-size 4-stem RoFormer's speed through the predictor's path, and that the job's fused
+stems are MSST's `demix` on the same weights.
+
+    ./run.sh bench bench_roformer [--seconds 20] [--config musdb18|viperx] [--threads 0]
+
+Writes the architecture of a published MSST config at random weights where a download would
+land (`<models>/roformer/`): `musdb18` is configs/config_musdb18_bs_roformer.yaml with its four
+stems as outputs (num_stems 4, no target), `viperx` the 160 M-parameter vocals BS-RoFormer.
+Loads it through the registry, runs the job's chunks one window at a time through
+`separate_chunks` and the fuser's files, and prints the predictor's separation time as a
+real-time factor of the music; then MSST's reference on the whole track (the test's
+`msst_demix`) and max |diff| / peak between the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from common.config import Settings  # noqa: E402
+from prediction.registry import ModelRegistry  # noqa: E402
+from test.separation_fixtures import real_music, relative_error  # noqa: E402
+from test.unit.prediction import test_roformer_separator as t  # noqa: E402
+
+MUSDB18_4STEM = {
+    "audio": {"chunk_size": 131584, "sample_rate": 44100},
+    "model": {
+        **t.VIPERX_BS["model"],
+        "dim": 192,
+        "depth": 6,
+        "num_stems": 4,
+        "stft_hop_length": 512,
+    },
+    "training": {"instruments": ["vocals", "bass", "drums", "other"]},
+    "inference": {"batch_size": 1, "num_overlap": 4},
+}
+CONFIGS = {"musdb18": MUSDB18_4STEM, "viperx": t.VIPERX_BS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="musdb18")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    args = parser.parse_args()
+    config = CONFIGS[args.config]
+    track = real_music(args.seconds)
+    if track is None:
+        sys.exit("real test music (../shared/testdata) not found")
+    track = np.ascontiguousarray(track[:, : int(args.seconds * 44100)])
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            models_dir=Path(tmp) / "models", device="cpu", torch_threads=args.threads
+        )
+        model = t.install(settings, "bs_roformer_viperx", config, seed=0)
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        separator = ModelRegistry(settings).get("bs_roformer_viperx")
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+        start = time.perf_counter()
+        ours = t.job_stems(separator, track, Path(tmp) / "job")
+        job_s = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = t.msst_demix(model, track, config)
+        if ours.shape[0] > reference.shape[0]:  # a one-target model: + the mix minus it
+            reference = np.stack([reference[0], track - reference[0]])
+        reference_s = time.perf_counter() - start
+    seconds = track.shape[1] / 44100
+    print(f"config {args.config}: {params:.1f} M parameters, stems {separator.info.stems}")
+    print(f"music: {seconds:.1f} s, torch threads {torch.get_num_threads()}")
+    print(f"job path (separate_chunks + fuser): {job_s:.1f} s, RTF {job_s / seconds:.2f}")
+    print(f"MSST demix reference: {reference_s:.1f} s, RTF {reference_s / seconds:.2f}")
+    print(f"max |diff| / peak: {relative_error(ours, reference):.2e}")
+
+
+if __name__ == "__main__":
+    main()
