@@ -434,6 +434,7 @@ def test_media_types_and_extensions() -> None:
         "wav16": ("audio/wav", "wav"),
         "wav24": ("audio/wav", "wav"),
         "flac": ("audio/flac", "flac"),
+        "flac16": ("audio/flac", "flac"),
         "mp3": ("audio/mpeg", "mp3"),
     }
     with pytest.raises(InvalidOption):
