@@ -154,12 +154,12 @@ class Inference:
 
     @property
     def stems(self) -> list[str]:
-        """The model's outputs; a one-target model of two instruments also gives the other as
-        the mix minus the target (MSST's `--extract_instrumental`)."""
+        """The model's outputs; a one-target model also gives the mix minus the target (MSST's
+        `--extract_instrumental`), named by the config's other instrument, or `no_<target>`."""
         if self.target is None:
             return list(self.instruments)
         rest = [s for s in self.instruments if s != self.target]
-        return [self.target, *rest] if len(rest) == 1 else [self.target]
+        return [self.target, rest[0] if len(rest) == 1 else f"no_{self.target}"]
 
 
 def architecture_of(config: dict) -> str:
