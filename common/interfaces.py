@@ -150,6 +150,26 @@ class FuseJob(Message):
     activity_hop: int = Field(default=0, ge=0)
 
 
+class EnsembleMember(Message):
+    """One member's fused stems (files under the shared data dir) and its weight."""
+
+    model: str
+    stem_paths: dict[str, str]
+    weight: float = Field(gt=0.0, allow_inf_nan=False)
+
+
+class EnsembleJob(Message):
+    """`POST /ensembles/{id}` on the fuser: per stem, the weighted average of the members'
+    waveforms (`avg_wave`) into the job's final files."""
+
+    job_id: str
+    members: list[EnsembleMember] = Field(min_length=2)
+    stems: list[str]  # output stems in channel order; every member has each of them
+    out_dir: str
+    activity_window: int = Field(default=0, ge=0)
+    activity_hop: int = Field(default=0, ge=0)
+
+
 class FuseChunkMeta(Message):
     """Header of `PUT /jobs/{id}/chunks/{index}`: body = float32 (n_stems, 2, length)."""
 

@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
+from gateway.ensemble import check_members, parse_members
 
 QUALITIES = ("preview", "render")
 MAX_SHIFTS = 10
 MAX_OVERLAP = 0.9
 # model=auto: the best separator whose weights are present or can be fetched now, per quality
 AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
-KNOWN_FIELDS = {"model", "quality", "stems", "shifts", "overlap", "analysis"}
+KNOWN_FIELDS = {"model", "quality", "stems", "shifts", "overlap", "analysis", "ensemble_weights"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class JobOptions:
     shifts: int | None = None
     overlap: float | None = None
     analysis: bool = True
+    ensemble_weights: tuple[float, ...] | None = None  # with a comma-separated `model`
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ResolvedOptions:
     shifts: int
     overlap: float
     analysis: bool
+    # an ensemble's members: [{"model", "weight"}] (weights as given, and normalised); None: one
+    members: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +56,13 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
             f"accepted: {', '.join(sorted(KNOWN_FIELDS))}"
         )
     model = fields.get("model", "").strip() or default_model
-    if model != "auto" and model not in MODEL_NAMES:
+    weights = None
+    if "," in model:
+        names, weights = parse_members(model, fields.get("ensemble_weights", ""))
+        model = ",".join(names)
+    elif fields.get("ensemble_weights", "").strip():
+        raise InvalidOption("ensemble_weights needs an ensemble: model=name1,name2[,…]")
+    elif model != "auto" and model not in MODEL_NAMES:
         raise InvalidOption(
             f"unknown model {model!r}; valid models: auto, {', '.join(MODEL_NAMES)}",
             code="unknown_model",
@@ -67,11 +77,14 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
         shifts=_parse_number(fields, "shifts", int, 0, MAX_SHIFTS),
         overlap=_parse_number(fields, "overlap", float, 0.0, MAX_OVERLAP),
         analysis=_parse_bool(fields.get("analysis", "true")),
+        ensemble_weights=weights,
     )
 
 
 def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> ResolvedOptions:
     """Pick the model (auto or named), check the stem against it, fill in quality defaults."""
+    if "," in options.model:
+        return resolve_ensemble(options, infos)
     if options.model == "auto":
         chain = AUTO_CHAIN[options.quality]
         name = next(n for n in chain if infos[n].available or infos[n].fetchable)
@@ -105,6 +118,29 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
         shifts=default_shifts if options.shifts is None else options.shifts,
         overlap=info.overlap if options.overlap is None else options.overlap,
         analysis=options.analysis,
+    )
+
+
+def resolve_ensemble(options: JobOptions, infos: dict[str, SeparatorInfo]) -> ResolvedOptions:
+    names = tuple(options.model.split(","))
+    weights = options.ensemble_weights or (1.0,) * len(names)
+    stem, stems = check_members(names, options.stems, infos)
+    total = sum(weights)
+    members = [
+        {"model": n, "weight": w, "share": round(w / total, 6)}
+        for n, w in zip(names, weights, strict=True)
+    ]
+    default_shifts = 1 if options.quality == "render" else 0
+    return ResolvedOptions(
+        model=options.model,
+        model_reason="ensemble asked for by name: the weighted average of "
+        + ", ".join(f"{m['model']} ({m['share']:.0%})" for m in members),
+        stem=stem,
+        stems=stems,
+        shifts=default_shifts if options.shifts is None else options.shifts,
+        overlap=options.overlap,  # None: each member's own default
+        analysis=options.analysis,
+        members=members,
     )
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from anyio import to_thread
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
@@ -20,6 +22,8 @@ from common.constants import ANALYSIS_WINDOW
 from common.errors import ModelUnavailable, UpstreamError
 from common.interfaces import (
     ChunkSpec,
+    EnsembleJob,
+    EnsembleMember,
     FuseChunkMeta,
     FusedResult,
     FuseJob,
@@ -75,72 +79,25 @@ class Pipeline:
         start = time.perf_counter()
         await self._fetch_weights(job_id, opts["model"])
 
-        plan = await self._plan(
-            PlanRequest(
-                model=opts["model"],
-                n_frames=track.shape[1],
-                overlap=opts["overlap"],
-                shifts=opts["shifts"],
-                seed=SHIFT_SEED,
-            )
-        )
-        norm = standardisation(track) if plan.model.normalise else Normalisation()
-        fuse_job = FuseJob(
-            job_id=job_id,
-            plans=plan.plans,
-            model_stems=plan.model.stems,
-            stem=opts["stem"],
-            norm=norm,
-            out_dir=str(files.result_dir),
-            activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
-            activity_hop=self.analyser.hop if opts["analysis"] else 0,
-        )
-        status = await self._fuser_json(
-            "PUT", f"/jobs/{job_id}", FuseStatus, json=fuse_job.model_dump()
-        )
-        received = set(status.received)
-        todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
-        total = sum(len(p.chunks) for p in plan.plans)
-        done = total - len(todo)
-        self.store.update(job_id, stage="separating", progress=0.95 * done / total)
-
         analysis = None
         if opts["analysis"]:
             analysis = asyncio.create_task(self.analyser.run(job_id, track))
-        limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
-
-        normalise = norm if plan.model.normalise else None
-
-        async def one(batch: list[tuple[int, ChunkSpec]]) -> None:
-            nonlocal done
-            async with limiter:
-                windows = np.stack(
-                    [chunk_window(track, c, normalise, lead=lead) for lead, c in batch]
-                )
-                chunks = [c for _, c in batch]
-                stems = await self._separate(job_id, opts["model"], chunks, windows)
-                for chunk, piece in zip(chunks, stems, strict=True):
-                    await self._fuse_chunk(job_id, chunk, piece)
-            done += len(batch)
-            self.store.update(job_id, progress=round(0.95 * done / total, 4))
-
-        batches = group_batches(todo, plan.model.batch_size)
-        tasks = [asyncio.create_task(one(b)) for b in batches]
+        members = opts.get("members") or [{"model": opts["model"]}]
         try:
-            await asyncio.gather(*tasks)
+            if len(members) == 1:
+                result, total = await self._separate_model(
+                    job_id, job_id, opts["model"], track, opts, files.result_dir, (0, 1)
+                )
+            else:
+                result, total = await self._separate_ensemble(job_id, members, track, opts, files)
         except BaseException:
-            for t in tasks:
-                t.cancel()
             if analysis:
                 analysis.cancel()
             raise
-        self.store.update(job_id, stage="fusing")
-        result = await self._fuser_json("POST", f"/jobs/{job_id}/finalize", FusedResult)
         warnings = self.store.get(job_id).warnings
         if analysis is not None:
             self.store.update(job_id, stage="analysing")
             warnings += await self._write_analysis(files, analysis, result)
-        await self.pools.fuser.request("DELETE", f"/jobs/{job_id}", sticky_key=job_id)
         log.info(
             "job done in %.2fs",
             time.perf_counter() - start,
@@ -183,6 +140,112 @@ class Pipeline:
             raise ModelUnavailable(error["message"], code=error["code"])
         expect_ok(response, "the channel predictor")
         self.store.update(job_id, stage="planning")
+
+    async def _separate_model(
+        self,
+        job_id: str,
+        fuse_id: str,
+        model: str,
+        track,
+        opts: dict,
+        out_dir,
+        part: tuple[int, int],
+    ) -> tuple[FusedResult, int]:
+        """One model over the whole track: plan, fan the chunks out, fuse them into `out_dir`
+        as fuser job `fuse_id`. `part` = (k, n): this is the k-th of n models of the job (its
+        share of the progress). Returns the fused result and the number of chunks."""
+        plan = await self._plan(
+            PlanRequest(
+                model=model,
+                n_frames=track.shape[1],
+                overlap=opts["overlap"],
+                shifts=opts["shifts"],
+                seed=SHIFT_SEED,
+            )
+        )
+        norm = standardisation(track) if plan.model.normalise else Normalisation()
+        measure = opts["analysis"] and part[1] == 1  # an ensemble measures its combination
+        fuse_job = FuseJob(
+            job_id=fuse_id,
+            plans=plan.plans,
+            model_stems=plan.model.stems,
+            stem=opts["stem"],
+            norm=norm,
+            out_dir=str(out_dir),
+            activity_window=ANALYSIS_WINDOW if measure else 0,
+            activity_hop=self.analyser.hop if measure else 0,
+        )
+        status = await self._fuser_json(
+            "PUT", f"/jobs/{fuse_id}", FuseStatus, json=fuse_job.model_dump()
+        )
+        received = set(status.received)
+        todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
+        total = sum(len(p.chunks) for p in plan.plans)
+        done = total - len(todo)
+
+        def progress() -> float:
+            return round(0.95 * (part[0] + done / total) / part[1], 4)
+
+        self.store.update(job_id, stage="separating", progress=progress())
+        limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
+        normalise = norm if plan.model.normalise else None
+
+        async def one(batch: list[tuple[int, ChunkSpec]]) -> None:
+            nonlocal done
+            async with limiter:
+                windows = np.stack(
+                    [chunk_window(track, c, normalise, lead=lead) for lead, c in batch]
+                )
+                chunks = [c for _, c in batch]
+                stems = await self._separate(job_id, model, chunks, windows)
+                for chunk, piece in zip(chunks, stems, strict=True):
+                    await self._fuse_chunk(fuse_id, chunk, piece)
+            done += len(batch)
+            self.store.update(job_id, progress=progress())
+
+        batches = group_batches(todo, plan.model.batch_size)
+        tasks = [asyncio.create_task(one(b)) for b in batches]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        self.store.update(job_id, stage="fusing")
+        result = await self._fuser_json("POST", f"/jobs/{fuse_id}/finalize", FusedResult)
+        await self.pools.fuser.request("DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id)
+        return result, total
+
+    async def _separate_ensemble(
+        self, job_id: str, members: list[dict], track, opts: dict, files: JobFiles
+    ) -> tuple[FusedResult, int]:
+        """Each member as its own model run into `result/members/<k>`, then the fuser's
+        weighted average into the job's result files; the members' files are removed after."""
+        fused, total = [], 0
+        for k, member in enumerate(members):
+            out_dir = files.result_dir / "members" / str(k)
+            result, chunks = await self._separate_model(
+                job_id, f"{job_id}-m{k}", member["model"], track, opts, out_dir, (k, len(members))
+            )
+            fused.append(result)
+            total += chunks
+        self.store.update(job_id, stage="fusing")
+        job = EnsembleJob(
+            job_id=job_id,
+            members=[
+                EnsembleMember(model=m["model"], stem_paths=r.stem_paths, weight=m["weight"])
+                for m, r in zip(members, fused, strict=True)
+            ],
+            stems=fused[0].stems,
+            out_dir=str(files.result_dir),
+            activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
+            activity_hop=self.analyser.hop if opts["analysis"] else 0,
+        )
+        result = await self._fuser_json(
+            "POST", f"/ensembles/{job_id}", FusedResult, json=job.model_dump()
+        )
+        await to_thread.run_sync(shutil.rmtree, files.result_dir / "members", True)
+        return result, total
 
     async def _plan(self, req: PlanRequest) -> PlanResponse:
         response = await self.pools.predictor.request(

@@ -2,7 +2,8 @@
 
 `PUT /jobs/{id}` records a job's plan; `PUT /jobs/{id}/chunks/{index}` stores one chunk's stems
 (idempotent: a retried chunk replaces itself); `POST /jobs/{id}/finalize` fuses them by weighted
-overlap-add and writes the multi-channel WAV and per-stem WAVs into the job's result dir.
+overlap-add and writes the multi-channel WAV and per-stem WAVs into the job's result dir;
+`POST /ensembles/{id}` averages several members' fused stems, weighted, into the final files.
 """
 
 from __future__ import annotations
@@ -11,16 +12,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import soundfile as sf
 from anyio import to_thread
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Path as PathParam
 
 from common.config import Settings, get_settings
-from common.errors import BadRequest
-from common.interfaces import FuseChunkMeta, FusedResult, FuseJob, FuseStatus
+from common.errors import BadRequest, StorageError
+from common.interfaces import EnsembleJob, FuseChunkMeta, FusedResult, FuseJob, FuseStatus
 from common.service import create_service_app
 from common.wire import decode
-from prediction.fusion import JobAccumulator
+from prediction.fusion import JobAccumulator, combine_members
 
 router = APIRouter()
 
@@ -61,6 +63,25 @@ async def put_chunk(job_id: JobId, index: int, request: Request, root: Root) -> 
 @router.post("/jobs/{job_id}/finalize", response_model=FusedResult)
 async def finalize(job_id: JobId, root: Root) -> FusedResult:
     return await to_thread.run_sync(JobAccumulator(root, job_id).finalize)
+
+
+@router.post("/ensembles/{job_id}", response_model=FusedResult)
+async def combine(job_id: JobId, job: EnsembleJob, root: Root) -> FusedResult:
+    """An ensemble's final files from its members' fused stems (weighted average per stem)."""
+    if job.job_id != job_id:
+        raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
+    data = root.parent.resolve()  # the shared data dir: read and write nothing outside it
+    paths = [job.out_dir, *(p for m in job.members for p in m.stem_paths.values())]
+    outside = [p for p in paths if not Path(p).resolve().is_relative_to(data)]
+    if outside:
+        raise BadRequest(f"paths outside the data dir: {outside[:3]}")
+    missing = [s for m in job.members for s in job.stems if s not in m.stem_paths]
+    if missing:
+        raise BadRequest(f"members lack stems {sorted(set(missing))}")
+    try:
+        return await to_thread.run_sync(combine_members, job)
+    except (OSError, sf.LibsndfileError) as e:
+        raise StorageError(f"cannot combine the members of {job_id}: {e}") from e
 
 
 @router.delete("/jobs/{job_id}", status_code=204)

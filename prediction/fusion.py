@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from common.analysis_plan import window_bounds
 from common.chunks import triangle_weight
 from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, Conflict, NotFound, StorageError
-from common.interfaces import ChunkSpec, FusedResult, FuseJob, FuseStatus
+from common.interfaces import ChunkSpec, EnsembleJob, FusedResult, FuseJob, FuseStatus
 from common.rawfile import RawArrayFile
 
 BLOCK_FRAMES = 1 << 18  # ~6 s per block: bounded memory whatever the song length
@@ -113,19 +114,68 @@ def all_chunks(job: FuseJob) -> list[ChunkSpec]:
 def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
     """Fuse every chunk of `job` block by block into the multi-channel WAV and per-stem WAVs."""
     n = job.plans[0].n_frames - job.plans[0].lead
-    stems = output_stems(job)
     n_model = len(job.model_stems)
-    out_dir = Path(job.out_dir)
+    chunk_files = {
+        c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length)) for c in all_chunks(job)
+    }
+
+    def blocks() -> Iterator[np.ndarray]:
+        for b0 in range(0, n, BLOCK_FRAMES):
+            block = fuse_passes(job.plans, chunk_files, b0, min(n, b0 + BLOCK_FRAMES), n_model)
+            block *= np.float32(job.norm.std)
+            block += np.float32(job.norm.mean)
+            yield select_stems(block, job)
+
+    activity = StemActivity(n, len(output_stems(job)), job.activity_window, job.activity_hop)
+    return write_stem_files(job.job_id, Path(job.out_dir), output_stems(job), n, blocks(), activity)
+
+
+def combine_members(job: EnsembleJob) -> FusedResult:
+    """An ensemble's stems: per stem, the weighted average of its members' fused stem files
+    (`avg_wave`), read and written block by block."""
+    readers = [{s: sf.SoundFile(member.stem_paths[s]) for s in job.stems} for member in job.members]
+    try:
+        n = readers[0][job.stems[0]].frames
+        lengths = {r[s].frames for r in readers for s in job.stems}
+        if lengths != {n}:
+            raise BadRequest(f"the members' stems differ in length: {sorted(lengths)}")
+        weights = np.asarray([m.weight for m in job.members], dtype=np.float64)
+        weights /= weights.sum()
+
+        def blocks() -> Iterator[np.ndarray]:
+            for b0 in range(0, n, BLOCK_FRAMES):
+                k = min(n, b0 + BLOCK_FRAMES) - b0
+                out = np.zeros((len(job.stems), 2, k), dtype=np.float64)
+                for w, member in zip(weights, readers, strict=True):
+                    for i, s in enumerate(job.stems):
+                        out[i] += w * member[s].read(k, dtype="float64", always_2d=True).T
+                yield out.astype(np.float32)
+
+        activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
+        return write_stem_files(job.job_id, Path(job.out_dir), job.stems, n, blocks(), activity)
+    finally:
+        for member in readers:
+            for f in member.values():
+                f.close()
+
+
+def write_stem_files(
+    job_id: str,
+    out_dir: Path,
+    stems: list[str],
+    n: int,
+    blocks: Iterator[np.ndarray],
+    activity: StemActivity,
+) -> FusedResult:
+    """Write `blocks` ((n_stems, 2, k) float32, in track order, n frames in all) as the
+    multi-channel WAV and one WAV per stem, under temporary names renamed at the end."""
     (out_dir / "stems").mkdir(parents=True, exist_ok=True)
     result_path = out_dir / "result.wav"
     stem_paths = {s: out_dir / "stems" / f"{s}.wav" for s in stems}
     tmp = {p: p.with_suffix(".partial.wav") for p in [result_path, *stem_paths.values()]}
-    chunk_files = {
-        c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length)) for c in all_chunks(job)
-    }
     peak = 0.0
-    activity = StemActivity(n, len(stems), job.activity_window, job.activity_hop)
     fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
+    b0 = 0
     with sf.SoundFile(
         tmp[result_path], "w", SAMPLE_RATE, 2 * len(stems), "FLOAT", format=fmt
     ) as res:
@@ -134,24 +184,20 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
             for s in stems
         }
         try:
-            for b0 in range(0, n, BLOCK_FRAMES):
-                b1 = min(n, b0 + BLOCK_FRAMES)
-                block = fuse_passes(job.plans, chunk_files, b0, b1, n_model)
-                block *= np.float32(job.norm.std)
-                block += np.float32(job.norm.mean)
-                block = select_stems(block, job)
+            for block in blocks:
                 peak = max(peak, float(np.abs(block).max(initial=0.0)))
                 activity.add(block, b0)
-                res.write(block.reshape(-1, b1 - b0).T)
+                res.write(block.reshape(-1, block.shape[-1]).T)
                 for i, s in enumerate(stems):
                     writers[s].write(block[i].T)
+                b0 += block.shape[-1]
         finally:
             for w in writers.values():
                 w.close()
     for final, partial in tmp.items():
         os.replace(partial, final)
     return FusedResult(
-        job_id=job.job_id,
+        job_id=job_id,
         stems=stems,
         n_frames=n,
         result_path=str(result_path),

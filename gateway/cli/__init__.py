@@ -77,6 +77,17 @@ FORMAT_HELP = {
 }
 
 
+def model_choice(value: str) -> str:
+    """auto, a model name, or a comma-separated ensemble of names (argparse's type check)."""
+    names = [n.strip() for n in value.split(",")]
+    if value != "auto" and any(n not in MODEL_NAMES for n in names):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: choose auto, one of {', '.join(MODEL_NAMES)}, or several of them "
+            "separated by commas"
+        )
+    return ",".join(names)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audiosplit",
@@ -115,9 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     sep.add_argument(
         "--model",
         default="auto",
-        choices=("auto", *MODEL_NAMES),
-        help="the separator; auto: the best one whose weights the stack has, for "
-        "--quality (default: auto)",
+        type=model_choice,
+        metavar="MODEL",
+        help=f"the separator: auto (the best one whose weights the stack has, for --quality), "
+        f"one of {', '.join(MODEL_NAMES)}, or an ensemble of 2-4 of them, e.g. htdemucs,umxhq "
+        "(per stem the weighted average of their waveforms) (default: auto)",
+    )
+    sep.add_argument(
+        "--ensemble-weights",
+        metavar="W1,W2",
+        help="with an ensemble --model: each member's weight, e.g. 2,1 (default: equal)",
     )
     sep.add_argument(
         "--quality",

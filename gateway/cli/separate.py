@@ -137,6 +137,8 @@ def shown_path(path: Path) -> str:
 def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
     fields = {"model": args.model, "stems": args.stems, "quality": args.quality}
     fields["analysis"] = "false" if args.no_analysis else "true"
+    if args.ensemble_weights:
+        fields["ensemble_weights"] = args.ensemble_weights
     view.update(song, "uploading")
 
     def upload() -> httpx.Response:

@@ -108,3 +108,42 @@ def test_render_job_runs_the_bag_with_a_shift_per_member_as_demucs_does(
     error = relative_error(stems, reference)
     print(f"\nrender job (bag of 4, shifts=1) vs Demucs with its offsets: {error:.2e}")
     assert error <= TOLERANCE
+
+
+def test_an_ensemble_is_the_weighted_average_of_its_members(demucs_stack, music):
+    """model=htdemucs,dsp with weights 1,2: per stem, (1 x htdemucs + 2 x dsp) / 3 of the
+    members' own single-model jobs (the members' stem orders differ: matched by name)."""
+    music = music[:, : 12 * 44100]
+    ensemble, mixed = separate_through_the_stack(
+        demucs_stack, music, model="htdemucs,dsp", ensemble_weights="1,2"
+    )
+    assert ensemble["options"]["members"] == [
+        {"model": "htdemucs", "weight": 1.0, "share": 0.333333},
+        {"model": "dsp", "weight": 2.0, "share": 0.666667},
+    ]
+    assert ensemble["model"] == "htdemucs,dsp" and "weighted average" in ensemble["model_reason"]
+    members = [
+        separate_through_the_stack(demucs_stack, music, model=m) for m in ("htdemucs", "dsp")
+    ]
+    expected = np.zeros_like(mixed)
+    for (job, stems), weight in zip(members, (1 / 3, 2 / 3), strict=True):
+        for i, name in enumerate(ensemble["stems"]):
+            expected[i] += weight * stems[job["stems"].index(name)]
+    error = np.abs(mixed - expected).max() / np.abs(expected).max()
+    print(f"\nensemble vs weighted members: max |diff| / peak = {error:.2e}")
+    assert error <= 1e-4
+
+
+def test_ensemble_members_must_share_the_stems_asked_for(demucs_stack, music):
+    buf = io.BytesIO()
+    sf.write(buf, music[:, :44100].T, 44100, subtype="FLOAT", format="WAV")
+    with httpx.Client(base_url=demucs_stack.url("gateway"), timeout=60) as client:
+        for fields, words in [
+            ({"model": "htdemucs,nonsense"}, "nonsense"),
+            ({"model": "htdemucs,dsp", "ensemble_weights": "1"}, "1 weights for 2 models"),
+            ({"model": "htdemucs,umxhq"}, "umxhq"),  # no weights here: named
+            ({"model": "htdemucs,dsp", "stems": "guitar"}, "no 'guitar' stem"),
+        ]:
+            r = client.post("/api/jobs", files={"file": ("a.wav", buf.getvalue())}, data=fields)
+            assert r.status_code == 422, (fields, r.text)
+            assert words in r.json()["error"]["message"], (fields, r.text)

@@ -122,3 +122,18 @@ def test_bad_usage_exits_2_without_a_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["separate", "x.wav", "--format", "ogg"])
     assert e.value.code == 2
+
+
+def test_model_takes_auto_a_name_or_an_ensemble():
+    from gateway.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["separate", "a.wav", "--model", "htdemucs, umxhq"])
+    assert args.model == "htdemucs,umxhq"
+    args = parser.parse_args(
+        ["separate", "a.wav", "--model", "htdemucs,dsp", "--ensemble-weights", "2,1"]
+    )
+    assert args.ensemble_weights == "2,1"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["separate", "a.wav", "--model", "htdemucs,nope"])
+    assert exit_info.value.code == 2

@@ -1,0 +1,73 @@
+"""Ensembles: `model=htdemucs,umxhq` with optional `ensemble_weights=1,2`.
+
+Each member separates the whole track through the same fan-out and fuser as a single model
+(its own fuser job, `<job id>-m<k>`, its own chunk plan and normalisation); the fuser then
+averages the members' waveforms per stem with the weights (`avg_wave`: in MSST's own
+comparisons never worse than its members). Members must give the stems asked for: all of them
+the same stem names with `stems=all`, or each the one stem asked for.
+"""
+
+from __future__ import annotations
+
+import math
+
+from common.constants import MODEL_NAMES
+from common.errors import InvalidOption, ModelUnavailable
+from common.interfaces import SeparatorInfo
+
+MAX_MEMBERS = 4
+
+
+def parse_members(model: str, weights: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """('htdemucs', 'umxhq'), (1.0, 2.0) from the form fields; a 422 naming what is wrong."""
+    names = tuple(n.strip() for n in model.split(","))
+    if not 2 <= len(names) <= MAX_MEMBERS:
+        raise InvalidOption(f"an ensemble has 2 to {MAX_MEMBERS} models, got {len(names)}")
+    bad = [n for n in names if n not in MODEL_NAMES]
+    if bad:
+        raise InvalidOption(
+            f"unknown model(s) in the ensemble: {', '.join(map(repr, bad))}; valid members: "
+            f"{', '.join(MODEL_NAMES)} (auto cannot be a member)",
+            code="unknown_model",
+        )
+    if len(set(names)) != len(names):
+        raise InvalidOption(f"an ensemble names each model once, got {model!r}")
+    if not weights.strip():
+        return names, (1.0,) * len(names)
+    try:
+        values = tuple(float(w) for w in weights.split(","))
+    except ValueError:
+        raise InvalidOption(f"ensemble_weights must be numbers, got {weights!r}") from None
+    if len(values) != len(names):
+        raise InvalidOption(
+            f"ensemble_weights has {len(values)} weights for {len(names)} models ({model})"
+        )
+    if not all(math.isfinite(w) and w > 0 for w in values):
+        raise InvalidOption(f"ensemble_weights must be finite and > 0, got {weights!r}")
+    return names, values
+
+
+def check_members(
+    names: tuple[str, ...], stems: str, infos: dict[str, SeparatorInfo]
+) -> tuple[str | None, list[str]]:
+    """(stem, output stems) the members can all give; raises when one cannot or lacks weights."""
+    for name in names:
+        if not (infos[name].available or getattr(infos[name], "fetchable", False)):
+            raise ModelUnavailable(f"ensemble member {name}: {infos[name].reason}")
+    if stems != "all":
+        lacking = [n for n in names if stems not in infos[n].stems]
+        if lacking:
+            raise InvalidOption(
+                f"stems={stems}: {', '.join(lacking)} has no {stems!r} stem "
+                f"({'; '.join(f'{n}: ' + ', '.join(infos[n].stems) for n in lacking)})"
+            )
+        return stems, [stems, f"no_{stems}"]
+    first = infos[names[0]].stems
+    for name in names[1:]:
+        if set(infos[name].stems) != set(first):
+            raise InvalidOption(
+                f"the ensemble's models give different stems: {names[0]}: {', '.join(first)}; "
+                f"{name}: {', '.join(infos[name].stems)}; ask for one stem they share "
+                "(e.g. stems=vocals) or choose models with the same stems"
+            )
+    return None, list(first)
