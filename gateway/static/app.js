@@ -77,22 +77,27 @@ async function loadModels() {
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const models = (await r.json()).models || [];
     list.replaceChildren();
+    const status = (m) => (m.available ? "weights here" : m.fetchable ? "downloaded on first use" : "not installed");
     for (const m of models) {
       const note = MODEL_NOTES[m.name] || `${m.family} model.`;
+      const usable = m.available || m.fetchable;
+      const card = m.card || {};
+      const facts = [card.published_sdr && `Published SDR: ${card.published_sdr}.`, card.licence && `Weights licence: ${card.licence}.`]
+        .filter(Boolean).join(" ");
       $("model").append(el("option", {
-        value: m.name, disabled: !m.available,
-        text: `${m.name}${m.available ? "" : " — not installed"}`, title: m.reason,
+        value: m.name, disabled: !usable,
+        text: `${m.name}${m.available ? "" : ` — ${status(m)}`}`, title: m.reason,
       }));
-      list.append(el("li", { class: m.available ? "ok" : "missing" },
-        el("b", { text: m.name }), ` — ${m.available ? "weights here" : "not installed"}. ${note} Stems: ${m.stems.join(", ")}.`,
+      list.append(el("li", { class: usable ? "ok" : "missing" },
+        el("b", { text: m.name }), ` — ${status(m)}. ${note} Stems: ${m.stems.join(", ")}. ${facts}`,
         m.available ? "" : el("small", { text: ` ${m.reason}` })));
     }
-    const here = models.filter((m) => m.available).map((m) => m.name);
-    const autoHelp = `Which separator runs. Installed here: ${here.join(", ") || "none"}; auto picks the best of them.`;
+    const here = models.filter((m) => m.available || m.fetchable).map((m) => m.name);
+    const autoHelp = `Which separator runs. Usable here: ${here.join(", ") || "none"}; auto picks the best of them.`;
     const byName = Object.fromEntries(models.map((m) => [m.name, m]));
     const explain = () => {
       const m = byName[$("model").value];
-      $("model-help").textContent = m ? `${MODEL_NOTES[m.name] || m.family} ${m.available ? "Weights here." : m.reason}` : autoHelp;
+      $("model-help").textContent = m ? `${MODEL_NOTES[m.name] || m.family} ${m.available ? "Weights here." : m.fetchable ? "Downloaded on first use (the job says so while it downloads)." : m.reason}` : autoHelp;
     };
     $("model").addEventListener("change", explain);
     explain();
