@@ -103,6 +103,7 @@ def job_json(job: JobRecord, now: float | None = None) -> dict:
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "duration_s": job.duration_s,
+        "ready_s": job.duration_s if job.status == "done" else round(job.ready_s, 3),
         "filename": job.filename,
         "options": {
             k: v

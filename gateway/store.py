@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     warnings TEXT NOT NULL DEFAULT '[]',
     notes TEXT NOT NULL DEFAULT '[]',
     peak REAL,
+    ready_s REAL NOT NULL DEFAULT 0,
     options TEXT NOT NULL DEFAULT '{}',
     filename TEXT NOT NULL DEFAULT '',
     content_hash TEXT NOT NULL DEFAULT '',
@@ -40,7 +41,11 @@ CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(content_hash);
 """
 
 # Columns added after the first release: (name, definition), added to an older file on open.
-ADDED_COLUMNS = (("notes", "TEXT NOT NULL DEFAULT '[]'"), ("peak", "REAL"))
+ADDED_COLUMNS = (
+    ("notes", "TEXT NOT NULL DEFAULT '[]'"),
+    ("peak", "REAL"),
+    ("ready_s", "REAL NOT NULL DEFAULT 0"),
+)
 
 JSON_FIELDS = ("stems", "error", "warnings", "notes", "options")
 
@@ -60,6 +65,7 @@ class JobRecord:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # information, not warnings
     peak: float | None = None  # absolute peak over all stems once done (may exceed 1.0)
+    ready_s: float = 0.0  # seconds from the start of the result that are final so far
     options: dict[str, Any] = field(default_factory=dict)
     filename: str = ""
     content_hash: str = ""
