@@ -1,23 +1,31 @@
 """Calls to a downstream service that may run as several replicas.
 
 A pool is built from a service's URL list. A URL whose host name resolves to several addresses
-(compose `--scale`, a Kubernetes headless service) counts as one replica per address; names are
-re-resolved every `RESOLVE_EVERY_S` so scaled replicas are found. Each call goes to the replica
-with the fewest requests in flight; a failed or timed-out call is retried on another replica with
-backoff (a refused connection keeps being retried for the pool's grace time: the service is
-restarting), and a replica that fails `FAILS_BEFORE_COOLDOWN` times in a row is left out for
-`COOLDOWN_S` (unless every replica is cooling down).
+(compose `--scale`, a Kubernetes headless Service) counts as one replica per address. Once the
+pool has served its first request, a background task keeps it current: every `REFRESH_EVERY_S`
+it re-resolves the names (pods that come and go are added and dropped within seconds) and asks
+every replica's `/ready`; a replica that does not answer 200 gets no new requests until it does
+again. Requests never wait for either: they read the last answer.
+
+Each call goes to the ready replica with the fewest requests in flight. A failed or timed-out
+call, a 5xx, or a connection lost mid-request (the replica died) is retried on another replica
+with backoff; a refused connection marks the replica not ready at once (it is down or
+restarting) and keeps being retried for the pool's grace time. A replica that fails
+`FAILS_BEFORE_COOLDOWN` times in a row is left out for `COOLDOWN_S`. When no replica is ready
+the pool still tries them all, so one replica that is starting is waited for, not skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import ipaddress
 import logging
 import random
 import socket
 import time
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,11 +37,24 @@ from common.metrics import CHUNK_RETRIES
 
 log = logging.getLogger("audiosplit.replicas")
 
-RESOLVE_EVERY_S = 15.0
+# A Kubernetes headless Service's DNS answer follows its ready pods within seconds (CoreDNS
+# answers them with a 5 s TTL); the pool looks as often, so a new pod gets work soon after it
+# is ready and a removed one none after at most this long.
+REFRESH_EVERY_S = 2.0
+PROBE_TIMEOUT_S = 2.0
 FAILS_BEFORE_COOLDOWN = 2
 COOLDOWN_S = 10.0
 BACKOFF_BASE_S = 0.25
 MAX_BACKOFF_S = 2.0
+
+# (host, port) -> the addresses the host has now; may raise OSError (an unknown name)
+Resolver = Callable[[str, int | None], list[str]]
+
+
+def system_resolver(host: str, port: int | None) -> list[str]:
+    """The addresses `getaddrinfo` gives for a host (every pod of a headless Service)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0] for info in infos})
 
 
 @dataclass
@@ -42,10 +63,12 @@ class Replica:
     in_flight: int = 0
     fails: int = 0
     cool_until: float = 0.0
+    ready: bool | None = None  # the last /ready answer; None: not asked yet (counts as ready)
 
 
-def _expand(url: str) -> list[str]:
-    """One URL -> one per address its host resolves to (itself if it is an IP or unresolvable)."""
+def _expand(url: str, resolve: Resolver = system_resolver) -> list[str]:
+    """One URL -> one per address its host resolves to (itself if it is an IP, resolves to one
+    address or to none: then the request's own error says what is wrong)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     try:
@@ -56,14 +79,17 @@ def _expand(url: str) -> list[str]:
     if host in ("localhost",):
         return [url]
     try:
-        infos = socket.getaddrinfo(host, parts.port, type=socket.SOCK_STREAM)
+        addresses = sorted(set(resolve(host, parts.port)))
     except OSError:
         return [url]
-    addresses = sorted({info[4][0] for info in infos})
     if len(addresses) <= 1:
         return [url]
     netloc = lambda a: (f"[{a}]" if ":" in a else a) + (f":{parts.port}" if parts.port else "")  # noqa: E731
     return [urlunsplit(parts._replace(netloc=netloc(a))) for a in addresses]
+
+
+def _rendezvous(key: str, url: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{key}|{url}".encode(), digest_size=8).digest(), "big")
 
 
 class ReplicaPool:
@@ -74,7 +100,10 @@ class ReplicaPool:
         client: httpx.AsyncClient,
         retries: int,
         connect_grace_s: float = 0.0,
+        *,
+        resolve: Resolver = system_resolver,
     ):
+        """`resolve` answers a host's addresses (tests pass one whose answer changes)."""
         if not urls:
             raise ValueError(f"no URL configured for {service}")
         self.service = service
@@ -82,32 +111,95 @@ class ReplicaPool:
         self.client = client
         self.retries = retries
         self.connect_grace_s = connect_grace_s  # default for `request`
+        self.resolve = resolve
         self.replicas: dict[str, Replica] = {}
         self._resolved_at = 0.0
+        self._watcher: asyncio.Task | None = None
+
+    # ---- the replica set, kept current in the background ----
+
+    def _set_replicas(self, current: list[str]) -> None:
+        before = set(self.replicas)
+        self.replicas = {u: self.replicas.get(u) or Replica(u) for u in current}
+        self._resolved_at = time.monotonic()
+        if before and before != set(current):
+            added, gone = sorted(set(current) - before), sorted(before - set(current))
+            log.info(
+                "%s replicas: %d (added %s, removed %s)", self.service, len(current), added, gone
+            )
 
     def _refresh(self) -> None:
-        now = time.monotonic()
-        if self.replicas and now - self._resolved_at < RESOLVE_EVERY_S:
+        """Resolve now, on this thread (only before the watcher runs, or without a loop)."""
+        self._set_replicas([u for url in self.urls for u in _expand(url, self.resolve)])
+
+    async def refresh(self) -> None:
+        """Resolve every name (in a thread: DNS blocks), then ask every replica's /ready."""
+        expanded = await asyncio.gather(
+            *(asyncio.to_thread(_expand, url, self.resolve) for url in self.urls)
+        )
+        self._set_replicas([u for urls in expanded for u in urls])
+        await asyncio.gather(*(self._probe(r) for r in list(self.replicas.values())))
+
+    async def _probe(self, replica: Replica) -> None:
+        try:
+            response = await self.client.get(replica.url + "/ready", timeout=PROBE_TIMEOUT_S)
+            ready = response.status_code == 200
+        except httpx.HTTPError:
+            ready = False
+        if ready != replica.ready and replica.ready is not None:
+            log.info("%s %s is %s", self.service, replica.url, "ready" if ready else "not ready")
+        replica.ready = ready
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_EVERY_S)
+            if self.client.is_closed:  # the service that owns the client is shutting down
+                return
+            try:
+                await self.refresh()
+            except Exception:  # a bug here must not stop discovery for good
+                log.exception("refreshing the %s replicas failed; trying again", self.service)
+
+    async def start(self) -> None:
+        """Resolve once and start the background watcher (the first `request` does this)."""
+        loop = asyncio.get_running_loop()
+        watcher = self._watcher
+        if watcher is not None and not watcher.done() and watcher.get_loop() is loop:
             return
-        self._resolved_at = now
-        current = [u for url in self.urls for u in _expand(url)]
-        self.replicas = {u: self.replicas.get(u) or Replica(u) for u in current}
+        self._watcher = loop.create_task(self._watch(), name=f"replicas-{self.service}")
+        await self.refresh()
+
+    async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
+
+    # ---- choosing a replica ----
+
+    def _usable(self, candidates: list[Replica]) -> list[Replica]:
+        now = time.monotonic()
+        ready = [r for r in candidates if r.ready is not False] or candidates
+        return [r for r in ready if r.cool_until <= now] or ready
 
     def pick(self, exclude: set[str] = frozenset()) -> Replica:
-        self._refresh()
-        now = time.monotonic()
+        if not self.replicas:
+            self._refresh()
         candidates = [r for r in self.replicas.values() if r.url not in exclude] or list(
             self.replicas.values()
         )
-        warm = [r for r in candidates if r.cool_until <= now] or candidates
-        least = min(r.in_flight for r in warm)
-        return random.choice([r for r in warm if r.in_flight == least])
+        usable = self._usable(candidates)
+        least = min(r.in_flight for r in usable)
+        return random.choice([r for r in usable if r.in_flight == least])
 
     def pick_sticky(self, key: str) -> Replica:
-        """The same replica for the same key while the replica set is unchanged (job -> fuser)."""
-        self._refresh()
-        urls = sorted(self.replicas)
-        return self.replicas[urls[zlib.crc32(key.encode()) % len(urls)]]
+        """The same replica for the same key while it stays (job -> fuser). Rendezvous hashing:
+        a replica that goes away or stops being ready moves only its own keys."""
+        if not self.replicas:
+            self._refresh()
+        usable = self._usable(list(self.replicas.values()))
+        return max(usable, key=lambda r: _rendezvous(key, r.url))
 
     async def request(
         self,
@@ -123,6 +215,7 @@ class ReplicaPool:
 
         4xx answers are returned as they are: the request itself is wrong, a retry will not help.
         """
+        await self.start()
         headers = {**trace_headers(), **kwargs.pop("headers", {})}
         grace = self.connect_grace_s if connect_grace_s is None else connect_grace_s
         grace_until = time.monotonic() + grace
@@ -151,6 +244,8 @@ class ReplicaPool:
                 last_error = f"{type(e).__name__}: {e}"
             finally:
                 replica.in_flight -= 1
+            if refused:
+                replica.ready = False  # down: no new requests until its /ready passes again
             replica.fails += 1
             if replica.fails >= FAILS_BEFORE_COOLDOWN:
                 replica.cool_until = time.monotonic() + COOLDOWN_S
