@@ -2,42 +2,16 @@
 // localStorage, so a job still running when the tab closed is followed again); open a finished
 // one in the player. Plain modules, no build step, nothing loaded from elsewhere.
 
-import { MixerView } from "./mixer.js";
-import { Player } from "./player.js";
+import { POLL_MS, audio, closePlayer, listenable, openJob, sleep, state } from "./listen.js";
+import { loadModels, membersText, modelFields } from "./models.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
 
-const SAMPLE_RATE = 44100; // the service's rate: decoding at it keeps every stem's exact length
 const HISTORY_KEY = "audiosplit.jobs";
 const HISTORY_MAX = 50;
-const POLL_MS = 1000;
-const STEM_FETCHES = 2; // stems fetched and decoded at once: bounds memory on long songs
-// What each model is, in a line (GET /api/models says whether its weights are here).
-const MODEL_NOTES = {
-  htdemucs: "Hybrid Transformer Demucs v4: the best all-round 4-stem model.",
-  htdemucs_ft: "htdemucs fine-tuned per stem (a bag of four): a little better, four times the work.",
-  htdemucs_6s: "htdemucs with six stems: adds guitar and piano (piano is weak).",
-  hdemucs_mmi: "Hybrid Demucs v3 trained on extra data: good, older.",
-  mdx_extra: "Demucs v2 of the MDX challenge, trained on extra data.",
-  umxhq: "Open-Unmix trained on MUSDB18-HQ: light and fast, below Demucs.",
-  umxl: "Open-Unmix large, trained on extra data: the best Open-Unmix.",
-  umx: "Open-Unmix trained on MUSDB18 (band-limited to 16 kHz).",
-  dsp: "Classical signal processing, no weights needed: always there, far below the neural models.",
-};
-
 const $ = (id) => document.getElementById(id);
-// timings: milliseconds of the last open (stems fetched and decoded, player built), for bench/.
-// stemFormat: what the player fetches; float WAV decodes to exactly the job's length (bench/
-// bench_page.py compares others).
-const state = {
-  job: null, analysis: null, ready: false, loading: false, error: null, cards: {}, timings: {},
-  stemFormat: "wav",
-};
-let ctx = null;
-let player = null;
-let view = null;
-let openSeq = 0;
+state.cards = {};
 
 // ---- history (localStorage) -------------------------------------------------------------
 
@@ -68,43 +42,7 @@ function forget(id) {
   saveHistory(history().filter((h) => h.id !== id));
 }
 
-// ---- models and the form ----------------------------------------------------------------
-
-async function loadModels() {
-  const list = $("model-list");
-  try {
-    const r = await fetch("/api/models");
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    const models = (await r.json()).models || [];
-    list.replaceChildren();
-    const status = (m) => (m.available ? "weights here" : m.fetchable ? "downloaded on first use" : "not installed");
-    for (const m of models) {
-      const note = MODEL_NOTES[m.name] || `${m.family} model.`;
-      const usable = m.available || m.fetchable;
-      const card = m.card || {};
-      const facts = [card.published_sdr && `Published SDR: ${card.published_sdr}.`, card.licence && `Weights licence: ${card.licence}.`]
-        .filter(Boolean).join(" ");
-      $("model").append(el("option", {
-        value: m.name, disabled: !usable,
-        text: `${m.name}${m.available ? "" : ` — ${status(m)}`}`, title: m.reason,
-      }));
-      list.append(el("li", { class: usable ? "ok" : "missing" },
-        el("b", { text: m.name }), ` — ${status(m)}. ${note} Stems: ${m.stems.join(", ")}. ${facts}`,
-        m.available ? "" : el("small", { text: ` ${m.reason}` })));
-    }
-    const here = models.filter((m) => m.available || m.fetchable).map((m) => m.name);
-    const autoHelp = `Which separator runs. Usable here: ${here.join(", ") || "none"}; auto picks the best of them.`;
-    const byName = Object.fromEntries(models.map((m) => [m.name, m]));
-    const explain = () => {
-      const m = byName[$("model").value];
-      $("model-help").textContent = m ? `${MODEL_NOTES[m.name] || m.family} ${m.available ? "Weights here." : m.fetchable ? "Downloaded on first use (the job says so while it downloads)." : m.reason}` : autoHelp;
-    };
-    $("model").addEventListener("change", explain);
-    explain();
-  } catch (e) {
-    list.replaceChildren(el("li", { text: `Could not list the models (${e.message}); auto still works.` }));
-  }
-}
+// ---- the form ---------------------------------------------------------------------------
 
 function pickedFiles(files) {
   $("picked").textContent = files.length ? `${files.length} file${files.length > 1 ? "s" : ""}: ${[...files].map((f) => f.name).join(", ")}` : "";
@@ -130,8 +68,15 @@ function setUpForm() {
     const files = [...input.files];
     $("form-error").textContent = files.length ? "" : "Choose a song first (or drop one on the box).";
     if (!files.length) return;
+    let models;
+    try {
+      models = modelFields();
+    } catch (err) {
+      $("form-error").textContent = err.message;
+      return;
+    }
     const fields = {
-      model: $("model").value, quality: $("quality").value, stems: $("stems").value,
+      ...models, quality: $("quality").value, stems: $("stems").value,
       analysis: $("analysis").checked ? "true" : "false",
     };
     for (const f of files) upload(f, fields);
@@ -199,7 +144,7 @@ function showJob(c, job) {
   const left = fmtEta(eta(c, job));
   const texts = {
     queued: "Waiting for its turn…",
-    running: `${job.stage} — ${pct}%${left ? `, ${left}` : ""}`,
+    running: `${job.stage} — ${pct}%${left ? `, ${left}` : ""}${job.ready_s > 0 ? `; ready to ${fmtTime(job.ready_s, 0)} of ${fmtTime(job.duration_s, 0)}` : ""}`,
     done: `Done: ${(job.stems || []).join(", ")} (${fmtTime(job.duration_s)})`,
     failed: "Failed",
   };
@@ -208,10 +153,16 @@ function showJob(c, job) {
   c.bar.hidden = job.status === "done" || job.status === "failed";
   const notes = (job.notes || []).map((n) => el("li", { class: "note", text: `ℹ ${n}` }));
   const warns = (job.warnings || []).map((w) => el("li", { class: "warn", text: `⚠ ${w}` }));
-  c.info.replaceChildren(...notes, ...warns);
+  const members = membersText(job);
+  const ensemble = members ? [el("li", { class: "members", text: `Ensemble: ${members}` })] : [];
+  c.info.replaceChildren(...ensemble, ...notes, ...warns);
   c.alert.textContent = job.status === "failed" ? `${c.title.textContent} failed: ${job.error?.message || "unknown error"}` : "";
   const actions = [];
   if (job.status === "done") actions.push(button("Open", `Open ${c.title.textContent} in the player`, () => openJob(job.id), "open"));
+  const here = state.job?.id === job.id;
+  if (listenable(job) && !here) {
+    actions.push(button("Listen now", `Listen to ${c.title.textContent} while it separates`, () => openJob(job.id, { autoplay: true }), "open"));
+  }
   actions.push(button("Delete", `Delete ${c.title.textContent} from the server`, () => deleteJob(c)));
   c.actions.replaceChildren(...actions);
 }
@@ -249,16 +200,17 @@ async function follow(c, id, autoOpen) {
     if (!state.cards[c.key]) return; // deleted meanwhile
     const job = await r.json();
     showJob(c, job);
+    // The first job of an upload opens by itself: as soon as its first seconds are final.
+    const free = autoOpen && !state.job && !state.loading;
+    if (free && listenable(job)) openJob(job.id, { autoplay: true });
     if (job.status === "done") {
-      if (autoOpen && !state.job && !state.loading) openJob(job.id);
+      if (free) openJob(job.id);
       return;
     }
     if (job.status === "failed") return;
     await sleep(POLL_MS);
   }
 }
-
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
 
 function upload(file, fields) {
   const c = card(`upload-${Math.random().toString(36).slice(2)}`, file.name, new Date().toISOString());
@@ -314,103 +266,15 @@ function restoreHistory() {
   $("jobs-empty").hidden = list.length > 0;
 }
 
-// ---- the player -------------------------------------------------------------------------
-
-function closePlayer() {
-  openSeq++;
-  view?.dispose();
-  view = null;
-  player = null;
-  Object.assign(state, { job: null, analysis: null, ready: false, loading: false, error: null });
-  $("player").hidden = true;
-}
-
-/** One stem as an AudioBuffer; adds its fetch and decode times to `timings`. */
-async function fetchStem(url, timings) {
-  const t0 = performance.now();
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  const bytes = await r.arrayBuffer();
-  const t1 = performance.now();
-  const buffer = await ctx.decodeAudioData(bytes);
-  timings.fetch_ms += t1 - t0;
-  timings.decode_ms += performance.now() - t1;
-  return buffer;
-}
-
-async function openJob(id) {
-  closePlayer();
-  const seq = openSeq;
-  state.loading = true;
-  $("player").hidden = false;
-  $("player-body").hidden = true;
-  $("track-info").textContent = "";
-  const status = $("player-status");
-  status.textContent = "Loading the stems…";
-  const t0 = performance.now();
-  const timings = { fetch_ms: 0, decode_ms: 0 };
-  try {
-    const job = await (await fetch(`/api/jobs/${id}`)).json();
-    if (job.status !== "done") throw new Error(`the job is ${job.status}`);
-    state.job = job;
-    $("player-title").textContent = `${job.filename} — ${job.stems.length} stems by ${job.model}, ${fmtTime(job.duration_s)}`;
-    // One context at the service's rate: decodeAudioData resamples to the context's rate, and
-    // 44.1 kHz keeps each stem's length exact. Its clock is the transport's clock.
-    ctx ??= new AudioContext({ sampleRate: SAMPLE_RATE, latencyHint: "playback" });
-    const buffers = new Array(job.stems.length);
-    let next = 0;
-    let loaded = 0;
-    const worker = async () => {
-      while (next < job.stems.length) {
-        const i = next++;
-        const url = `${job.links.stems[job.stems[i]]}?format=${state.stemFormat}`;
-        buffers[i] = await fetchStem(url, timings);
-        if (seq !== openSeq) return;
-        status.textContent = `Loaded ${++loaded} of ${job.stems.length} stems…`;
-      }
-    };
-    const analysisPromise = loadAnalysis(job);
-    await Promise.all(Array.from({ length: STEM_FETCHES }, worker));
-    const { analysis, note } = await analysisPromise;
-    if (seq !== openSeq) return;
-    const t1 = performance.now();
-    state.analysis = analysis;
-    player = new Player(ctx, job.stems.map((name, i) => ({ name, buffer: buffers[i] })));
-    view = new MixerView(player, job, analysis, note);
-    $("player-body").hidden = false;
-    state.timings = { ...timings, load_ms: t1 - t0, build_ms: performance.now() - t1 };
-    status.textContent = "Ready. Press Space or ▶ to play.";
-    state.ready = true;
-  } catch (e) {
-    if (seq !== openSeq) return;
-    state.error = e.message;
-    status.textContent = `Could not open the job: ${e.message}`;
-  } finally {
-    if (seq === openSeq) state.loading = false;
-  }
-}
-
-async function loadAnalysis(job) {
-  if (!job.links.analysis) return { analysis: null, note: "No analysis: the job ran with analysis off." };
-  try {
-    const r = await fetch(job.links.analysis);
-    if (r.ok) return { analysis: await r.json(), note: "" };
-    const body = await r.json().catch(() => ({}));
-    return { analysis: null, note: `No analysis: ${body.error?.message || `HTTP ${r.status}`}` };
-  } catch (e) {
-    return { analysis: null, note: `No analysis: ${e.message}` };
-  }
-}
-
 // Hooks for tests and the curious (the browser console).
 window.audiosplit = {
   state,
-  get ctx() { return ctx; },
-  get player() { return player; },
-  get view() { return view; },
-  get buffers() { return player ? Object.fromEntries(player.stems.map((s) => [s.name, s.buffer])) : {}; },
-  position: () => player?.position() ?? 0,
-  renderMix: (opts) => player.renderMix(opts),
+  get ctx() { return audio.ctx; },
+  get player() { return audio.player; },
+  get view() { return audio.view; },
+  get buffers() { return audio.player ? Object.fromEntries(audio.player.stems.map((s) => [s.name, s.buffer])) : {}; },
+  position: () => audio.player?.position() ?? 0,
+  renderMix: (opts) => audio.player.renderMix(opts),
   openJob,
   encodeWav,
   history,

@@ -9,6 +9,7 @@ const COLORS = ["#c2410c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#be185d"
 const SEEK_STEP_S = 5;
 const DRAG_PX = 4; // a press that moves less than this is a click (seek), more a selection
 const CHORD_KEY_MS = 1500; // M or S, then a number within this time
+const GROW_DRAW_MS = 1500; // while a job separates, the waveforms are redrawn at most this often
 const FORMATS = [
   ["wav", "WAV 32-bit float"],
   ["wav24", "WAV 24-bit"],
@@ -27,14 +28,19 @@ function timeAt(tl, clientX, duration) {
 }
 
 export class MixerView {
-  /** @param {import("./player.js").Player} player */
-  constructor(player, job, analysis, analysisNote) {
+  /**
+   * @param {import("./player.js").Player} player
+   * @param {{live?: boolean}} opts live: the job still separates (the player holds a prefix)
+   */
+  constructor(player, job, analysis, analysisNote, opts = {}) {
     this.player = player;
     this.job = job;
     this.analysis = analysis;
+    this.live = Boolean(opts.live);
     this.timelines = [];
     this.pendingKey = null;
     this.frame = 0;
+    this.drawnAt = 0;
     this.build(analysisNote);
     this.onKey = (e) => this.key(e);
     document.addEventListener("keydown", this.onKey);
@@ -45,8 +51,33 @@ export class MixerView {
     this.tick();
   }
 
+  /** More of a running job arrived (or failed: `problem`): the ready text, overlays, waveforms. */
+  grow(job, problem = "") {
+    this.job = job;
+    this.problem = problem;
+    if (performance.now() - this.drawnAt > GROW_DRAW_MS) this.scheduleDraw();
+    this.update();
+  }
+
+  /** The job is done and the player holds its finished stems: the rows, analysis, downloads. */
+  finish(job, analysis, analysisNote) {
+    Object.assign(this, { job, analysis, live: false, problem: "" });
+    this.build(analysisNote);
+    this.update();
+  }
+
+  /** Seeks to t, saying so when t lies beyond what is final (the player goes to its end). */
+  seekTo(t) {
+    const p = this.player;
+    const to = p.seek(t);
+    this.refused = t > to + 0.05 ? `Only the first ${fmtTime(p.ready, 0)} is final so far: playing from there.` : "";
+    this.update();
+    return to;
+  }
+
   build(analysisNote) {
     const { player, job, analysis } = this;
+    this.timelines = [];
     $("track-info").textContent = analysis ? trackSummary(analysis) : analysisNote;
     const rows = [];
     if (analysis) {
@@ -67,9 +98,11 @@ export class MixerView {
     const specLabel = el("div", { class: "row-label" }, el("span", { class: "name", text: "Spectrogram" }), this.specSource);
     rows.push(this.row(specLabel, this.spec, "Spectrogram, 40 Hz to 16 kHz"));
     $("timeline").replaceChildren(...rows);
-    $("downloads").replaceChildren(...this.downloads());
+    $("downloads").replaceChildren(...(this.live
+      ? [el("p", { class: "help", text: "The downloads appear here when the job is done." })]
+      : this.downloads()));
     $("play").onclick = () => player.toggle();
-    $("to-start").onclick = () => player.seek(0);
+    $("to-start").onclick = () => this.seekTo(0);
     $("loop-on").onchange = (e) => player.setLoopOn(e.target.checked);
     $("loop-clear").onclick = () => player.setLoop(null, false);
     this.scheduleDraw();
@@ -80,7 +113,8 @@ export class MixerView {
     const tl = el("div", {
       class: "tl", tabindex: "0", role: "slider", "aria-label": `${name}: click to seek, drag to select a loop`,
       "aria-valuemin": "0", "aria-valuemax": String(Math.round(this.player.duration)),
-    }, content, el("div", { class: "sel", hidden: true }), el("div", { class: "playhead" }));
+    }, content, el("div", { class: "pending", hidden: true }), el("div", { class: "sel", hidden: true }),
+    el("div", { class: "playhead" }));
     this.pointer(tl);
     this.timelines.push(tl);
     const head = typeof label === "string" ? el("div", { class: "row-label" }, el("span", { class: "name", text: label })) : label;
@@ -91,8 +125,9 @@ export class MixerView {
     const n = i + 1;
     const mute = el("button", { type: "button", class: "toggle mute", "aria-pressed": "false", "aria-label": `Mute ${name} (M ${n})`, text: "M" });
     const solo = el("button", { type: "button", class: "toggle solo", "aria-pressed": "false", "aria-label": `Solo ${name} (S ${n})`, text: "S" });
-    const volume = el("input", { type: "range", min: "0", max: "2", step: "0.01", value: "1", "aria-label": `Volume of ${name}` });
-    const pan = el("input", { type: "range", min: "-1", max: "1", step: "0.05", value: "0", "aria-label": `Pan of ${name}` });
+    const m = this.player.mixer[i]; // a rebuilt view (the job finished) keeps the mixer as set
+    const volume = el("input", { type: "range", min: "0", max: "2", step: "0.01", value: String(m.volume), "aria-label": `Volume of ${name}` });
+    const pan = el("input", { type: "range", min: "-1", max: "1", step: "0.05", value: String(m.pan), "aria-label": `Pan of ${name}` });
     const volOut = el("output", { class: "val", text: "0 dB" });
     const panOut = el("output", { class: "val", text: "C" });
     mute.onclick = () => this.player.set(i, "mute", !this.player.mixer[i].mute);
@@ -200,7 +235,7 @@ export class MixerView {
         tl.removeEventListener("pointerup", up);
         const t1 = timeAt(tl, ev.clientX, d);
         if (dragging) this.player.setLoop({ start: Math.min(t0, t1), end: Math.max(t0, t1) }, true);
-        else this.player.seek(t1);
+        else this.seekTo(t1);
       };
       tl.addEventListener("pointermove", move);
       tl.addEventListener("pointerup", up);
@@ -220,13 +255,13 @@ export class MixerView {
       p.toggle();
     } else if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
       e.preventDefault();
-      p.seek(p.position() + (e.key === "ArrowLeft" ? -SEEK_STEP_S : SEEK_STEP_S));
+      this.seekTo(p.position() + (e.key === "ArrowLeft" ? -SEEK_STEP_S : SEEK_STEP_S));
     } else if (e.key === "Home") {
       e.preventDefault();
-      p.seek(0);
+      this.seekTo(0);
     } else if (e.key === "End") {
       e.preventDefault();
-      p.seek(p.duration);
+      this.seekTo(p.duration);
     } else if (k === "m" || k === "s") {
       this.pendingKey = { what: k === "m" ? "mute" : "solo", until: performance.now() + CHORD_KEY_MS };
     } else if (/^[1-9]$/.test(e.key) && this.pendingKey && performance.now() < this.pendingKey.until) {
@@ -261,7 +296,25 @@ export class MixerView {
     $("loop-clear").disabled = !p.loop;
     $("loop-info").textContent = p.loop ? `selection ${fmtTime(p.loop.start)}–${fmtTime(p.loop.end)}` : "";
     this.showSelection(p.loop);
+    this.showReady();
     this.drawClock();
+  }
+
+  /** "Ready to 1:20 of 4:05" and a shaded band over what is not final yet, on every row. */
+  showReady() {
+    const p = this.player;
+    const info = $("ready-info");
+    const partial = this.live && p.partial();
+    info.hidden = !partial && !this.problem;
+    const waiting = p.playing && p.waiting ? " — waiting for the next seconds…" : "";
+    info.textContent = this.problem
+      || (partial ? `Separating: ready to ${fmtTime(p.ready, 0)} of ${fmtTime(this.job.duration_s, 0)}${waiting}${this.refused ? ` ${this.refused}` : ""}` : "");
+    const from = `${(100 * p.ready) / (p.duration || 1)}%`;
+    for (const tl of this.timelines) {
+      const band = tl.querySelector(".pending");
+      band.hidden = !partial;
+      band.style.left = from;
+    }
   }
 
   showSelection(region) {
@@ -301,6 +354,7 @@ export class MixerView {
   draw() {
     const { player, analysis } = this;
     const t0 = performance.now();
+    this.drawnAt = t0;
     this.lanes.forEach((l, i) => drawWaveform(l.canvas, player.stems[i].buffer, COLORS[i % COLORS.length]));
     if (analysis) {
       fillAnalysisRows(this.sections, this.chords, analysis, player.duration);

@@ -19,7 +19,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 SONG_S = 10.0  # seconds of generated music: long enough for two analysis windows
 SAMPLE_RATE = 44100
 SCREENSHOTS = REPO / "docs" / "screenshots"  # the README's pictures, refreshed on request
-README_SHOTS = ("page-start.png", "page-progress.png", "page-done-mixer.png")
+README_SHOTS = (
+    "page-start.png",
+    "page-progress.png",
+    "page-done-mixer.png",
+    "page-progressive.png",
+)
 
 if not CHROMIUM.exists():
     pytest.skip(
