@@ -37,6 +37,7 @@ MODEL_NAMES = (
     "umx",
     "bs_roformer_viperx",
     "mel_band_roformer_kj",
+    "bs_roformer_musdb18",
     "dsp",
 )
 

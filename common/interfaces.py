@@ -7,7 +7,7 @@ that carry no audio.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -79,6 +79,13 @@ class ModelCard(Message):
     rtf_note: str | None = None
 
 
+class DownloadProgress(Message):
+    """A model's download under way: bytes on disk so far, of `total` (None: not known yet)."""
+
+    bytes: int = Field(ge=0)
+    total: int | None = None
+
+
 class SeparatorInfo(Message):
     """What the predictor knows of one model."""
 
@@ -94,6 +101,7 @@ class SeparatorInfo(Message):
     normalise: bool  # whether jobs must standardise the input by whole-track mean/std
     batch_size: int = 1  # windows per /separate request the model runs fastest with
     card: ModelCard | None = None  # published and measured facts (None: a checkpoint path)
+    download: DownloadProgress | None = None  # while its weights are being fetched
 
 
 class PlanRequest(Message):
@@ -158,12 +166,18 @@ class EnsembleMember(Message):
     weight: float = Field(gt=0.0, allow_inf_nan=False)
 
 
+# per stem, the members' weighted mean or weighted median (prediction/ensemble_math.py)
+EnsembleMethod = Literal["avg_wave", "median_wave"]
+ENSEMBLE_METHODS: tuple[str, ...] = get_args(EnsembleMethod)
+
+
 class EnsembleJob(Message):
-    """`POST /ensembles/{id}` on the fuser: per stem, the weighted average of the members'
-    waveforms (`avg_wave`) into the job's final files."""
+    """`POST /ensembles/{id}` on the fuser: per stem, the members' waveforms combined into the
+    job's final files: weighted mean (`avg_wave`) or weighted median (`median_wave`)."""
 
     job_id: str
     members: list[EnsembleMember] = Field(min_length=2)
+    method: EnsembleMethod = "avg_wave"
     stems: list[str]  # output stems in channel order; every member has each of them
     out_dir: str
     activity_window: int = Field(default=0, ge=0)

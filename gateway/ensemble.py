@@ -2,8 +2,9 @@
 
 Each member separates the whole track through the same fan-out and fuser as a single model
 (its own fuser job, `<job id>-m<k>`, its own chunk plan and normalisation); the fuser then
-averages the members' waveforms per stem with the weights (`avg_wave`: in MSST's own
-comparisons never worse than its members). Members must give the stems asked for: all of them
+combines the members' waveforms per stem with the weights: their weighted mean (`avg_wave`,
+the default: in MSST's own comparisons never worse than its members) or their weighted median
+(`ensemble_method=median_wave`). Members must give the stems asked for: all of them
 the same stem names with `stems=all`, or each the one stem asked for.
 """
 
@@ -13,6 +14,7 @@ import math
 
 from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
+from common.interfaces import ENSEMBLE_METHODS as METHODS
 from common.interfaces import SeparatorInfo
 
 MAX_MEMBERS = 4
@@ -45,6 +47,14 @@ def parse_members(model: str, weights: str) -> tuple[tuple[str, ...], tuple[floa
     if not all(math.isfinite(w) and w > 0 for w in values):
         raise InvalidOption(f"ensemble_weights must be finite and > 0, got {weights!r}")
     return names, values
+
+
+def parse_method(raw: str) -> str:
+    """`ensemble_method`: avg_wave (default) or median_wave; a 422 naming the choices."""
+    method = raw.strip() or METHODS[0]
+    if method not in METHODS:
+        raise InvalidOption(f"ensemble_method must be one of {', '.join(METHODS)}, got {raw!r}")
+    return method
 
 
 def check_members(

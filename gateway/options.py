@@ -7,14 +7,23 @@ from dataclasses import asdict, dataclass
 from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
-from gateway.ensemble import check_members, parse_members
+from gateway.ensemble import check_members, parse_members, parse_method
 
 QUALITIES = ("preview", "render")
 MAX_SHIFTS = 10
 MAX_OVERLAP = 0.9
 # model=auto: the best separator whose weights are present or can be fetched now, per quality
 AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
-KNOWN_FIELDS = {"model", "quality", "stems", "shifts", "overlap", "analysis", "ensemble_weights"}
+KNOWN_FIELDS = {
+    "model",
+    "quality",
+    "stems",
+    "shifts",
+    "overlap",
+    "analysis",
+    "ensemble_weights",
+    "ensemble_method",
+}
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class JobOptions:
     overlap: float | None = None
     analysis: bool = True
     ensemble_weights: tuple[float, ...] | None = None  # with a comma-separated `model`
+    ensemble_method: str = "avg_wave"  # or median_wave (prediction/ensemble_math.py)
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class ResolvedOptions:
     analysis: bool
     # an ensemble's members: [{"model", "weight"}] (weights as given, and normalised); None: one
     members: list[dict] | None = None
+    ensemble_method: str | None = None  # avg_wave / median_wave; None: one model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,11 +68,14 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
         )
     model = fields.get("model", "").strip() or default_model
     weights = None
+    method = parse_method(fields.get("ensemble_method", ""))
     if "," in model:
         names, weights = parse_members(model, fields.get("ensemble_weights", ""))
         model = ",".join(names)
-    elif fields.get("ensemble_weights", "").strip():
-        raise InvalidOption("ensemble_weights needs an ensemble: model=name1,name2[,…]")
+    elif fields.get("ensemble_weights", "").strip() or fields.get("ensemble_method", "").strip():
+        raise InvalidOption(
+            "ensemble_weights and ensemble_method need an ensemble: model=name1,name2[,…]"
+        )
     elif model != "auto" and model not in MODEL_NAMES:
         raise InvalidOption(
             f"unknown model {model!r}; valid models: auto, {', '.join(MODEL_NAMES)}",
@@ -78,6 +92,7 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
         overlap=_parse_number(fields, "overlap", float, 0.0, MAX_OVERLAP),
         analysis=_parse_bool(fields.get("analysis", "true")),
         ensemble_weights=weights,
+        ensemble_method=method,
     )
 
 
@@ -131,16 +146,18 @@ def resolve_ensemble(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Re
         for n, w in zip(names, weights, strict=True)
     ]
     default_shifts = 1 if options.quality == "render" else 0
+    what = "median" if options.ensemble_method == "median_wave" else "average"
     return ResolvedOptions(
         model=options.model,
-        model_reason="ensemble asked for by name: the weighted average of "
-        + ", ".join(f"{m['model']} ({m['share']:.0%})" for m in members),
+        model_reason=f"ensemble asked for by name ({options.ensemble_method}): the weighted "
+        f"{what} of " + ", ".join(f"{m['model']} ({m['share']:.0%})" for m in members),
         stem=stem,
         stems=stems,
         shifts=default_shifts if options.shifts is None else options.shifts,
         overlap=options.overlap,  # None: each member's own default
         analysis=options.analysis,
         members=members,
+        ensemble_method=options.ensemble_method,
     )
 
 

@@ -56,6 +56,16 @@ class Pools:
     cqt: ReplicaPool
 
 
+DOWNLOAD_POLL_S = 1.0  # how often a job in stage `downloading model` asks how far it is
+
+
+def download_stage(done: int, total: int | None) -> str:
+    """The job's stage while its model downloads: "downloading model (12.0 of 80.3 MB)"."""
+    if total:
+        return f"downloading model ({done / 1e6:.1f} of {total / 1e6:.1f} MB)"
+    return f"downloading model ({done / 1e6:.1f} MB so far)"
+
+
 class Pipeline:
     def __init__(self, settings: Settings, store: JobStore, pools: Pools):
         self.settings = settings
@@ -129,9 +139,36 @@ class Pipeline:
         if SeparatorInfo.model_validate_json(response.content).available:
             return
         self.store.update(job_id, stage="downloading model")
-        response = await self.pools.predictor.request(
-            "POST", f"/models/{model}/fetch", timeout=max(self.settings.request_timeout_s, 3600.0)
+        # the fetch and the polls of its progress go to one replica: the one downloading
+        sticky = f"fetch {model}"
+        fetch = asyncio.create_task(
+            self.pools.predictor.request(
+                "POST",
+                f"/models/{model}/fetch",
+                sticky_key=sticky,
+                timeout=max(self.settings.request_timeout_s, 3600.0),
+            )
         )
+        try:
+            shown = "downloading model"
+            while not (await asyncio.wait({fetch}, timeout=DOWNLOAD_POLL_S))[0]:
+                try:
+                    poll = await self.pools.predictor.request(
+                        "GET", f"/models/{model}", sticky_key=sticky
+                    )
+                except UpstreamError:  # progress is a nicety: the fetch says how it ended
+                    continue
+                if poll.status_code != 200:
+                    continue
+                progress = SeparatorInfo.model_validate_json(poll.content).download
+                if progress is not None:
+                    stage = download_stage(progress.bytes, progress.total)
+                    if stage != shown:
+                        self.store.update(job_id, stage=stage)
+                        shown = stage
+        finally:
+            fetch.cancel()  # the job was cancelled or failed: stop waiting (no-op when done)
+        response = fetch.result()
         if 400 <= response.status_code < 500:
             try:
                 error = response.json()["error"]
@@ -237,6 +274,7 @@ class Pipeline:
                 for m, r in zip(members, fused, strict=True)
             ],
             stems=fused[0].stems,
+            method=opts.get("ensemble_method") or "avg_wave",
             out_dir=str(files.result_dir),
             activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
             activity_hop=self.analyser.hop if opts["analysis"] else 0,

@@ -98,6 +98,16 @@ CARDS: dict[str, ModelCard] = {
         licence="not stated",
         rtf_note="vocals + other (mix minus vocals)",
     ),
+    "bs_roformer_musdb18": _card(
+        None,
+        published_sdr="MUSDB18 test: avg 9.65 (bass 8.48, drums 11.61, vocals 11.08, other "
+        "7.44 dB); Multisong avg 9.38",
+        sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models (MUSDB18HQ)': trained "
+        "on MUSDB18-HQ only",
+        licence="not stated",
+        rtf_note="4 stems (bass, drums, vocals, other); config "
+        "config_bs_roformer_384_8_2_485100.yaml (not read here: no network)",
+    ),
     "dsp": _card(
         None,
         published_sdr="vocals 2.25, drums 7.18, bass 4.10, other 2.71 dB on the falcon69 "

@@ -50,8 +50,11 @@ async def list_models(registry: Registry) -> list[SeparatorInfo]:
 
 
 @router.get("/models/{name}", response_model=SeparatorInfo)
-async def model_info(name: str, registry: Registry) -> SeparatorInfo:
-    return await to_thread.run_sync(registry.info, name)
+async def model_info(name: str, request: Request, registry: Registry) -> SeparatorInfo:
+    """The model's info; while its weights download, `download` says how far (bytes, total)."""
+    info = await to_thread.run_sync(registry.info, name)
+    progress = request.app.state.downloads.progress(name)
+    return info if progress is None else info.model_copy(update={"download": progress})
 
 
 @router.post("/models/{name}/fetch", response_model=SeparatorInfo)
@@ -72,7 +75,14 @@ def ensure_weights(app: FastAPI, name: str) -> SeparatorInfo:
     if not info.fetchable:
         raise ModelUnavailable(info.reason)
     family = importlib.import_module(FAMILIES[name])
-    app.state.downloads.fetch(name, lambda: family.download(name, registry.settings))
+    settings = registry.settings
+    plan = getattr(family, "download_plan", None)
+    app.state.downloads.fetch(
+        name,
+        lambda: family.download(name, settings),
+        plan=(lambda: plan(name, settings)) if plan else None,
+        timeout_s=settings.fetch_timeout_s,
+    )
     return registry.info(name)
 
 

@@ -44,7 +44,7 @@ from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.compiled import compile_for_device
 from prediction.devices import TorchSeparator, configure_threads, pick_device
-from prediction.download import download_failed, fetch_refusal
+from prediction.download import Expected, download_failed, fetch_refusal
 from prediction.weights import (
     hf_hub_cache,
     is_checkpoint_path,
@@ -266,6 +266,26 @@ def download(name: str, settings: Settings) -> None:
             os.environ["TORCH_HOME"] = saved_env
     if lookup_weights(name, settings).found_in is None:
         raise ModelUnavailable(f"{name}: downloaded, but its files are not where they belong")
+
+
+def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
+    """What `download` writes, for its progress: the Hugging Face repository's blobs (the bag's
+    yaml and one safetensors per member), or else the legacy `<sig>-<hash>.th` files."""
+    from demucs.hf import DEFAULT_NAMESPACE, hf_repo_name
+    from demucs.pretrained import REMOTE_ROOT, _parse_remote_files
+    from huggingface_hub.file_download import repo_folder_name
+
+    use_legacy_repo(settings)
+    repo_id = f"{DEFAULT_NAMESPACE}/{hf_repo_name(name)}"
+    sigs = yaml.safe_load((REMOTE_ROOT / f"{name}.yaml").read_text())["models"]
+    blobs = hf_hub_cache(settings) / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
+    base = f"{settings.hf_endpoint.rstrip('/')}/{repo_id}/resolve/main"
+    hub = [Expected(blobs, "", f"{base}/{file}") for file in [f"{name}.yaml"]]
+    hub += [Expected(blobs, "", f"{base}/{sig}.safetensors") for sig in sigs]
+    urls = _parse_remote_files(REMOTE_ROOT / "files.txt")
+    checkpoints = torch_checkpoints_dir(settings)
+    legacy = [Expected(checkpoints, urls[s].rsplit("/", 1)[-1], urls[s]) for s in sigs]
+    return [hub, legacy]
 
 
 def load_published(name: str) -> BagOfModels | HDemucs | HTDemucs | Demucs:

@@ -4,8 +4,10 @@ Demucs and Open-Unmix weights go where torch.hub caches them (`TORCH_HOME/hub/ch
 TORCH_HOME defaulting to `models/torch`), the AST tone identifier's into the Hugging Face cache
 (`HF_HOME`, default `models/huggingface`). Downloads are verified: torch.hub checks the SHA-256
 prefix that Demucs and Open-Unmix put in their file names, the Hugging Face hub checks its
-files' hashes, and every model is then loaded once to prove it is usable. Separators download
-through the same family `download` the predictor runs on first use (`prediction.download`).
+files' hashes, and every model is then loaded once to prove it is usable. RoFormer checkpoints
+and their configs come from their published URLs into `models/roformer/` (the checkpoint
+checked by loading it). Separators download through the same family `download` the predictor
+runs on first use (`prediction.download`).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import time
 
 from common.config import Settings
 from common.constants import AST_MODEL_ID
-from prediction.registry import DEMUCS_MODELS, UMX_MODELS
+from prediction.registry import DEMUCS_MODELS, ROFORMER_MODELS, UMX_MODELS
 from prediction.weights import models_dir_env
 
 DEFAULT = ("htdemucs", "ast")
-CHOICES = (*DEMUCS_MODELS, *UMX_MODELS, "ast")
+CHOICES = (*DEMUCS_MODELS, *UMX_MODELS, *ROFORMER_MODELS, "ast")
 
 
 def fetch(name: str, settings: Settings | None = None) -> str:
@@ -40,6 +42,12 @@ def fetch(name: str, settings: Settings | None = None) -> str:
 
         umx_separator.download(name, settings)
         model = umx_separator.load(name, settings).model
+    elif name in ROFORMER_MODELS:
+        from prediction import roformer_separator
+
+        if not roformer_separator.probe_files(name, settings).available:
+            roformer_separator.download(name, settings)
+        model = roformer_separator.load(name, settings).model
     else:
         from transformers import ASTForAudioClassification
 

@@ -24,6 +24,7 @@ from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, Conflict, NotFound, StorageError
 from common.interfaces import ChunkSpec, EnsembleJob, FusedResult, FuseJob, FuseStatus
 from common.rawfile import RawArrayFile
+from prediction.ensemble_math import combine
 
 BLOCK_FRAMES = 1 << 18  # ~6 s per block: bounded memory whatever the song length
 
@@ -131,8 +132,8 @@ def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
 
 
 def combine_members(job: EnsembleJob) -> FusedResult:
-    """An ensemble's stems: per stem, the weighted average of its members' fused stem files
-    (`avg_wave`), read and written block by block."""
+    """An ensemble's stems: per stem, its members' fused stem files combined by `job.method`
+    (prediction/ensemble_math.py), read and written block by block."""
     readers = [{s: sf.SoundFile(member.stem_paths[s]) for s in job.stems} for member in job.members]
     try:
         n = readers[0][job.stems[0]].frames
@@ -145,11 +146,11 @@ def combine_members(job: EnsembleJob) -> FusedResult:
         def blocks() -> Iterator[np.ndarray]:
             for b0 in range(0, n, BLOCK_FRAMES):
                 k = min(n, b0 + BLOCK_FRAMES) - b0
-                out = np.zeros((len(job.stems), 2, k), dtype=np.float64)
-                for w, member in zip(weights, readers, strict=True):
-                    for i, s in enumerate(job.stems):
-                        out[i] += w * member[s].read(k, dtype="float64", always_2d=True).T
-                yield out.astype(np.float32)
+                block = [
+                    [m[s].read(k, dtype="float64", always_2d=True).T for s in job.stems]
+                    for m in readers
+                ]
+                yield combine(job.method, weights, np.asarray(block))  # (members, stems, 2, k)
 
         activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
         return write_stem_files(job.job_id, Path(job.out_dir), job.stems, n, blocks(), activity)

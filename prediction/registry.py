@@ -27,9 +27,11 @@ log = logging.getLogger("audiosplit.registry")
 
 DEMUCS_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra")
 UMX_MODELS = ("umxhq", "umxl", "umx")
-ROFORMER_MODELS = ("bs_roformer_viperx", "mel_band_roformer_kj")
+ROFORMER_MODELS = ("bs_roformer_viperx", "mel_band_roformer_kj", "bs_roformer_musdb18")
 # A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
-# Separator) and its names here. Families are imported on first use: they import torch.
+# Separator; where weights can be fetched also download(name, settings) and, for its progress,
+# download_plan(name, settings) -> [[prediction.download.Expected]]) and its names here.
+# Families are imported on first use: they import torch.
 FAMILIES = {
     **{name: "prediction.demucs_separator" for name in DEMUCS_MODELS},
     **{name: "prediction.umx_separator" for name in UMX_MODELS},

@@ -4,7 +4,10 @@ MSST: a `.ckpt` state dict and its YAML config) as a `Separator`.
 The architecture is lucidrains' `BS-RoFormer` package (`bs_roformer.BSRoformer`,
 `bs_roformer.MelBandRoformer`), at the 0.4 line whose modules and parameter names are the
 ones MSST's checkpoints hold. A model is named by the path of its checkpoint (its config beside
-it: same name, `.yaml`) or by a name of `CHECKPOINTS`, whose files live in `<models>/roformer/`.
+it: same name, `.yaml`) or by a name of `CHECKPOINTS`, whose files live in `<models>/roformer/`
+and are fetched on first use from their published URLs (or the mirror ROFORMER_ROOT_URL
+names): the config first, read as a config, then the checkpoint, its SHA-256 checked where one
+is pinned and loaded into the config's network before it is renamed into place.
 
 MSST's reference inference (`utils.model_utils.demix`, generic mode) reflect-pads the track,
 runs chunks of `inference.chunk_size` (or `audio.chunk_size`) frames every
@@ -31,6 +34,7 @@ from common.config import Settings
 from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.devices import TorchSeparator, configure_threads, pick_device
+from prediction.download import Expected, download_failed, fetch_refusal, fetch_url
 
 SEGMENT_CHUNKS = 4  # a job's chunk: this many MSST chunks of centre
 OVERLAP = 0.0  # each job chunk is already the reference's result on its centre
@@ -55,6 +59,7 @@ class Checkpoint:
 
 
 MSST_CONFIGS = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/main"
+MSST_RELEASES = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download"
 CHECKPOINTS = {
     # MSST's docs/pretrained_models.md, "Vocal models".
     "bs_roformer_viperx": Checkpoint(
@@ -72,6 +77,17 @@ CHECKPOINTS = {
         config_url=f"{MSST_CONFIGS}/configs/KimberleyJensen/config_vocals_mel_band_roformer_kj.yaml",
         stems=("vocals", "other"),
         published_sdr="vocals 10.98 (Multisong, MSST's table)",
+    ),
+    # MSST's docs/pretrained_models.md, "Multi-stem models (MUSDB18HQ)": trained on MUSDB18-HQ
+    # only. Stems as that table lists them; the config's `training.instruments` order rules
+    # once it is here.
+    "bs_roformer_musdb18": Checkpoint(
+        architecture="bs_roformer",
+        checkpoint_url=f"{MSST_RELEASES}/v1.0.12/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+        config_url=f"{MSST_RELEASES}/v1.0.12/config_bs_roformer_384_8_2_485100.yaml",
+        stems=("bass", "drums", "vocals", "other"),
+        published_sdr="MUSDB18 test avg 9.65 (bass 8.48, drums 11.61, vocals 11.08, other "
+        "7.44); Multisong avg 9.38 (MSST's table)",
     ),
 }
 
@@ -206,7 +222,7 @@ def model_info(
     )
 
 
-def probe(name: str, settings: Settings) -> SeparatorInfo:
+def probe_files(name: str, settings: Settings) -> SeparatorInfo:
     """Whether the checkpoint and its config are on disk, without loading the weights."""
     checkpoint, config = files_of(name, settings)
     missing = [p for p in (checkpoint, config) if p is None or not p.is_file()]
@@ -224,14 +240,56 @@ def probe(name: str, settings: Settings) -> SeparatorInfo:
     return model_info(name, inference, available=True, reason=f"{name}: found {checkpoint}")
 
 
-def load(name: str, settings: Settings) -> RoformerSeparator:
-    info = probe(name, settings)
-    if not info.available:
-        raise ModelUnavailable(info.reason)
+def probe(name: str, settings: Settings) -> SeparatorInfo:
+    """Whether the files are here; a registry name's missing files may be fetchable."""
+    info = probe_files(name, settings)
+    if info.available or name not in CHECKPOINTS:
+        return info
+    refusal = fetch_refusal(settings, list(published_urls(name, settings).values()))
+    if refusal is not None:
+        return info.model_copy(update={"reason": f"{info.reason} Not fetched: {refusal}."})
+    where = roformer_dir(settings)
+    reason = f"{name}: weights not here yet (in {where}/): downloaded on first use."
+    return info.model_copy(update={"fetchable": True, "reason": reason})
+
+
+def published_urls(name: str, settings: Settings) -> dict[str, str]:
+    """file name -> URL, as published or under ROFORMER_ROOT_URL (a mirror, a test's hub)."""
+    entry, root = CHECKPOINTS[name], settings.roformer_root_url.rstrip("/")
+    urls = (entry.checkpoint_url, entry.config_url)
+    return {Path(u).name: (f"{root}/{Path(u).name}" if root else u) for u in urls}
+
+
+def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
+    """The files `download` writes, for its progress (`<file>.<hex>.partial`, then `<file>`)."""
+    return [
+        [Expected(roformer_dir(settings), f, u) for f, u in published_urls(name, settings).items()]
+    ]
+
+
+def download(name: str, settings: Settings) -> None:
+    """Fetch a registry name's config, then its checkpoint, into `<models>/roformer/`; each is
+    renamed into place only once whole and usable. Raises ModelUnavailable saying what to do."""
+    entry = CHECKPOINTS[name]
     checkpoint, config_path = files_of(name, settings)
-    config = read_config(config_path)
-    architecture = CHECKPOINTS[name].architecture if name in CHECKPOINTS else None
-    model = build_model(config, architecture)
+    urls = published_urls(name, settings)
+    timeout = settings.fetch_timeout_s
+    try:
+        if not config_path.is_file():
+            fetch_url(urls[config_path.name], config_path, timeout, check=read_config)
+        if not checkpoint.is_file():
+            config = read_config(config_path)
+
+            def loads(path: Path) -> None:
+                load_weights(build_model(config, entry.architecture), path, name, config_path)
+
+            fetch_url(urls[checkpoint.name], checkpoint, timeout, entry.sha256, check=loads)
+    except Exception as e:
+        raise download_failed(name, e, timeout) from e
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Path, name: str, config: Path) -> None:
+    """Load an MSST checkpoint into `model`; ModelUnavailable when it does not fit."""
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         for key in ("state", "state_dict", "model_state_dict"):  # as MSST unwraps them
@@ -242,8 +300,19 @@ def load(name: str, settings: Settings) -> RoformerSeparator:
         # torch.load raises anything from UnpicklingError to EOFError; load_state_dict lists
         # the missing and unexpected keys.
         raise ModelUnavailable(
-            f"{name}: {checkpoint} does not load into {config_path}'s network: {e}"
+            f"{name}: {checkpoint} does not load into {config}'s network: {e}"
         ) from e
+
+
+def load(name: str, settings: Settings) -> RoformerSeparator:
+    info = probe_files(name, settings)
+    if not info.available:
+        raise ModelUnavailable(info.reason)
+    checkpoint, config_path = files_of(name, settings)
+    config = read_config(config_path)
+    architecture = CHECKPOINTS[name].architecture if name in CHECKPOINTS else None
+    model = build_model(config, architecture)
+    load_weights(model, checkpoint, name, config_path)
     device, warnings = pick_device(settings.device)
     configure_threads(settings.torch_threads)
     return RoformerSeparator(

@@ -29,7 +29,7 @@ from common.config import Settings
 from common.errors import ModelUnavailable
 from common.interfaces import SeparatorInfo
 from prediction.devices import TorchSeparator, configure_threads, pick_device
-from prediction.download import download_failed, fetch_refusal
+from prediction.download import Expected, download_failed, fetch_refusal
 from prediction.weights import models_dir_env, torch_checkpoints_dir
 
 # The library default (openunmix.umxhq(), its CLI and `predict.separate` all use 1): one EM
@@ -71,6 +71,23 @@ ZENODO = "https://zenodo.org"
 RECORDS = {"umxhq": "3370489", "umxl": "5069601", "umx": "3370486"}
 
 
+def zenodo(settings: Settings) -> str:
+    """Where the files come from: zenodo, or the mirror UMX_ROOT_URL names (a test's hub)."""
+    return settings.umx_root_url.rstrip("/") or ZENODO
+
+
+def file_urls(name: str, settings: Settings) -> dict[str, str]:
+    """file name -> the URL openunmix's loader fetches it from."""
+    root = f"{zenodo(settings)}/records/{RECORDS[name]}/files"
+    return {file: f"{root}/{file}" for file in HUB_FILES[name].values()}
+
+
+def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
+    """The files `download` writes (torch.hub: `<file>.<hex>.partial`, then `<file>`)."""
+    folder = torch_checkpoints_dir(settings)
+    return [[Expected(folder, file, url) for file, url in file_urls(name, settings).items()]]
+
+
 def probe(name: str, settings: Settings) -> SeparatorInfo:
     """Whether `name`'s four files are in the torch hub cache, without loading them."""
     if name not in HUB_FILES:
@@ -83,7 +100,7 @@ def probe(name: str, settings: Settings) -> SeparatorInfo:
     fetchable = False
     if not missing:
         reason = f"{name}: weights found in {checkpoints}"
-    elif (refusal := fetch_refusal(settings, [ZENODO])) is None:
+    elif (refusal := fetch_refusal(settings, [zenodo(settings)])) is None:
         fetchable = True
         reason = (
             f"{name}: weights not here yet ({', '.join(missing)} in {checkpoints}/): downloaded "
@@ -104,8 +121,7 @@ def download(name: str, settings: Settings) -> None:
     failed or corrupt download leaves nothing in the cache). Raises ModelUnavailable."""
     socket.setdefaulttimeout(settings.fetch_timeout_s)  # torch.hub's urlopen has none
     with torch_home(settings):
-        for file in HUB_FILES[name].values():
-            url = f"{ZENODO}/records/{RECORDS[name]}/files/{file}"
+        for url in file_urls(name, settings).values():
             try:
                 torch.hub.load_state_dict_from_url(url, map_location="cpu", check_hash=True)
             except Exception as e:

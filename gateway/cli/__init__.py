@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from common.constants import CLIP_MODES, MODEL_NAMES, RESULT_FORMATS
+from common.interfaces import ENSEMBLE_METHODS
 from gateway.cli.api import (
     API_KEY_ENV,
     API_KEY_HEADER,
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--ensemble-weights",
         metavar="W1,W2",
         help="with an ensemble --model: each member's weight, e.g. 2,1 (default: equal)",
+    )
+    sep.add_argument(
+        "--ensemble-method",
+        choices=ENSEMBLE_METHODS,
+        help="with an ensemble --model: per stem the weighted mean of the members' waveforms "
+        "(avg_wave) or their weighted median (median_wave) (default: avg_wave)",
     )
     sep.add_argument(
         "--quality",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +45,9 @@ from gateway.cli.api import (
 
 POLL_S = 0.5  # between two looks at a running job
 PLAIN_STEP = 10  # percent: without a terminal, a progress line at most every 10 %
+DOWNLOAD_STAGE = re.compile(
+    r"downloading model \((?P<done>[\d.]+) (?:of (?P<total>[\d.]+) )?MB.*\)"
+)
 
 
 @dataclass
@@ -95,7 +99,7 @@ class ProgressView:
             return
         if stage in ("downloading", "done", "failed"):
             percent = None  # said by the line that follows
-        shown = (stage, None if percent is None else percent // PLAIN_STEP)
+        shown = (plain_step(stage), None if percent is None else percent // PLAIN_STEP)
         if shown != song.shown:
             song.shown = shown
             self.say(f"{song.path.name}: {stage}" + ("" if percent is None else f" {percent}%"))
@@ -106,6 +110,17 @@ class ProgressView:
         else:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
+
+
+def plain_step(stage: str) -> str:
+    """What a plain line must change on: a model download ("downloading model (12.0 of 80.3
+    MB)", updated every second) only at each tenth of its size."""
+    m = DOWNLOAD_STAGE.fullmatch(stage)
+    if m is None:
+        return stage
+    if not m["total"] or not float(m["total"]):
+        return "downloading model"
+    return f"downloading model {10 * float(m['done']) // float(m['total']):.0f}"
 
 
 def checked_inputs(paths: list[Path]) -> None:
@@ -139,6 +154,8 @@ def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -
     fields["analysis"] = "false" if args.no_analysis else "true"
     if args.ensemble_weights:
         fields["ensemble_weights"] = args.ensemble_weights
+    if args.ensemble_method:
+        fields["ensemble_method"] = args.ensemble_method
     view.update(song, "uploading")
 
     def upload() -> httpx.Response:

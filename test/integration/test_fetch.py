@@ -1,19 +1,28 @@
 """First use fetches: weights missing here are downloaded through the library's own download.
 
-A loopback HTTP server stands in for the hubs (HF_ENDPOINT for huggingface_hub, DEMUCS_ROOT_URL
-and DEMUCS_REMOTE_ROOT for Demucs' legacy torch.hub repo): it serves a small random-weight
-htdemucs, a corrupt htdemucs_6s (bytes that do not match the SHA-256 prefix in the name) and an
-hdemucs_mmi that never answers, and counts requests. Nothing here reaches the real network.
+A loopback HTTP server stands in for the hubs through the settings that point the libraries at
+them: HF_ENDPOINT for huggingface_hub (Demucs' first choice), DEMUCS_ROOT_URL and
+DEMUCS_REMOTE_ROOT for Demucs' legacy torch.hub repo, UMX_ROOT_URL for Open-Unmix's zenodo
+files, ROFORMER_ROOT_URL for the RoFormer registry's URLs. It serves small random-weight
+networks of the real architectures: htdemucs through the legacy repo, htdemucs_ft (a bag of
+four) as a Hugging Face repository, bs_roformer_viperx's checkpoint + YAML slowly (so the job
+shows its download's progress); and broken files: a corrupt htdemucs_6s (bytes that do not
+match the SHA-256 prefix in the name), umxhq files of random bytes (torch.hub's hash check),
+a mel_band_roformer_kj checkpoint that does not load, an hdemucs_mmi that never answers. It
+counts requests. Nothing here reaches the real network.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import re
 import shutil
 import threading
 import time
 from collections import Counter
+from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,21 +31,31 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
+from safetensors.torch import save as save_safetensors
 
 from common.config import Settings
 from gateway.stack import free_port
+from prediction import roformer_separator as rs
+from prediction.umx_separator import HUB_FILES, RECORDS
 from test.separation_fixtures import FOUR, SMALL, htdemucs, package
 from test.stackutil import start_stack, wait_job
+from test.unit.prediction.test_roformer_separator import SMALL_BS, SMALL_MEL
 
 GOOD, CORRUPT, HANGS = "955717e8", "5c90dfd2", "75fc33f5"  # htdemucs, htdemucs_6s, hdemucs_mmi
 FETCH_TIMEOUT_S = 3
+HF_REPO = "adefossez/HTDemucs-ft"  # htdemucs_ft on the Hugging Face hub
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SLOW_PIECES, SLOW_PAUSE_S = 20, 0.2  # a slow file arrives in 20 pieces over ~4 s
 
 
 class FakeHub:
-    """`GET /demucs/t/<file>` serves `files`; everything else (the HF hub's URLs) is 404."""
+    """Serves `files` (URL path -> bytes), the ones in `slow` piece by piece, never answers
+    those in `hanging`; answers HEAD as the Hugging Face hub does (ETag, X-Repo-Commit,
+    Content-Length); everything else is 404."""
 
-    def __init__(self, port: int, files: dict[str, bytes], hanging: set[str]):
-        self.port, self.files, self.hanging = port, files, hanging
+    def __init__(self, port: int, files: dict[str, bytes], hanging: set[str], slow: set[str]):
+        self.port, self.files, self.hanging, self.slow = port, files, hanging, slow
         self.requests: Counter[str] = Counter()
         self.server: ThreadingHTTPServer | None = None
         self.release = threading.Event()
@@ -48,22 +67,35 @@ class FakeHub:
             def log_message(self, *args) -> None:
                 pass
 
+            def headers_of(self, body: bytes | None) -> None:
+                self.send_response(200 if body is not None else 404)
+                if body is not None:
+                    self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                    self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+
             def do_HEAD(self) -> None:
                 hub.requests[f"HEAD {self.path}"] += 1
-                self.send_response(404 if self.path != "/" else 200)
-                self.end_headers()
+                self.headers_of(b"" if self.path == "/" else hub.files.get(self.path))
 
             def do_GET(self) -> None:
                 hub.requests[f"GET {self.path}"] += 1
-                name = self.path.rsplit("/", 1)[-1]
-                if name in hub.hanging:
+                if self.path in hub.hanging:
                     hub.release.wait(60)  # until the test ends: the client must time out
                     return
-                body = hub.files.get(name) if self.path.startswith("/demucs/t/") else None
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
+                body = hub.files.get(self.path)
+                self.headers_of(body)
+                if body is None:
+                    return
+                if self.path not in hub.slow:
+                    self.wfile.write(body)
+                    return
+                piece = -(-len(body) // SLOW_PIECES)
+                for k in range(0, len(body), piece):
+                    self.wfile.write(body[k : k + piece])
+                    self.wfile.flush()
+                    time.sleep(SLOW_PAUSE_S)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
@@ -75,8 +107,8 @@ class FakeHub:
             self.server.shutdown()
             self.server.server_close()
 
-    def downloads(self, sig: str) -> int:
-        return sum(n for key, n in self.requests.items() if key.startswith(f"GET /demucs/t/{sig}"))
+    def downloads(self, prefix: str) -> int:
+        return sum(n for key, n in self.requests.items() if key.startswith(f"GET {prefix}"))
 
 
 def th_bytes(model: torch.nn.Module) -> bytes:
@@ -85,14 +117,55 @@ def th_bytes(model: torch.nn.Module) -> bytes:
     return buf.getvalue()
 
 
+def safetensors_bytes(model: torch.nn.Module) -> bytes:
+    """A model as Demucs' Hugging Face repositories hold it: its state, with the class and
+    init arguments as JSON metadata (fractions as demucs.hf decodes them)."""
+
+    def encode(value):
+        if isinstance(value, Fraction):
+            return {
+                "_type": "fraction",
+                "numerator": value.numerator,
+                "denominator": value.denominator,
+            }
+        return value
+
+    args, kwargs = model._init_args_kwargs
+    metadata = {
+        "klass": f"{type(model).__module__}.{type(model).__name__}",
+        "args": json.dumps(args, default=encode),
+        "kwargs": json.dumps({k: encode(v) for k, v in kwargs.items()}),
+    }
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    return save_safetensors(state, metadata=metadata)
+
+
+def roformer_files(config: dict, architecture: str, seed: int) -> tuple[bytes, bytes]:
+    """(checkpoint, YAML) of a random-weight network of `config`, as MSST ships them."""
+    torch.manual_seed(seed)
+    buf = io.BytesIO()
+    torch.save(rs.build_model(config, architecture).state_dict(), buf)
+    return buf.getvalue(), yaml.dump(config).encode()
+
+
+def hf_files(remote_root: Path) -> dict[str, bytes]:
+    """htdemucs_ft's Hugging Face repository: its bag yaml and a safetensors per member."""
+    bag = (remote_root / "htdemucs_ft.yaml").read_bytes()
+    base = f"/{HF_REPO}/resolve/main"
+    files = {f"{base}/htdemucs_ft.yaml": bag}
+    for k, sig in enumerate(yaml.safe_load(bag)["models"]):
+        files[f"{base}/{sig}.safetensors"] = safetensors_bytes(htdemucs(FOUR, 10 + k, **SMALL))
+    return files
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     """The fake hub (not started: the first test runs offline) and its remote root folder."""
     import demucs.pretrained
 
     root = tmp_path_factory.mktemp("remote")
-    for yaml in Path(demucs.pretrained.REMOTE_ROOT).glob("*.yaml"):
-        shutil.copy(yaml, root)
+    for bag in Path(demucs.pretrained.REMOTE_ROOT).glob("*.yaml"):
+        shutil.copy(bag, root)
     good = th_bytes(htdemucs(FOUR, seed=0, **SMALL))
     corrupt_claims = hashlib.sha256(good).hexdigest()[:8]  # the name claims good's hash
     names = {
@@ -106,9 +179,24 @@ def hub(tmp_path_factory):
         if line.split("-", 1)[0] not in names
     ]
     (root / "files.txt").write_text("\n".join([*lines, "root: t/", *names.values()]) + "\n")
-    files = {names[GOOD]: good, names[CORRUPT]: good[:-1000] + b"x" * 1000}
-    fake = FakeHub(free_port(), files, hanging={names[HANGS]})
+    files = {
+        f"/demucs/t/{names[GOOD]}": good,
+        f"/demucs/t/{names[CORRUPT]}": good[:-1000] + b"x" * 1000,
+        **hf_files(root),
+    }
+    rng = np.random.default_rng(0)
+    for file in HUB_FILES["umxhq"].values():  # not what the SHA-256 prefix in the name says
+        files[f"/zenodo/records/{RECORDS['umxhq']}/files/{file}"] = rng.bytes(50_000)
+    viperx = rs.CHECKPOINTS["bs_roformer_viperx"]
+    ckpt, config = roformer_files(SMALL_BS, viperx.architecture, seed=0)
+    files |= {f"/roformer/{viperx.files[0]}": ckpt, f"/roformer/{viperx.files[1]}": config}
+    kj = rs.CHECKPOINTS["mel_band_roformer_kj"]
+    _, config = roformer_files(SMALL_MEL, kj.architecture, seed=1)
+    files |= {f"/roformer/{kj.files[0]}": rng.bytes(200_000), f"/roformer/{kj.files[1]}": config}
+    slow = {f"/roformer/{viperx.files[0]}"}
+    fake = FakeHub(free_port(), files, hanging={f"/demucs/t/{names[HANGS]}"}, slow=slow)
     fake.names, fake.remote_root = names, root
+    fake.viperx_bytes = len(ckpt) + len(files[f"/roformer/{viperx.files[1]}"])
     yield fake
     fake.stop()
 
@@ -128,6 +216,8 @@ def client(hub, models_dir, tmp_path_factory):
         hf_endpoint=f"http://127.0.0.1:{hub.port}",
         demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
         demucs_remote_root=str(hub.remote_root),
+        umx_root_url=f"http://127.0.0.1:{hub.port}/zenodo",
+        roformer_root_url=f"http://127.0.0.1:{hub.port}/roformer",
         fetch_timeout_s=FETCH_TIMEOUT_S,
         network_check_ttl_s=1,
         compile_models="off",
@@ -175,12 +265,91 @@ def test_first_job_fetches_once_and_later_jobs_find_the_file(client, upload, hub
         time.sleep(0.1)
     assert [s["status"] for s in states] == ["done", "done"], states
     assert all(s["model"] == "htdemucs" for s in states)
-    assert "downloading model" in stages, stages
-    assert hub.downloads(GOOD) == 1, hub.requests  # two jobs, one download
+    assert any(s.startswith("downloading model") for s in stages), stages
+    assert hub.downloads(f"/demucs/t/{GOOD}") == 1, hub.requests  # two jobs, one download
     landed = models_dir / "torch" / "hub" / "checkpoints" / hub.names[GOOD]
     assert landed.is_file()
     again = wait_job(client, submit(client, upload, model="htdemucs")["id"], timeout=120)
-    assert again["status"] == "done" and hub.downloads(GOOD) == 1
+    assert again["status"] == "done" and hub.downloads(f"/demucs/t/{GOOD}") == 1
+
+
+def test_the_hugging_face_path_fetches_a_bag_into_the_hub_cache(client, upload, hub, models_dir):
+    """htdemucs_ft: Demucs' get_model asks the hub first (HEAD for the ETag, commit and size,
+    then GET), so its four members land in the Hugging Face cache, not the legacy repo."""
+    job = wait_job(client, submit(client, upload, model="htdemucs_ft")["id"], timeout=240)
+    assert job["status"] == "done", job
+    assert job["model"] == "htdemucs_ft" and job["stems"] == FOUR
+    assert hub.downloads(f"/{HF_REPO}/resolve/main/") == 5, hub.requests  # yaml + 4 members
+    assert hub.requests[f"HEAD /{HF_REPO}/resolve/main/htdemucs_ft.yaml"] >= 1
+    repo = models_dir / "huggingface" / "hub" / "models--adefossez--HTDemucs-ft"
+    assert (repo / "refs" / "main").read_text() == COMMIT
+    assert len(list((repo / "snapshots" / COMMIT).glob("*.safetensors"))) == 4
+    assert not list((repo / "blobs").glob("*.incomplete"))
+    legacy = models_dir / "torch" / "hub" / "checkpoints"
+    bag = yaml.safe_load((hub.remote_root / "htdemucs_ft.yaml").read_text())["models"]
+    assert not [p for p in legacy.iterdir() if p.name.split("-")[0] in bag]
+
+
+def test_open_unmix_files_are_fetched_through_torch_hub_and_hash_checked(
+    client, upload, hub, models_dir
+):
+    """The zenodo files at random bytes: torch.hub's check of the SHA-256 prefix in each name
+    refuses the first one; the job fails saying what to do, and nothing stays in the cache.
+    (A successful Open-Unmix download cannot be stood in: the hashes are in the file names.)"""
+    job = wait_job(client, submit(client, upload, model="umxhq")["id"], timeout=120)
+    assert job["status"] == "failed", job
+    message = job["error"]["message"]
+    assert "umxhq" in message and "fetch-models umxhq" in message, message
+    assert "hash" in message.lower(), message
+    vocals = HUB_FILES["umxhq"]["vocals"]
+    assert hub.downloads(f"/zenodo/records/{RECORDS['umxhq']}/files/{vocals}") == 1
+    checkpoints = models_dir / "torch" / "hub" / "checkpoints"
+    umx = set(HUB_FILES["umxhq"].values())
+    assert not [p.name for p in checkpoints.iterdir() if p.name.split(".")[0] + ".pth" in umx]
+
+
+def test_a_roformer_by_name_is_fetched_with_its_progress_shown(client, upload, hub, models_dir):
+    job = submit(client, upload, model="bs_roformer_viperx")
+    stages, deadline = [], time.monotonic() + 180
+    while time.monotonic() < deadline:
+        state = client.get(f"/api/jobs/{job['id']}").json()
+        if not stages or stages[-1] != state["stage"]:
+            stages.append(state["stage"])
+        if state["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert state["status"] == "done", state
+    assert state["model"] == "bs_roformer_viperx" and state["stems"] == ["vocals", "other"]
+    shown = [re.fullmatch(r"downloading model \((.+) of (.+) MB\)", s) for s in stages]
+    figures = [(float(m[1]), float(m[2])) for m in shown if m]
+    assert figures, stages  # e.g. downloading model (0.3 of 2.7 MB)
+    assert {total for _, total in figures} == {round(hub.viperx_bytes / 1e6, 1)}, figures
+    assert any(0 < done < total for done, total in figures), figures
+    assert [d for d, _ in figures] == sorted(d for d, _ in figures), figures
+    folder = models_dir / "roformer"
+    assert sorted(p.name for p in folder.iterdir() if "viperx" in p.name or "317" in p.name) == [
+        *sorted(rs.CHECKPOINTS["bs_roformer_viperx"].files)
+    ]
+    again = wait_job(client, submit(client, upload, model="bs_roformer_viperx")["id"], 120)
+    assert again["status"] == "done"
+    for file in rs.CHECKPOINTS["bs_roformer_viperx"].files:  # one download each, for both jobs
+        assert hub.downloads(f"/roformer/{file}") == 1, hub.requests
+    print(f"\nstages of the first bs_roformer_viperx job: {stages}")
+
+
+def test_a_roformer_checkpoint_that_does_not_load_is_not_kept(client, upload, hub, models_dir):
+    job = wait_job(client, submit(client, upload, model="mel_band_roformer_kj")["id"], 120)
+    assert job["status"] == "failed", job
+    message = job["error"]["message"]
+    assert "mel_band_roformer_kj" in message and "fetch-models mel_band_roformer_kj" in message
+    assert "does not load" in message, message
+    ckpt, config = rs.CHECKPOINTS["mel_band_roformer_kj"].files
+    folder = models_dir / "roformer"
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(ckpt)]
+    assert (folder / config).is_file()  # read as a config before it was kept
+    again = wait_job(client, submit(client, upload, model="mel_band_roformer_kj")["id"], 120)
+    assert again["status"] == "failed"  # tried again, not trusted from the first time
+    assert hub.downloads(f"/roformer/{ckpt}") == 2, hub.requests
 
 
 def test_corrupt_download_fails_the_job_and_keeps_nothing(client, upload, hub, models_dir):

@@ -74,5 +74,20 @@ def test_the_resolved_job_says_each_members_weight():
     ]
     assert resolved.overlap is None  # each member's own
     assert "htdemucs (75%)" in resolved.model_reason
-    with pytest.raises(InvalidOption, match="needs an ensemble"):
+    with pytest.raises(InvalidOption, match="need an ensemble"):
         parse_options({"model": "htdemucs", "ensemble_weights": "1"})
+
+
+def test_the_method_is_checked_and_resolved():
+    default = resolve_options(parse_options({"model": "htdemucs,umxhq"}), INFOS)
+    assert default.ensemble_method == "avg_wave" and "weighted average" in default.model_reason
+    options = parse_options({"model": "htdemucs,umxhq", "ensemble_method": "median_wave"})
+    resolved = resolve_options(options, INFOS)
+    assert resolved.ensemble_method == "median_wave"
+    assert "weighted median" in resolved.model_reason
+    assert resolved.to_dict()["ensemble_method"] == "median_wave"  # the job JSON's options
+    with pytest.raises(InvalidOption, match="avg_wave, median_wave"):
+        parse_options({"model": "htdemucs,umxhq", "ensemble_method": "max"})
+    with pytest.raises(InvalidOption, match="need an ensemble"):
+        parse_options({"model": "htdemucs", "ensemble_method": "median_wave"})
+    assert resolve_options(parse_options({"model": "htdemucs"}), INFOS).ensemble_method is None

@@ -307,3 +307,28 @@ def test_stems_follow_the_config() -> None:
     untargeted = {**MUSDB18_BS, "training": {"instruments": ["vocals", "bass", "drums", "other"]}}
     assert rs.Inference.of(untargeted).stems == ["vocals", "bass", "drums", "other"]
     assert rs.Inference.of(VIPERX_BS).chunk == 352800
+
+
+def test_a_registry_name_is_fetchable_where_its_mirror_answers(settings: Settings) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # answers 501
+    Thread(target=server.serve_forever, daemon=True).start()
+    root = f"http://127.0.0.1:{server.server_address[1]}/mirror"
+    try:
+        mirrored = settings.model_copy(update={"auto_fetch": True, "roformer_root_url": root})
+        urls = rs.published_urls("bs_roformer_musdb18", mirrored)
+        files = (
+            "model_bs_roformer_ep_17_sdr_9.6568.ckpt",
+            "config_bs_roformer_384_8_2_485100.yaml",
+        )
+        assert urls == {f: f"{root}/{f}" for f in files}
+        info = rs.probe("bs_roformer_musdb18", mirrored)
+        assert info.fetchable and not info.available, info
+        assert info.stems == ["bass", "drums", "vocals", "other"]  # as published, until the config
+        off = rs.probe("bs_roformer_musdb18", settings)  # the test session: AUTO_FETCH=false
+        assert not off.fetchable and "AUTO_FETCH=false" in off.reason
+    finally:
+        server.shutdown()
+        server.server_close()
