@@ -72,6 +72,7 @@ EOF
   say "install: the project itself (editable), for the \`audiosplit\` command"
   "${pip[@]}" --no-deps -e .
   install_browser
+  install_postgres
   "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
     || { say "install: imports failed after install"; exit 1; }
   install_stamp > "$STAMP"
@@ -92,6 +93,20 @@ install_browser() {
   fi
 }
 
+install_postgres() {
+  # The store and several-gateway tests start a real PostgreSQL server (Debian's binaries, run
+  # by the tests as an unprivileged user on a free loopback port); they skip without it.
+  if command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then return; fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "install: postgresql (apt-get) for the job-store and several-gateway tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1; then
+      say "install: apt-get could not install postgresql; the PostgreSQL tests will skip"
+    fi
+  else
+    say "install: no PostgreSQL here and no root apt-get to install it; the PostgreSQL tests will skip (install Debian's 'postgresql' package to run them)"
+  fi
+}
+
 ensure_installed() {
   [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(install_stamp)" ]] || install
 }
@@ -100,7 +115,8 @@ usage() {
   cat >&2 <<'EOF'
 usage: ./run.sh COMMAND [ARGS]
   install                      create .venv and install everything, the `audiosplit` command and
-                               (as root on Debian) chromium for the browser tests; idempotent
+                               (as root on Debian) chromium and postgresql for the browser and
+                               PostgreSQL tests; idempotent
   up                           start the six services in the foreground (gateway on
                                http://127.0.0.1:8000, the page); Ctrl-C stops them
   test [PYTEST ARGS]           ruff, then the test suite (fast by default; -m slow for the slow

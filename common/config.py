@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     data_dir: Path = REPO_ROOT / "data"
     models_dir: Path = REPO_ROOT / "models"
 
+    # the job store: empty = the SQLite file `<data dir>/jobs.sqlite3` (where it always lived),
+    # or `postgresql://user:pass@host:5432/db` (psycopg 3) so several gateways share the work
+    database_url: str = ""
+    # a job is run by one gateway at a time under a lease of this many seconds, renewed every
+    # third of it; a dead gateway's job is taken over within lease_s + claim_poll_s
+    lease_s: float = Field(default=30.0, gt=0, le=300)
+    claim_poll_s: float = Field(default=2.0, gt=0, le=60)  # how often idle workers look for work
+    # how long a store call retries while the database is unreachable (restarting) before failing
+    db_retry_s: float = Field(default=20.0, ge=0)
+    # names this gateway in leases; empty: hostname:port (stable across restarts, so a gateway
+    # that comes back takes its own jobs again at once instead of waiting for the lease)
+    gateway_id: str = ""
+
     # limits
     max_upload_bytes: int = C.MAX_UPLOAD_BYTES
     max_duration_s: float = C.MAX_DURATION_S
@@ -91,11 +104,6 @@ class Settings(BaseSettings):
     # a folder like demucs/remote (files.txt and <name>.yaml) naming Demucs' legacy files
     # (empty: the package's own; a mirror or a test hub of other files sets it)
     demucs_remote_root: str = ""
-    # a mirror of Open-Unmix's zenodo files: <root>/records/<record>/files/<file> (empty: zenodo)
-    umx_root_url: str = ""
-    # a mirror of the RoFormer registry's files: <root>/<file name> for each checkpoint and
-    # config (empty: the URLs as published, prediction/roformer_separator.py)
-    roformer_root_url: str = ""
     fetch_timeout_s: float = Field(default=60.0, gt=0)  # a download stalled this long fails
     network_check_ttl_s: float = Field(default=60.0, ge=0)  # how long "hub answers" is trusted
 
@@ -114,6 +122,11 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def store_url(self) -> str:
+        """DATABASE_URL, or the SQLite file under the data dir that the store always used."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'jobs.sqlite3'}"
 
 
 @lru_cache

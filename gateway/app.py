@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from contextlib import asynccontextmanager
 
@@ -39,7 +40,8 @@ class Gateway:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.store = JobStore(settings.data_dir / "jobs.sqlite3")
+        # opening the store runs its migrations (an older SQLite file is adopted in place)
+        self.store = JobStore(settings.store_url, retry_s=settings.db_retry_s)
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
@@ -53,7 +55,12 @@ class Gateway:
             cqt=ReplicaPool("cqt", urls["cqt"], self.client, 1),
         )
         self.runner = JobRunner(
-            self.store, Pipeline(settings, self.store, self.pools), settings.job_concurrency
+            self.store,
+            Pipeline(settings, self.store, self.pools),
+            settings.job_concurrency,
+            gateway_id=settings.gateway_id or f"{socket.gethostname()}:{settings.gateway_port}",
+            lease_s=settings.lease_s,
+            claim_poll_s=settings.claim_poll_s,
         )
         self.decode_limiter = asyncio.Semaphore(DECODES_AT_ONCE)
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
@@ -82,7 +89,8 @@ class Gateway:
         expired = self.store.older_than(cutoff)
         for job_id in expired:
             # files first: a sweep killed between the two leaves the row, and the next sweep
-            # finishes the job; the other order would leave files no row points to
+            # finishes the job; the other order would leave files no row points to. Every
+            # gateway sweeps: two meeting on one job delete it twice, which is harmless.
             JobFiles(self.settings.jobs_dir, job_id).delete()
             self.store.delete(job_id)
         if expired:

@@ -1,33 +1,67 @@
-"""The job queue: a fixed number of jobs run at once; queued and interrupted jobs resume when
-the gateway starts, and no job is left `running` when its task ends."""
+"""The job runner: `concurrency` workers, each running one job at a time under a lease in the
+job store, so that several gateways on one database share the work and each job is run by
+exactly one of them at a time.
+
+A worker takes a job the moment this gateway accepts it (`submit`), or claims the oldest
+runnable job whose lease is free: never taken, released, or expired because the gateway that
+held it died. While the job runs the worker renews the lease every `lease_s / 3`; a worker that
+finds the lease taken by another gateway (or cannot renew it for `lease_s`) stops working on
+the job. So a dead gateway's job is taken over at most `lease_s + claim_poll_s` after its last
+renewal, by any gateway with a free worker; the new runner re-sends only the chunks the fuser
+lacks (the pipeline asks it). No job is left `running` with nobody on it for longer than that.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
+import time
+
+from anyio import to_thread
 
 from common.errors import AudiosplitError
 from common.metrics import JOBS, JOBS_FINISHED
 from gateway.pipeline import Pipeline
-from gateway.store import STATUSES, JobStore
+from gateway.store import STATUSES, JobStore, StoreUnavailable
 
 log = logging.getLogger("audiosplit.runner")
 
 
+class LeaseLost(Exception):
+    """Another gateway holds the job's lease now (or the job was deleted)."""
+
+
 class JobRunner:
-    def __init__(self, store: JobStore, pipeline: Pipeline, concurrency: int):
+    def __init__(
+        self,
+        store: JobStore,
+        pipeline: Pipeline,
+        concurrency: int,
+        *,
+        gateway_id: str = "gateway",
+        lease_s: float = 30.0,
+        claim_poll_s: float = 2.0,
+    ):
         self.store = store
         self.pipeline = pipeline
         self.concurrency = concurrency
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.gateway_id = gateway_id
+        # this life of the gateway: a restarted one frees what its earlier life held
+        self.owner = f"{gateway_id}/{secrets.token_hex(4)}"
+        self.lease_s = lease_s
+        self.claim_poll_s = claim_poll_s
+        self.submitted: asyncio.Queue[str] = asyncio.Queue()  # accepted here, not yet claimed
         self.workers: list[asyncio.Task] = []
+        self.running: set[str] = set()
 
     async def start(self) -> None:
-        for job_id in self.store.ids_with_status("running", "queued"):
-            # Interrupted by a stop or a crash: run it again; the fuser keeps the chunks it has.
-            self.store.update(job_id, status="queued", stage="resuming")
-            log.info("resuming job %s", job_id)
-            self.queue.put_nowait(job_id)
+        # Interrupted by a stop or a crash of this same gateway: its jobs are claimable again
+        # at once; the fuser keeps the chunks it has.
+        freed = await to_thread.run_sync(self.store.release_owned_by, f"{self.gateway_id}/")
+        if freed:
+            log.info("freed %d leases held by an earlier run of gateway %s", freed, self.gateway_id)
         self.workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
         self.refresh_gauges()
 
@@ -37,31 +71,97 @@ class JobRunner:
         await asyncio.gather(*self.workers, return_exceptions=True)
 
     def submit(self, job_id: str) -> None:
-        self.queue.put_nowait(job_id)
+        """A job accepted here: an idle worker claims it at once; if none is idle it stays
+        claimable by any gateway (this one's next free worker tries it first)."""
+        self.submitted.put_nowait(job_id)
         self.refresh_gauges()
 
     def refresh_gauges(self) -> None:
-        counts = self.store.counts()
+        try:
+            counts = self.store.counts()
+        except StoreUnavailable:
+            return  # gauges are not worth failing a request for
         for status in STATUSES:
             JOBS.labels(status).set(counts[status])
 
     async def _work(self) -> None:
         while True:
-            job_id = await self.queue.get()
+            job_id, was = await self._next_job()
+            self.running.add(job_id)
             try:
-                await self.pipeline.run(job_id)
+                if was == "running":
+                    log.info("resuming job %s (its lease was free)", job_id)
+                    self.store.update(job_id, stage="resuming")
+                await self._run_leased(job_id)
                 JOBS_FINISHED.labels("done").inc()
             except asyncio.CancelledError:
-                # The gateway is stopping: the job stays `running` and resumes on next start.
+                # The gateway is stopping: the job stays `running`; giving the lease back (in
+                # `finally`) lets another gateway, or this one started again, resume it at once.
                 raise
+            except LeaseLost as e:
+                log.warning("job %s: %s; stopped working on it", job_id, e)
+            except StoreUnavailable as e:
+                # not the job's fault: leave it for whoever claims it once the database is back
+                log.warning("job %s interrupted, the job database is unavailable: %s", job_id, e)
             except AudiosplitError as e:
                 self._fail(job_id, e.code, e.message)
             except Exception as e:
                 log.exception("job %s failed with an internal error", job_id)
                 self._fail(job_id, "internal_error", f"internal error: {type(e).__name__}")
             finally:
-                self.queue.task_done()
+                self.running.discard(job_id)
+                with contextlib.suppress(AudiosplitError):
+                    self.store.release(job_id, self.owner)  # short; also when cancelled
                 self.refresh_gauges()
+
+    async def _next_job(self) -> tuple[str, str]:
+        """Wait until this worker holds the lease of a job: (id, status before the claim)."""
+        while True:
+            hint: str | None = None
+            with contextlib.suppress(asyncio.QueueEmpty):
+                hint = self.submitted.get_nowait()
+            if hint is None:
+                if claimed := await self._claim(None):
+                    return claimed
+                with contextlib.suppress(TimeoutError):
+                    hint = await asyncio.wait_for(self.submitted.get(), self.claim_poll_s)
+            if hint is not None and (claimed := await self._claim(hint)):
+                return claimed
+
+    async def _claim(self, job_id: str | None) -> tuple[str, str] | None:
+        try:
+            return await to_thread.run_sync(self.store.claim, self.owner, self.lease_s, job_id)
+        except StoreUnavailable as e:
+            log.warning("cannot claim jobs, the job database is unavailable: %s", e)
+            await asyncio.sleep(self.claim_poll_s)
+            return None
+
+    async def _run_leased(self, job_id: str) -> None:
+        """Run the job while renewing its lease; LeaseLost (the job cancelled) when another
+        gateway took it over or the lease could not be renewed for lease_s."""
+        job = asyncio.create_task(self.pipeline.run(job_id))
+        renewed_at = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=self.lease_s / 3)
+                if done:
+                    return job.result()
+                try:
+                    held = await to_thread.run_sync(
+                        self.store.renew, job_id, self.owner, self.lease_s
+                    )
+                except StoreUnavailable:
+                    # still ours unless the lease ran out meanwhile: someone may hold it now
+                    held = time.monotonic() - renewed_at < self.lease_s
+                    if held:
+                        continue
+                if not held:
+                    raise LeaseLost("its lease is held by another gateway, or it was deleted")
+                renewed_at = time.monotonic()
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
 
     def _fail(self, job_id: str, code: str, message: str) -> None:
         JOBS_FINISHED.labels("failed").inc()
@@ -71,4 +171,4 @@ class JobRunner:
                 job_id, status="failed", stage="failed", error={"code": code, "message": message}
             )
         except AudiosplitError:
-            pass  # deleted while it ran
+            pass  # deleted while it ran, or the database is gone: the next claimer retries

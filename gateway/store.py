@@ -1,53 +1,103 @@
-"""The gateway's job store: one SQLite file (WAL) under the data dir, so jobs survive restarts."""
+"""The gateway's job store on SQLAlchemy Core: one code path for SQLite (the default, a file
+under the data dir, WAL) and PostgreSQL (several gateways sharing the work).
+
+The schema is made and upgraded by the Alembic revisions in `gateway/migrations/`, run when the
+store opens; the first of them adopts a file written before migrations existed. Besides the
+job's own fields, a row holds a lease (`lease_owner`, `lease_until`): the one gateway that runs
+the job renews it while it runs, and any gateway may claim a job whose lease has expired.
+Lease times are the database's clock, so gateways on machines whose clocks differ still agree.
+"""
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from common.errors import NotFound
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from common.errors import AudiosplitError, NotFound
+from gateway.migrations import upgrade
+
+log = logging.getLogger("audiosplit.store")
 
 STATUSES = ("queued", "running", "done", "failed")
+RUNNABLE = ("queued", "running")  # a job in these states wants a gateway to run it
+T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    status TEXT NOT NULL,
-    progress REAL NOT NULL DEFAULT 0,
-    stage TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    model_reason TEXT NOT NULL DEFAULT '',
-    stems TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    warnings TEXT NOT NULL DEFAULT '[]',
-    notes TEXT NOT NULL DEFAULT '[]',
-    peak REAL,
-    ready_s REAL NOT NULL DEFAULT 0,
-    options TEXT NOT NULL DEFAULT '{}',
-    filename TEXT NOT NULL DEFAULT '',
-    content_hash TEXT NOT NULL DEFAULT '',
-    n_frames INTEGER NOT NULL DEFAULT 0,
-    duration_s REAL NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE INDEX IF NOT EXISTS jobs_hash ON jobs(content_hash);
-"""
 
-# Columns added after the first release: (name, definition), added to an older file on open.
-ADDED_COLUMNS = (
-    ("notes", "TEXT NOT NULL DEFAULT '[]'"),
-    ("peak", "REAL"),
-    ("ready_s", "REAL NOT NULL DEFAULT 0"),
+class StoreUnavailable(AudiosplitError):
+    """The database did not answer for `db_retry_s` (down, restarting, unreachable)."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class JSONText(sa.types.TypeDecorator):
+    """JSON kept as TEXT: the format files of earlier releases hold, the same on both engines."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return json.dumps(value)
+
+    def process_result_value(self, value, dialect):
+        return json.loads(value) if value is not None else None
+
+
+class db_now(FunctionElement):
+    """The database's clock in Unix seconds (float)."""
+
+    type = sa.Float()
+    inherit_cache = True
+
+
+@compiles(db_now)
+def _db_now_postgresql(element, compiler, **kw) -> str:
+    # clock_timestamp, not now(): now() is the start of the transaction
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(element, compiler, **kw) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+metadata = sa.MetaData()
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("progress", sa.Float, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("model_reason", sa.Text, nullable=False),
+    sa.Column("stems", JSONText, nullable=False),
+    sa.Column("error", JSONText),
+    sa.Column("warnings", JSONText, nullable=False),
+    sa.Column("notes", JSONText, nullable=False),
+    sa.Column("peak", sa.Float),
+    sa.Column("ready_s", sa.Float, nullable=False),
+    sa.Column("options", JSONText, nullable=False),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("content_hash", sa.Text, nullable=False),
+    sa.Column("n_frames", sa.Integer, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", sa.Float),  # database clock, Unix seconds
 )
-
-JSON_FIELDS = ("stems", "error", "warnings", "notes", "options")
 
 
 @dataclass
@@ -73,106 +123,225 @@ class JobRecord:
     duration_s: float = 0.0
 
 
-class JobStore:
-    """Thread-safe: one connection guarded by a lock (every statement is short)."""
+RECORD_COLUMNS = [jobs.c[name] for name in JobRecord.__dataclass_fields__]
+# a row whose lease has run out (or was never taken, or was released)
+LEASE_FREE = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < db_now())
+# built once: status polls and progress updates are the hot path, building a statement per call
+# cost more than running it
+GET = sa.select(*RECORD_COLUMNS).where(jobs.c.id == sa.bindparam("job_id"))
+UPDATE = jobs.update().where(jobs.c.id == sa.bindparam("job_id")).returning(*RECORD_COLUMNS)
 
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
-        have = {r["name"] for r in self._db.execute("PRAGMA table_info(jobs)")}
-        for name, definition in ADDED_COLUMNS:
-            if name not in have:
-                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+
+def engine_url(url: str) -> sa.URL:
+    """`postgresql://…` means psycopg 3 here (SQLAlchemy would pick psycopg2 by default)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: str) -> Engine:
+    parsed = engine_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed, connect_args={"check_same_thread": False, "timeout": 30.0}
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
+            cursor.execute("PRAGMA synchronous=NORMAL")  # WAL keeps it consistent; fsync less
+            cursor.close()
+
+        return engine
+    # pre-ping: a connection the database dropped (a restart) is replaced before use, not
+    # failed on; the pool is sized for the event loop plus the runner's threads
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=16)
+
+
+class JobStore:
+    """Thread-safe (a connection pool; every statement is short). A call that meets an
+    unreachable database retries with backoff for `retry_s`, then raises StoreUnavailable."""
+
+    def __init__(self, url: str | Path, retry_s: float = 20.0):
+        """`url`: a database URL, or the path of a SQLite file."""
+        url = f"sqlite:///{url}" if isinstance(url, Path) else url
+        self.url = url
+        self.retry_s = retry_s
+        self.engine = make_engine(url)
+        self._retrying(lambda: upgrade(self.engine))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.engine.dispose()
 
     def insert(self, job: JobRecord) -> None:
-        row = self._to_row(job)
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        with self._lock:
-            self._db.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", list(row.values()))
+        self._write(lambda c: c.execute(jobs.insert().values(**job.__dict__)))
 
     def get(self, job_id: str) -> JobRecord:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        row = self._read(lambda c: c.execute(GET, {"job_id": job_id}).first())
         if row is None:
             raise NotFound(f"no job {job_id!r}")
-        return self._from_row(row)
+        return JobRecord(**row._mapping)
 
     def update(self, job_id: str, **changes: Any) -> JobRecord:
-        changes["updated_at"] = time.time()
-        row = self._to_row_partial(changes)
-        sets = ", ".join(f"{k} = ?" for k in row)
-        with self._lock:
-            cur = self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*row.values(), job_id])
-        if cur.rowcount == 0:
+        changes.setdefault("updated_at", time.time())
+        unknown = set(changes) - set(JobRecord.__dataclass_fields__)
+        if unknown or "id" in changes:
+            raise TypeError(
+                f"JobStore.update cannot set {sorted(unknown | ({'id'} & set(changes)))}"
+            )
+        # the SET clause is the keys of the parameters
+        row = self._write(lambda c: c.execute(UPDATE, {"job_id": job_id, **changes}).first())
+        if row is None:
             raise NotFound(f"no job {job_id!r}")
-        return self.get(job_id)
+        return JobRecord(**row._mapping)
 
     def list(self, limit: int = 100, offset: int = 0, status: str | None = None) -> list[JobRecord]:
-        query, args = "SELECT * FROM jobs", []
+        query = sa.select(*RECORD_COLUMNS)
         if status:
-            query, args = query + " WHERE status = ?", [status]
-        query += " ORDER BY created_at DESC LIMIT ? OFFSET ?"
-        with self._lock:
-            rows = self._db.execute(query, [*args, limit, offset]).fetchall()
-        return [self._from_row(r) for r in rows]
+            query = query.where(jobs.c.status == status)
+        query = query.order_by(jobs.c.created_at.desc()).limit(limit).offset(offset)
+        rows = self._read(lambda c: c.execute(query).all())
+        return [JobRecord(**r._mapping) for r in rows]
 
     def ids_with_status(self, *statuses: str) -> list[str]:
-        marks = ", ".join("?" for _ in statuses)
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id FROM jobs WHERE status IN ({marks}) ORDER BY created_at", statuses
-            ).fetchall()
-        return [r["id"] for r in rows]
+        query = sa.select(jobs.c.id).where(jobs.c.status.in_(statuses)).order_by(jobs.c.created_at)
+        return self._read(lambda c: list(c.execute(query).scalars()))
 
     def find_done(self, content_hash: str) -> JobRecord | None:
         """A finished job with the same audio and options, for the result cache."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM jobs WHERE content_hash = ? AND status = 'done' "
-                "ORDER BY created_at DESC LIMIT 1",
-                (content_hash,),
-            ).fetchone()
-        return self._from_row(row) if row else None
+        query = (
+            sa.select(*RECORD_COLUMNS)
+            .where(jobs.c.content_hash == content_hash, jobs.c.status == "done")
+            .order_by(jobs.c.created_at.desc())
+            .limit(1)
+        )
+        row = self._read(lambda c: c.execute(query).first())
+        return JobRecord(**row._mapping) if row else None
 
     def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) n FROM jobs GROUP BY status")
-            found = {r["status"]: r["n"] for r in rows.fetchall()}
+        query = sa.select(jobs.c.status, sa.func.count()).group_by(jobs.c.status)
+        found = dict(self._read(lambda c: c.execute(query).all()))
         return {s: found.get(s, 0) for s in STATUSES}
 
     def older_than(self, cutoff: float) -> list[str]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM jobs WHERE updated_at < ? AND status IN ('done', 'failed')",
-                (cutoff,),
-            ).fetchall()
-        return [r["id"] for r in rows]
+        query = sa.select(jobs.c.id).where(
+            jobs.c.updated_at < cutoff, jobs.c.status.in_(("done", "failed"))
+        )
+        return self._read(lambda c: list(c.execute(query).scalars()))
 
     def delete(self, job_id: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        """Deleting a job that is already gone does nothing (two sweepers may meet)."""
+        self._write(lambda c: c.execute(jobs.delete().where(jobs.c.id == job_id)))
 
-    @staticmethod
-    def _to_row_partial(values: dict[str, Any]) -> dict[str, Any]:
-        return {k: json.dumps(v) if k in JSON_FIELDS else v for k, v in values.items()}
+    # --- leases -------------------------------------------------------------------------------
 
-    def _to_row(self, job: JobRecord) -> dict[str, Any]:
-        return self._to_row_partial(dict(job.__dict__))
+    def claim(
+        self, owner: str, lease_s: float, job_id: str | None = None
+    ) -> tuple[str, str] | None:
+        """Take the lease of one runnable job whose lease is free (`job_id`, or the oldest):
+        (id, status before) or None. PostgreSQL skips rows another gateway is claiming (FOR
+        UPDATE SKIP LOCKED); on SQLite, where that clause compiles to nothing, the conditional
+        UPDATE is what makes two claimers of one row get one winner."""
+        claimable = sa.and_(jobs.c.status.in_(RUNNABLE), LEASE_FREE)
+        query = sa.select(jobs.c.id, jobs.c.status).where(claimable)
+        if job_id is not None:
+            query = query.where(jobs.c.id == job_id)
+        query = query.order_by(jobs.c.created_at).limit(1).with_for_update(skip_locked=True)
 
-    @staticmethod
-    def _from_row(row: sqlite3.Row) -> JobRecord:
-        values = dict(row)
-        for k in JSON_FIELDS:
-            values[k] = json.loads(values[k]) if values[k] is not None else None
-        return JobRecord(**values)
+        def take(c: sa.Connection) -> tuple[str, str] | None:
+            row = c.execute(query).first()
+            if row is None:
+                return None
+            taken = c.execute(
+                jobs.update()
+                .where(jobs.c.id == row.id, claimable)
+                .values(lease_owner=owner, lease_until=db_now() + lease_s)
+            )
+            return (row.id, row.status) if taken.rowcount == 1 else None
+
+        for _ in range(3):  # on SQLite another gateway may win the row we chose: choose again
+            claimed = self._write(take)
+            if claimed is not None or job_id is not None:
+                return claimed
+        return None
+
+    def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend our lease; False when the job is gone or another gateway holds it now.
+        An expired lease nobody took is still ours: a short database outage costs no job."""
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+            .values(lease_until=db_now() + lease_s)
+        )
+        return self._write(lambda c: c.execute(statement).rowcount) == 1
+
+    def release(self, job_id: str, owner: str) -> None:
+        """Give the lease up (the job ended, or this gateway stops): claimable at once."""
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+        self._write(lambda c: c.execute(statement))
+
+    def release_owned_by(self, owner_prefix: str) -> int:
+        """Free the leases an earlier life of this gateway held (it was killed): its jobs
+        resume at once instead of after the lease runs out. Returns how many."""
+        statement = (
+            jobs.update()
+            .where(jobs.c.lease_owner.startswith(owner_prefix, autoescape=True))
+            .values(lease_owner=None, lease_until=None)
+        )
+        return self._write(lambda c: c.execute(statement).rowcount)
+
+    def lease(self, job_id: str) -> tuple[str | None, float | None]:
+        """(owner, seconds left by the database clock) of a job's lease, for tests and logs."""
+        query = sa.select(jobs.c.lease_owner, jobs.c.lease_until - db_now()).where(
+            jobs.c.id == job_id
+        )
+        row = self._read(lambda c: c.execute(query).first())
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row[0], row[1]
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        def once() -> T:
+            with self.engine.connect() as c:
+                return work(c)
+
+        return self._retrying(once)
+
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        def once() -> T:
+            with self.engine.begin() as c:
+                return work(c)
+
+        return self._retrying(once)
+
+    def _retrying(self, once: Callable[[], T]) -> T:
+        """Run `once`, again with backoff while the database cannot be reached or is busy
+        (OperationalError: refused, reset, restarting, SQLite locked) for at most retry_s."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                return once()
+            except (exc.OperationalError, exc.InterfaceError) as e:
+                if time.monotonic() + delay > deadline:
+                    raise StoreUnavailable(
+                        f"the job database did not answer for {self.retry_s:.0f} s "
+                        f"({type(e.orig).__name__}: {str(e.orig).strip()[:200]})"
+                    ) from e
+                log.warning("job database unavailable, retrying in %.2fs: %s", delay, e.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)

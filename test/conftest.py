@@ -17,3 +17,7 @@ def pytest_sessionstart(session) -> None:
 
     fft.warm_up()
     cqt.warm_up()
+
+
+# a real PostgreSQL for the tests that share one (the store, several gateways): test/postgres.py
+from test.postgres import pg_url, postgres  # noqa: E402, F401

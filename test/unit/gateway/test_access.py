@@ -64,7 +64,8 @@ def test_retention_sweeps_old_finished_jobs_and_their_files(tmp_path):
         ):
             gw.store.insert(JobRecord(id=job_id, status=status, created_at=at, updated_at=at))
             JobFiles(gw.settings.jobs_dir, job_id).dir.mkdir(parents=True)
-        gw.store._db.execute("UPDATE jobs SET updated_at = ? WHERE id IN ('old', 'run')", (old,))
+        for job_id in ("old", "run"):
+            gw.store.update(job_id, updated_at=old)
         assert gw.sweep() == ["old"]
         assert not (gw.settings.jobs_dir / "old").exists()
         assert (gw.settings.jobs_dir / "new").exists() and (gw.settings.jobs_dir / "run").exists()
