@@ -75,6 +75,7 @@ EOF
   install_postgres
   "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
     || { say "install: imports failed after install"; exit 1; }
+  install_kubectl
   install_stamp > "$STAMP"
   say "install: done in $((SECONDS - start))s ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
 }
@@ -90,6 +91,20 @@ install_browser() {
     fi
   else
     say "install: no chromium here and no root apt-get to install it; the browser tests will skip (install Debian's 'chromium' package to run them)"
+  fi
+}
+
+install_kubectl() {
+  # test/unit/deploy renders deploy/k8s with `kubectl kustomize` (a kubectl whose kustomize is
+  # v4 or later; with an older one, or none, it checks a Python render of the same files alone).
+  if command -v kubectl >/dev/null; then return; fi
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "install: kubectl (apt-get kubernetes-client) for the Kubernetes manifest tests"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; } >/dev/null 2>&1; then
+      say "install: apt-get could not install kubernetes-client; the manifests are checked without kubectl"
+    fi
+  else
+    say "install: no kubectl here and no root apt-get to install it; the manifests are checked without kubectl (install Debian's 'kubernetes-client' package for kubectl)"
   fi
 }
 
