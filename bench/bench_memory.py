@@ -1,13 +1,17 @@
-"""Peak memory of the predictor and the fuser for a 1-minute and a 10-minute song, next to
-Demucs' own `separate_tensor` on the same audio.
+"""Peak memory of the predictor, the fuser and the gateway for a 1-minute and a 10-minute
+song, next to Demucs' own `separate_tensor` on the same audio; and the disk a finished job keeps.
 
-    ./run.sh bench bench_memory [--minutes 1 10] [--size small|full]
+    ./run.sh bench bench_memory [--minutes 1 10] [--size small|full] [--no-demucs]
 
 For each length: a fresh stack (so peaks are per song) with an htdemucs-architecture model at
-random weights in its models dir, one job with `analysis=false`, then the peak resident memory
-(VmHWM) of the predictor's and the fuser's processes. Demucs runs in a child process per length
-and reports its own peak. `--size small` (0.4 M parameters, fast) shows how memory grows with
-length; `--size full` (42 M, ~0.5 real time on 2 cores) adds the real model's constant.
+random weights in its models dir, one job with `analysis=false`; then every stem is downloaded
+as float WAV and as FLAC, and the ZIP (FLAC), so the gateway's peak covers the upload, the decode,
+the job and the downloads; then the peak resident memory (VmHWM) of the predictor's, the
+fuser's and the gateway's processes, and the bytes left under the job's directory over the size
+of its stems as 32-bit float (frames x stems x 2 x 4 bytes; goal <= 1.3). Demucs runs in a child
+process per length and reports its own peak (`--no-demucs` skips it). `--size small` (0.4 M
+parameters, fast) shows how memory grows with length; `--size full` (42 M, ~0.5 real time on
+2 cores) adds the real model's constant.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--size", choices=["small", "full"], default="small")
+    parser.add_argument("--no-demucs", action="store_true", help="skip Demucs' own run")
     args = parser.parse_args()
     arch = fx.SMALL if args.size == "small" else fx.FULL
     rows = []
@@ -82,23 +87,19 @@ def main() -> None:
                     r.raise_for_status()
                     job = wait_job(client, r.json()["id"], timeout=7200)
                     assert job["status"] == "done", job
+                    download_everything(client, job)
                 predictor = peak_mb(stack.procs["predictor"].pid)
                 fuser = peak_mb(stack.procs["fuser"].pid)
                 gateway = peak_mb(stack.procs["gateway"].pid)
+                disk = disk_ratio(stack.settings.jobs_dir / job["id"], job)
             finally:
                 stack.stop()
-            child = subprocess.run(
-                [sys.executable, "-c", DEMUCS_CHILD, str(song)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **env, "HF_HUB_OFFLINE": "1"},
-                check=True,
-            )
-            demucs = json.loads(child.stdout.strip().splitlines()[-1])["peak_mb"]
+            demucs = float("nan") if args.no_demucs else demucs_peak_mb(song, env)
             rows.append((minutes, predictor, fuser, gateway, demucs))
             print(
                 f"{minutes:4.0f} min: predictor {predictor:7.0f} MB  fuser {fuser:6.0f} MB  "
-                f"gateway {gateway:6.0f} MB  | demucs separate_tensor {demucs:7.0f} MB",
+                f"gateway {gateway:6.0f} MB  | demucs separate_tensor {demucs:7.0f} MB  | "
+                f"disk left {disk:.3f}x the float stems",
                 flush=True,
             )
     if len(rows) >= 2:
@@ -107,6 +108,34 @@ def main() -> None:
             f"{m1:.0f} min vs {m0:.0f} min ({args.size} model): predictor {p1 / p0 - 1:+.1%}, "
             f"fuser {f1 / f0 - 1:+.1%}, gateway {g1 / g0 - 1:+.1%}, demucs {d1 / d0 - 1:+.1%}"
         )
+
+
+def download_everything(client: httpx.Client, job: dict) -> None:
+    """Every stem as float WAV and FLAC, and the ZIP, read to the end and dropped."""
+    urls = [(u, {"format": f}) for u in job["links"]["stems"].values() for f in ("wav", "flac")]
+    for url, params in [*urls, (job["links"]["zip"], {})]:
+        with client.stream("GET", url, params=params) as response:
+            response.raise_for_status()
+            for _ in response.iter_bytes():
+                pass
+
+
+def disk_ratio(job_dir: Path, job: dict) -> float:
+    """Bytes under the job's directory over its stems as 32-bit float."""
+    kept = sum(p.stat().st_size for p in job_dir.rglob("*") if p.is_file())
+    frames = round(job["duration_s"] * 44100)
+    return kept / (frames * len(job["stems"]) * 2 * 4)
+
+
+def demucs_peak_mb(song: Path, env: dict[str, str]) -> float:
+    child = subprocess.run(
+        [sys.executable, "-c", DEMUCS_CHILD, str(song)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "HF_HUB_OFFLINE": "1"},
+        check=True,
+    )
+    return json.loads(child.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
 if __name__ == "__main__":

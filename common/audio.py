@@ -3,10 +3,12 @@
 The format is told by content, never by the file name. The WAV family, FLAC and Ogg go through
 libsndfile (soundfile), exact and fast for them; everything else (MP3, AAC/M4A, ALAC, AC3, WMA,
 the sound of a video) and whatever libsndfile cannot read goes through FFmpeg (PyAV). Samples
-are converted a block at a time (cleaned of NaN/inf, downmixed to stereo, resampled with soxr),
-so peak memory is about twice the float32 result.
+are converted a block at a time (`common.stereo`: cleaned of NaN/inf, downmixed to stereo,
+resampled with soxr's streaming resampler): `decode_audio_to_file` writes them to disk as they
+come, so its memory is that of a block whatever the song's length; `decode_audio` keeps them
+(about twice the float32 result at its peak). Both give the same samples.
 
-Every failure leaves `decode_audio` as `AudioDecodeError` (415: not audio we can decode) or
+Every failure leaves either as `AudioDecodeError` (415: not audio we can decode) or
 `AudioRejected` (422: it decodes, but is unusable), with a message for the person who sent it.
 Writing lives in `common.audio_encode`, re-exported here.
 """
@@ -14,31 +16,39 @@ Writing lives in `common.audio_encode`, re-exported here.
 from __future__ import annotations
 
 import codecs
-import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
 import numpy as np
 import soundfile as sf
-import soxr
 
 from common.audio_encode import file_extension, media_type, write_audio
 from common.constants import SAMPLE_RATE
-from common.errors import AudioDecodeError, AudioRejected
+from common.errors import AudioDecodeError, AudioRejected, StorageError
+from common.stereo import (
+    BLOCK_VALUES,
+    DEFAULT_LAYOUTS,
+    FrameOutput,
+    MemoryFrames,
+    PlanarFileFrames,
+    StereoSink,
+    stereo_downmix_matrix,
+)
 
 __all__ = [
     "DecodedAudio",
+    "DecodedFile",
     "decode_audio",
+    "decode_audio_to_file",
     "file_extension",
     "media_type",
     "stereo_downmix_matrix",
     "write_audio",
 ]
 
-_BLOCK_VALUES = 1 << 17  # source samples converted at a time: ~1.5 s of stereo at 44.1 kHz
 _HEAD_BYTES = 512  # enough to recognise a container, or text, by its first bytes
 # First bytes of the containers libsndfile reads well: the WAV family (RIFF, RIFX, RF64, BW64,
 # Sony Wave64), FLAC, Ogg, AIFF, CAF. Everything else goes straight to FFmpeg.
@@ -55,30 +65,8 @@ _GUESS_SLACK = 2.0
 _GUESS_TRUSTED_AFTER_S = 1.0
 _MAX_DAMAGED_SHARE = 0.5  # more damaged packets than this and it is noise, not a song
 
-_M3DB = 1.0 / math.sqrt(2.0)  # -3 dB: ITU-R BS.775 gain of centre and surrounds in a downmix
 _WAVE_SPEAKERS = ("FL", "FR", "FC", "LFE", "BL", "BR", "FLC", "FRC", "BC", "SL", "SR", "TC")
 _WAVE_SPEAKERS += ("TFL", "TFC", "TFR", "TBL", "TBC", "TBR")  # bit order of a WAVEX channel mask
-_DEFAULT_LAYOUTS = {  # WAVE/SMPTE order of a file that names no layout
-    3: ("FL", "FR", "FC"),
-    4: ("FL", "FR", "BL", "BR"),
-    5: ("FL", "FR", "FC", "BL", "BR"),
-    6: ("FL", "FR", "FC", "LFE", "BL", "BR"),
-    7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),
-    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
-}
-_SIDE_SPEAKERS = ("BL", "SL", "TFL", "TBL", "WL", "SDL", "TSL", "BFL")  # each with its R twin
-_CENTRE_SPEAKERS = ("FC", "BC", "TC", "TFC", "TBC", "BFC")
-_STEREO_GAINS: dict[str, tuple[float, float]] = {  # speaker -> (gain into L, gain into R)
-    "FL": (1.0, 0.0),
-    "FR": (0.0, 1.0),
-    "FLC": (1.0, 0.0),  # FFmpeg's default downmix takes the inner fronts at full level too
-    "FRC": (0.0, 1.0),
-    "LFE": (0.0, 0.0),  # dropped, as the ITU downmix does: music carries its bass in L/R
-    "LFE2": (0.0, 0.0),
-    **{name: (_M3DB, 0.0) for name in _SIDE_SPEAKERS},
-    **{name[:-1] + "R": (0.0, _M3DB) for name in _SIDE_SPEAKERS},
-    **{name: (_M3DB, _M3DB) for name in _CENTRE_SPEAKERS},
-}
 
 _MASK_RE = re.compile(r"Channel Mask\s*:\s*0x([0-9A-Fa-f]+)")
 # libsndfile's header log says so when a WAV's data chunk claims more bytes than the file has.
@@ -112,146 +100,119 @@ class DecodedAudio:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class DecodedFile:
+    """A decoded upload written to `path`: little-endian float32 (2, n) with n = `n_frames`,
+    all of L then all of R, at SAMPLE_RATE Hz; the other fields as in `DecodedAudio`."""
+
+    path: Path
+    n_frames: int
+    source_rate: int
+    source_channels: int
+    source_format: str
+    duration_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
 def decode_audio(path: Path, *, min_duration_s: float, max_duration_s: float) -> DecodedAudio:
-    """Decodes the audio file at `path` to float32 stereo at SAMPLE_RATE Hz.
+    """Decodes the audio file at `path` to float32 stereo at SAMPLE_RATE Hz, in memory.
 
     Raises `AudioDecodeError` when it is not decodable audio and `AudioRejected` when it holds
     no samples or lasts less than `min_duration_s` or more than `max_duration_s` seconds (the
     latter judged from the header before decoding where the header tells it). No other exception
     type leaves this function.
     """
+    decoded = _decode_checked(Path(path), min_duration_s, max_duration_s, MemoryFrames)
+    samples = decoded.sink.out.finish()
+    return DecodedAudio(samples, *decoded.source, samples.shape[1] / SAMPLE_RATE, decoded.warnings)
+
+
+def decode_audio_to_file(
+    path: Path, dest: Path, *, min_duration_s: float, max_duration_s: float
+) -> DecodedFile:
+    """Decodes the audio file at `path` as `decode_audio` does, into the file `dest` (float32
+    (2, n), see `DecodedFile`) a block at a time: memory stays that of a block.
+
+    `dest` appears only once complete and accepted; nothing is left beside it on failure.
+    Raises what `decode_audio` raises, and `StorageError` when the disk refuses the samples.
+    """
+    dest = Path(dest)
+    decoded = _decode_checked(
+        Path(path), min_duration_s, max_duration_s, lambda: PlanarFileFrames(dest)
+    )
+    n = decoded.sink.out.finish()
+    return DecodedFile(dest, n, *decoded.source, n / SAMPLE_RATE, decoded.warnings)
+
+
+class _StereoSink(StereoSink):
+    """The stereo converter with the duration cap: refuses the file once more than
+    `max_duration_s` has been decoded (a header may not tell, or lie)."""
+
+    def __init__(self, max_duration_s: float, out: FrameOutput) -> None:
+        super().__init__(out)
+        self.max_duration_s = max_duration_s
+
+    def add(self, block: np.ndarray, rate: int, names: tuple[str, ...]) -> None:
+        super().add(block, rate, names)
+        if self.source_seconds > self.max_duration_s:
+            raise _too_long(self.source_seconds, self.max_duration_s, at_least=True)
+
+
+@dataclass
+class _Decoded:
+    """What a decoder made: the sink (flushed: its `out` holds every frame), the source's
+    (rate, channels, 'container/codec'), and warnings for the uploader."""
+
+    sink: _StereoSink
+    source: tuple[int, int, str]
+    warnings: list[str]
+
+
+_NewOutput = Callable[[], FrameOutput]
+
+
+def _decode_checked(
+    path: Path, min_duration_s: float, max_duration_s: float, new_output: _NewOutput
+) -> _Decoded:
+    """`_decode` with its promise: only our own errors leave it; an output of a failed or
+    refused decode is discarded."""
+    outputs: list[FrameOutput] = []
+
+    def open_output() -> FrameOutput:
+        outputs.append(new_output())
+        return outputs[-1]
+
     try:
-        audio = _decode(Path(path), max_duration_s)
-    except (AudioDecodeError, AudioRejected):
-        raise
-    except MemoryError as e:
-        raise AudioRejected(
-            "The audio is too large to decode on this server; upload a shorter file."
-        ) from e
-    except Exception as e:  # the promise above: a decoder's own error becomes a 415
+        decoded = _decode(path, max_duration_s, open_output)
+        frames = decoded.sink.out.frames
+        if frames == 0:
+            raise AudioRejected(
+                f"The file is valid {decoded.source[2]} audio but holds no samples (0 frames)."
+            )
+        if frames / SAMPLE_RATE < min_duration_s - 1e-9:
+            raise AudioRejected(
+                f"The audio is only {_clock(frames / SAMPLE_RATE)} long; at least "
+                f"{_clock(min_duration_s)} is needed."
+            )
+        return decoded
+    except BaseException as e:
+        for out in outputs:
+            out.discard()
+        if isinstance(e, AudioDecodeError | AudioRejected | StorageError) or not isinstance(
+            e, Exception
+        ):
+            raise
+        if isinstance(e, MemoryError):
+            raise AudioRejected(
+                "The audio is too large to decode on this server; upload a shorter file."
+            ) from e
+        # the promise above: a decoder's own error becomes a 415
         raise AudioDecodeError(
             f"The file could not be decoded as audio ({type(e).__name__}: {e}). {_FORMATS_HINT}"
         ) from e
-    if audio.samples.shape[1] == 0:
-        raise AudioRejected(
-            f"The file is valid {audio.source_format} audio but holds no samples (0 frames)."
-        )
-    if audio.duration_s < min_duration_s - 1e-9:
-        raise AudioRejected(
-            f"The audio is only {_clock(audio.duration_s)} long; at least "
-            f"{_clock(min_duration_s)} is needed."
-        )
-    return audio
 
 
-def stereo_downmix_matrix(names: Sequence[str]) -> np.ndarray:
-    """(2, channels) float32 gains from channels named as FFmpeg names them (FL, FR, FC, LFE,
-    BL, ...) to [L, R]: mono is duplicated, stereo kept, 5.1 mixed the ITU way
-    (L = FL + 0.707 FC + 0.707 BL, LFE dropped). Unnamed channels take the default layout of
-    their count; beyond 8 unnamed channels, even ones go left and odd ones right, averaged."""
-    count = len(names)
-    if count == 1:
-        return np.ones((2, 1), np.float32)
-    if count == 2:
-        return np.eye(2, dtype=np.float32)
-    if not any(name in _STEREO_GAINS for name in names):
-        names = _DEFAULT_LAYOUTS.get(count, ())
-    if not names:
-        matrix = np.zeros((2, count), np.float32)
-        matrix[0, 0::2] = 1.0 / len(range(0, count, 2))
-        matrix[1, 1::2] = 1.0 / len(range(1, count, 2))
-        return matrix
-    # A speaker we do not know sits somewhere between the two: both sides at -3 dB.
-    gains = [_STEREO_GAINS.get(name, (_M3DB, _M3DB)) for name in names]
-    return np.asarray(gains, np.float32).T.copy()
-
-
-class _StereoSink:
-    """Collects (frames, channels) float32 blocks of one stream and turns them into
-    float32 stereo at SAMPLE_RATE: NaN/inf -> 0, downmix, soxr resampling (HQ). The rate and
-    the layout may change mid-stream (chained MP3s); each rate gets its own resampler."""
-
-    def __init__(self, max_duration_s: float) -> None:
-        self.max_duration_s = max_duration_s
-        self.source_seconds = 0.0  # decoded so far, at the source rate
-        self.source_rate = 0  # Hz, of the first block
-        self.source_channels = 0
-        self.nonfinite = 0  # sample values replaced by 0
-        self.rate_changes = 0
-        self._key: tuple[int, tuple[str, ...]] | None = None
-        self._matrix = np.eye(2, dtype=np.float32)
-        self._resampler: soxr.ResampleStream | None = None
-        self._pending: list[np.ndarray] = []
-        self._pending_frames = 0
-        self._out: list[np.ndarray] = []  # (2, k) float32 at SAMPLE_RATE
-
-    def add(self, block: np.ndarray, rate: int, names: tuple[str, ...]) -> None:
-        """block: (frames, channels) float32 at `rate` Hz, channels named in `names`."""
-        if not len(block):
-            return
-        if (rate, names) != self._key:
-            self._switch(rate, names)
-        self.source_seconds += len(block) / rate
-        if self.source_seconds > self.max_duration_s:
-            raise _too_long(self.source_seconds, self.max_duration_s, at_least=True)
-        self._pending.append(block)
-        self._pending_frames += len(block)
-        # Counted in values, not frames: a damaged header may claim a thousand channels.
-        if self._pending_frames * len(names) >= _BLOCK_VALUES:
-            self._convert_pending()
-
-    def finish(self) -> np.ndarray:
-        """All samples so far: (2, n) float32 C-contiguous at SAMPLE_RATE."""
-        self._convert_pending()
-        self._flush_resampler()
-        samples = np.empty((2, sum(b.shape[1] for b in self._out)), np.float32)
-        start = 0
-        for block in self._out:
-            samples[:, start : start + block.shape[1]] = block
-            start += block.shape[1]
-        self._out = []
-        return samples
-
-    def _switch(self, rate: int, names: tuple[str, ...]) -> None:
-        self._convert_pending()  # with the old matrix and resampler
-        if self._key is None:
-            self.source_rate, self.source_channels = rate, len(names)
-        if self._key is None or self._key[0] != rate:
-            self.rate_changes += self._key is not None
-            self._flush_resampler()
-            self._resampler = (
-                None
-                if rate == SAMPLE_RATE
-                else soxr.ResampleStream(rate, SAMPLE_RATE, 2, dtype="float32", quality="HQ")
-            )
-        self._key = (rate, names)
-        self._matrix = stereo_downmix_matrix(names)
-
-    def _convert_pending(self) -> None:
-        if not self._pending:
-            return
-        block = np.concatenate(self._pending)  # a copy we own, C-contiguous
-        self._pending, self._pending_frames = [], 0
-        bad = ~np.isfinite(block)
-        if bad.any():  # NaN would smear through the resampler and the separator
-            self.nonfinite += int(bad.sum())
-            block[bad] = 0.0
-        if block.shape[1] != 2:
-            block = block @ self._matrix.T
-        self._emit(block, last=False)
-
-    def _flush_resampler(self) -> None:
-        if self._resampler is not None:
-            self._emit(np.zeros((0, 2), np.float32), last=True)
-
-    def _emit(self, stereo: np.ndarray, last: bool) -> None:
-        if self._resampler is not None:
-            stereo = self._resampler.resample_chunk(stereo, last=last)
-        if len(stereo):  # transposed a block at a time: cache-friendly, unlike one big .T
-            self._out.append(np.ascontiguousarray(stereo.T))
-
-
-def _decode(path: Path, max_duration_s: float) -> DecodedAudio:
+def _decode(path: Path, max_duration_s: float, open_output: _NewOutput) -> _Decoded:
     try:
         with open(path, "rb") as f:
             head = f.read(_HEAD_BYTES)
@@ -263,13 +224,15 @@ def _decode(path: Path, max_duration_s: float) -> DecodedAudio:
             f"{_FORMATS_HINT}"
         )
     if head.startswith(_SOUNDFILE_MAGIC):
-        audio = _decode_soundfile(path, max_duration_s)
+        audio = _decode_soundfile(path, max_duration_s, open_output)
         if audio is not None:
             return audio
-    return _decode_ffmpeg(path, head, max_duration_s)
+    return _decode_ffmpeg(path, head, max_duration_s, open_output)
 
 
-def _decode_soundfile(path: Path, max_duration_s: float) -> DecodedAudio | None:
+def _decode_soundfile(
+    path: Path, max_duration_s: float, open_output: _NewOutput
+) -> _Decoded | None:
     """Decodes with libsndfile; None where it cannot (unknown codec, damage mid-stream): FFmpeg
     then gets its turn, and it decodes damaged files up to the damage and past it."""
     try:
@@ -284,23 +247,21 @@ def _decode_soundfile(path: Path, max_duration_s: float) -> DecodedAudio | None:
         if declared is not None and declared / rate > max_duration_s:
             raise _too_long(declared / rate, max_duration_s)
         names = _soundfile_channel_names(f)
-        sink = _StereoSink(max_duration_s)
+        sink = _StereoSink(max_duration_s, open_output())
         try:
-            frames = max(1, _BLOCK_VALUES // f.channels)
+            frames = max(1, BLOCK_VALUES // f.channels)
             while len(block := f.read(frames, dtype="float32", always_2d=True)):
                 sink.add(block, rate, names)
         except RuntimeError:  # LibsndfileError: "flac decoder lost sync" and the like
+            sink.out.discard()
             return None
         warnings = _sample_warnings(sink)
         declared_s = _wav_declared_seconds(f.extra_info, sink.source_seconds)
         if declared_s is None and declared is not None:
             declared_s = declared / rate
         warnings += _truncation_warnings(declared_s, sink.source_seconds)
-        samples = sink.finish()
-        source_format = f"{f.format}/{f.subtype}"
-        return DecodedAudio(
-            samples, rate, f.channels, source_format, samples.shape[1] / SAMPLE_RATE, warnings
-        )
+        sink.flush()
+        return _Decoded(sink, (rate, f.channels, f"{f.format}/{f.subtype}"), warnings)
 
 
 def _soundfile_channel_names(f: sf.SoundFile) -> tuple[str, ...]:
@@ -311,7 +272,7 @@ def _soundfile_channel_names(f: sf.SoundFile) -> tuple[str, ...]:
         names = tuple(name for bit, name in enumerate(_WAVE_SPEAKERS) if mask >> bit & 1)
         if len(names) == f.channels:
             return names
-    return _DEFAULT_LAYOUTS.get(f.channels, ("",) * f.channels)
+    return DEFAULT_LAYOUTS.get(f.channels, ("",) * f.channels)
 
 
 def _wav_declared_seconds(extra_info: str, decoded_s: float) -> float | None:
@@ -326,7 +287,9 @@ def _wav_declared_seconds(extra_info: str, decoded_s: float) -> float | None:
     return decoded_s * claimed / present
 
 
-def _decode_ffmpeg(path: Path, head: bytes, max_duration_s: float) -> DecodedAudio:
+def _decode_ffmpeg(
+    path: Path, head: bytes, max_duration_s: float, open_output: _NewOutput
+) -> _Decoded:
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
@@ -344,7 +307,7 @@ def _decode_ffmpeg(path: Path, head: bytes, max_duration_s: float) -> DecodedAud
             refusal = _too_long(declared_s, max_duration_s)
         if refusal and not guessed:
             raise refusal
-        sink = _StereoSink(max_duration_s)
+        sink = _StereoSink(max_duration_s, open_output())
         decoded, damaged, broke_off = _feed_ffmpeg(container, stream, sink, refusal)
         source_format = f"{fmt}/{stream.codec_context.codec.name}"
         total = decoded + damaged
@@ -358,15 +321,8 @@ def _decode_ffmpeg(path: Path, head: bytes, max_duration_s: float) -> DecodedAud
         # A guessed length counts damaged bytes (junk after the song) as audio: no proof of a cut.
         if not broke_off and not (damaged and guessed):
             warnings += _truncation_warnings(declared_s, sink.source_seconds)
-        samples = sink.finish()
-        return DecodedAudio(
-            samples,
-            sink.source_rate,
-            sink.source_channels,
-            source_format,
-            samples.shape[1] / SAMPLE_RATE,
-            warnings,
-        )
+        sink.flush()
+        return _Decoded(sink, (sink.source_rate, sink.source_channels, source_format), warnings)
 
 
 def _audio_stream(container: av.container.InputContainer, head: bytes) -> av.AudioStream:

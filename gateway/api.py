@@ -11,19 +11,20 @@ import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from common.audio import decode_audio
+from common.audio import decode_audio_to_file
 from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
 from common.errors import Conflict, NotFound
 from gateway.access import check_api_key
-from gateway.jobfiles import JobFiles, link_results, save_input
+from gateway.jobfiles import JobFiles, link_results
 from gateway.options import parse_options, resolve_options
-from gateway.results import converted_stem, zip_results
+from gateway.results import Answer, stem_answer, zip_answer
 from gateway.store import JobRecord
 from gateway.upload import receive_upload
 
@@ -151,15 +152,15 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
             if job is not None:
                 files.upload_path.unlink(missing_ok=True)
                 return JSONResponse(job_json(job), status_code=202, headers=location(job_id))
-        async with gw.decode_limiter:
+        async with gw.decode_limiter:  # a block at a time, straight into the job's input
             decoded = await to_thread.run_sync(
-                lambda: decode_audio(
+                lambda: decode_audio_to_file(
                     files.upload_path,
+                    files.input_path,
                     min_duration_s=settings.min_duration_s,
                     max_duration_s=settings.max_duration_s,
                 )
             )
-        await to_thread.run_sync(save_input, files, decoded.samples)
     except BaseException:
         files.delete()
         raise
@@ -178,8 +179,8 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         options={"requested": options.__dict__, "resolved": resolved.to_dict()},
         filename=safe_filename(upload.filename),
         content_hash=key,
-        n_frames=decoded.samples.shape[1],
-        duration_s=round(decoded.samples.shape[1] / SAMPLE_RATE, 3),
+        n_frames=decoded.n_frames,
+        duration_s=round(decoded.n_frames / SAMPLE_RATE, 3),
     )
     gw.store.insert(job)
     gw.runner.submit(job_id)
@@ -273,13 +274,14 @@ async def get_stem(
     gw: Gw,
     format: Format = "wav",
     clip: Clip = "rescale",
-) -> FileResponse:
+) -> StreamingResponse:
     job = done_job(gw, job_id)
     if stem not in job.stems:
         raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
     files = JobFiles(gw.settings.jobs_dir, job_id)
-    path, media, ext = await to_thread.run_sync(converted_stem, files, job, stem, format, clip)
-    return file_response(path, f"{stem_of(job.filename)}_{stem}.{ext}", media)
+    # made from result.wav while it is sent (a FLAC or MP3 is encoded first), never kept
+    answer = await to_thread.run_sync(stem_answer, files, job, stem, format, clip)
+    return streamed(answer, f"{stem_of(job.filename)}_{stem}.{answer.ext}", {})
 
 
 @router.get(
@@ -288,11 +290,15 @@ async def get_stem(
 )
 async def download_zip(
     job_id: JobId, gw: Gw, format: Format = "flac", clip: Clip = "rescale"
-) -> FileResponse:
+) -> StreamingResponse:
+    """Streamed as it is zipped (its length is known only at the end), never stored."""
     job = done_job(gw, job_id)
     files = JobFiles(gw.settings.jobs_dir, job_id)
-    path = await to_thread.run_sync(zip_results, files, job, job_json(job), format, clip)
-    return file_response(path, f"{stem_of(job.filename)}_stems.zip", "application/zip")
+    chunks = await to_thread.run_sync(zip_answer, files, job, job_json(job), format, clip)
+    disposition = attachment(f"{stem_of(job.filename)}_stems.zip")
+    return StreamingResponse(
+        chunks, media_type="application/zip", headers={"Content-Disposition": disposition}
+    )
 
 
 @router.get(
@@ -319,6 +325,25 @@ async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
 async def list_models(gw: Gw) -> dict:
     infos = await gw.model_infos()
     return {"models": [i.model_dump(exclude={"version"}) for i in infos.values()]}
+
+
+def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:
+    """An answer made while it is sent, with its length known up front (players and progress
+    bars want it) and the download name a FileResponse would give."""
+    headers = {
+        **headers,
+        "Content-Length": str(answer.size),
+        "Content-Disposition": attachment(filename),
+    }
+    return StreamingResponse(answer.chunks, media_type=answer.media_type, headers=headers)
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition as Starlette's FileResponse writes it."""
+    quoted = quote(filename)
+    if quoted != filename:
+        return f"attachment; filename*=utf-8''{quoted}"
+    return f'attachment; filename="{filename}"'
 
 
 def file_response(path: Path, filename: str, media_type: str) -> FileResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -13,9 +14,15 @@ from common.constants import WIRE_DTYPE
 from common.errors import NotFound, StorageError
 from common.rawfile import RawArrayFile
 
+log = logging.getLogger("audiosplit.jobfiles")
+
 
 class JobFiles:
-    """`<jobs_dir>/<id>/`: the upload, the decoded input, the results, the analysis."""
+    """`<jobs_dir>/<id>/`: the upload, the decoded input, the results, the analysis.
+
+    A finished job keeps `result/result.wav` (every stem, float32) and `analysis.json`; every
+    other form of its stems is made from result.wav on request. The decoded input is needed
+    only while the job runs or resumes, and is deleted when it is done (`drop_input`)."""
 
     def __init__(self, jobs_dir: Path, job_id: str):
         self.dir = Path(jobs_dir) / job_id
@@ -37,11 +44,10 @@ class JobFiles:
     def result_path(self) -> Path:
         return self.result_dir / "result.wav"
 
-    def stem_path(self, stem: str) -> Path:
-        return self.result_dir / "stems" / f"{stem}.wav"
-
-    def converted_path(self, stem: str, fmt: str, ext: str) -> Path:
-        return self.result_dir / "formats" / f"{stem}.{fmt}.{ext}"
+    @property
+    def scratch_dir(self) -> Path:
+        """Files made for one answer (a stem encoded to FLAC or MP3), unlinked once opened."""
+        return self.dir / "scratch"
 
     @property
     def analysis_path(self) -> Path:
@@ -77,14 +83,28 @@ def load_input(files: JobFiles) -> RawArrayFile:
     return RawArrayFile(files.input_path, (2, n))
 
 
+def drop_input(files: JobFiles) -> None:
+    """Deletes the decoded input of a job that is done: its result is all it needs now (a
+    done job never runs again, and the result cache reuses results, not inputs). A failure
+    only costs disk until the retention sweep: it is logged, never fails the job."""
+    try:
+        files.input_path.unlink(missing_ok=True)
+    except OSError as e:
+        log.warning("cannot delete the decoded input %s: %s", files.input_path, e)
+
+
 def link_results(source: JobFiles, target: JobFiles) -> bool:
-    """Hard-link (or copy) a finished job's results and analysis into another job's dir.
-    False when the source's files are gone; the target is then left empty."""
+    """Hard-link (or copy) a finished job's result files and analysis into another job's dir:
+    result.wav and the files beside it, not the folders and ZIPs in which older jobs kept
+    per-stem copies and conversions. False when the source's files are gone; the target is
+    then left empty."""
     if not source.result_path.exists():
         return False
     try:
-        target.dir.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source.result_dir, target.result_dir, copy_function=_link_or_copy)
+        target.result_dir.mkdir(parents=True, exist_ok=True)
+        for path in source.result_dir.iterdir():
+            if path.is_file() and path.suffix != ".zip" and not path.name.startswith("."):
+                _link_or_copy(path, target.result_dir / path.name)
         if source.analysis_path.exists():
             _link_or_copy(source.analysis_path, target.analysis_path)
     except FileNotFoundError:

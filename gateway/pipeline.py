@@ -39,7 +39,7 @@ from common.logs import job_id_var
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
-from gateway.jobfiles import JobFiles, load_input
+from gateway.jobfiles import JobFiles, drop_input, load_input
 from gateway.results import clip_warning
 from gateway.store import JobStore
 
@@ -124,6 +124,8 @@ class Pipeline:
             peak=result.peak,
             warnings=warnings,
         )
+        # Done: the result is all the job needs now; the decoded input goes (disk in proportion).
+        await to_thread.run_sync(drop_input, files)
 
     async def _fetch_weights(self, job_id: str, model: str) -> None:
         """First use fetches: a model whose weights are missing is downloaded by the predictor
