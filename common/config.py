@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # a folder like demucs/remote (files.txt and <name>.yaml) naming Demucs' legacy files
     # (empty: the package's own; a mirror or a test hub of other files sets it)
     demucs_remote_root: str = ""
+    # a mirror of Open-Unmix's zenodo files: <root>/records/<record>/files/<file> (empty: zenodo)
+    umx_root_url: str = ""
+    # a mirror of the RoFormer registry's files: <root>/<file name> for each checkpoint and
+    # config (empty: the URLs as published, prediction/roformer_separator.py)
+    roformer_root_url: str = ""
     fetch_timeout_s: float = Field(default=60.0, gt=0)  # a download stalled this long fails
     network_check_ttl_s: float = Field(default=60.0, ge=0)  # how long "hub answers" is trusted
 
