@@ -3,7 +3,7 @@
 // one in the player. Plain modules, no build step, nothing loaded from elsewhere.
 
 import { POLL_MS, audio, closePlayer, listenable, openJob, sleep, state } from "./listen.js";
-import { loadModels, membersText, modelFields } from "./models.js";
+import { ensembleHow, loadModels, membersText, modelFields } from "./models.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
@@ -154,7 +154,8 @@ function showJob(c, job) {
   const notes = (job.notes || []).map((n) => el("li", { class: "note", text: `ℹ ${n}` }));
   const warns = (job.warnings || []).map((w) => el("li", { class: "warn", text: `⚠ ${w}` }));
   const members = membersText(job);
-  const ensemble = members ? [el("li", { class: "members", text: `Ensemble: ${members}` })] : [];
+  const how = ensembleHow(job) === "median" ? " (weighted median)" : "";
+  const ensemble = members ? [el("li", { class: "members", text: `Ensemble${how}: ${members}` })] : [];
   c.info.replaceChildren(...ensemble, ...notes, ...warns);
   c.alert.textContent = job.status === "failed" ? `${c.title.textContent} failed: ${job.error?.message || "unknown error"}` : "";
   const actions = [];

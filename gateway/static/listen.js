@@ -5,7 +5,7 @@
 import { MixerView } from "./mixer.js";
 import { Player } from "./player.js";
 import { LiveStems, fetchStem } from "./stems.js";
-import { membersText } from "./models.js";
+import { ensembleHow, membersText } from "./models.js";
 import { fmtTime } from "./views.js";
 
 const SAMPLE_RATE = 44100; // the service's rate: decoding at it keeps every stem's exact length
@@ -50,7 +50,7 @@ async function getJob(id) {
 
 function title(job) {
   const members = membersText(job);
-  const by = members ? `an ensemble of ${members}` : job.model;
+  const by = members ? `the weighted ${ensembleHow(job)} of ${members}` : job.model;
   return `${job.filename} — ${job.stems.length} stems by ${by}, ${fmtTime(job.duration_s)}`;
 }
 

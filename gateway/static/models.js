@@ -76,7 +76,7 @@ function memberRow(m) {
 
 function showEnsemble() {
   const on = $("ensemble-on").checked;
-  $("ensemble-models").hidden = !on;
+  $("ensemble-choice").hidden = !on;
   $("model").disabled = on; // the ensemble's models replace the single choice
 }
 
@@ -94,6 +94,7 @@ export function modelFields() {
   return {
     model: picked.map((p) => p.value).join(","),
     ensemble_weights: picked.map((p) => weight(p.value)).join(","),
+    ensemble_method: $("ensemble-method").value,
   };
 }
 
@@ -102,4 +103,9 @@ export function membersText(job) {
   const members = job.options?.members;
   if (!members?.length) return "";
   return members.map((m) => `${m.model} ×${m.weight} (${Math.round(m.share * 100)} %)`).join(" + ");
+}
+
+/** How the ensemble's stems are combined, in words: "average" or "median". */
+export function ensembleHow(job) {
+  return job.options?.ensemble_method === "median_wave" ? "median" : "average";
 }
