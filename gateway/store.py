@@ -172,6 +172,9 @@ class JobStore:
         self.url = url
         self.retry_s = retry_s
         self.engine = make_engine(url)
+        # every call but `claim` is one statement, atomic on its own: autocommit saves the
+        # BEGIN and COMMIT/ROLLBACK round trips around it (the same pool of connections)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._retrying(lambda: upgrade(self.engine))
 
     @property
@@ -256,7 +259,8 @@ class JobStore:
             query = query.where(jobs.c.id == job_id)
         query = query.order_by(jobs.c.created_at).limit(1).with_for_update(skip_locked=True)
 
-        def take(c: sa.Connection) -> tuple[str, str] | None:
+        def take(c: sa.Connection) -> tuple[str, str] | None | bool:
+            """(id, status) claimed; None: nothing claimable; False: another claimer won."""
             row = c.execute(query).first()
             if row is None:
                 return None
@@ -265,12 +269,14 @@ class JobStore:
                 .where(jobs.c.id == row.id, claimable)
                 .values(lease_owner=owner, lease_until=db_now() + lease_s)
             )
-            return (row.id, row.status) if taken.rowcount == 1 else None
+            return (row.id, row.status) if taken.rowcount == 1 else False
 
         for _ in range(3):  # on SQLite another gateway may win the row we chose: choose again
-            claimed = self._write(take)
-            if claimed is not None or job_id is not None:
+            claimed = self._transaction(take)
+            if claimed is not False:
                 return claimed
+            if job_id is not None:
+                return None
         return None
 
     def renew(self, job_id: str, owner: str, lease_s: float) -> bool:
@@ -315,13 +321,17 @@ class JobStore:
     # --- plumbing -----------------------------------------------------------------------------
 
     def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        """One statement (reads and single-statement writes alike)."""
+
         def once() -> T:
-            with self.engine.connect() as c:
+            with self._autocommit.connect() as c:
                 return work(c)
 
         return self._retrying(once)
 
-    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+    _write = _read
+
+    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
         def once() -> T:
             with self.engine.begin() as c:
                 return work(c)

@@ -161,6 +161,13 @@ def test_a_store_call_while_postgresql_restarts_waits_for_it(postgres, pg_url):
         restarted.join()
     assert job.progress == 0.5 and waited >= 1.0
     assert store.get("a").progress == 0.5 and store.claim("gw/1", 30) == ("a", "queued")
+    postgres.stop("fast")  # and a read (a status poll) waits the same way
+    restarted = threading.Timer(1.5, postgres.start)
+    restarted.start()
+    try:
+        assert store.get("a").progress == 0.5
+    finally:
+        restarted.join()
 
 
 def test_a_database_that_stays_away_fails_the_call_after_the_bound(postgres, pg_url):
