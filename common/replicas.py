@@ -41,7 +41,7 @@ log = logging.getLogger("audiosplit.replicas")
 # answers them with a 5 s TTL); the pool looks as often, so a new pod gets work soon after it
 # is ready and a removed one none after at most this long.
 REFRESH_EVERY_S = 2.0
-PROBE_TIMEOUT_S = 2.0
+PROBE_TIMEOUT_S = 5.0  # lenient: a predictor busy on every core answers slowly, not never
 FAILS_BEFORE_COOLDOWN = 2
 COOLDOWN_S = 10.0
 BACKOFF_BASE_S = 0.25
@@ -151,23 +151,26 @@ class ReplicaPool:
         replica.ready = ready
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(REFRESH_EVERY_S)
-            if self.client.is_closed:  # the service that owns the client is shutting down
-                return
+        while not self.client.is_closed:  # closed: the service that owns it is shutting down
             try:
                 await self.refresh()
             except Exception:  # a bug here must not stop discovery for good
                 log.exception("refreshing the %s replicas failed; trying again", self.service)
+            await asyncio.sleep(REFRESH_EVERY_S)
 
     async def start(self) -> None:
-        """Resolve once and start the background watcher (the first `request` does this)."""
+        """Start the background watcher (the first `request` does this); resolve the names
+        now if they never were, but leave the /ready probes to the watcher."""
         loop = asyncio.get_running_loop()
         watcher = self._watcher
         if watcher is not None and not watcher.done() and watcher.get_loop() is loop:
             return
         self._watcher = loop.create_task(self._watch(), name=f"replicas-{self.service}")
-        await self.refresh()
+        if not self.replicas:
+            expanded = await asyncio.gather(
+                *(asyncio.to_thread(_expand, url, self.resolve) for url in self.urls)
+            )
+            self._set_replicas([u for urls in expanded for u in urls])
 
     async def aclose(self) -> None:
         if self._watcher is not None:

@@ -7,12 +7,6 @@ the project's service factory, so `/ready` is the real endpoint."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 
@@ -20,77 +14,10 @@ import httpx
 import pytest
 
 import common.replicas as replicas
-from common.config import REPO_ROOT
 from common.replicas import ReplicaPool
+from test.replicautil import NAME, Dns, Replicas, shared_free_port
 
-NAME = "replica.test"  # never resolved by DNS here: the pool asks the test's resolver
 SETTLE_S = 4 * replicas.REFRESH_EVERY_S + 3  # a bound for a change to be seen, not a speed figure
-
-
-def shared_free_port(addresses: list[str]) -> int:
-    """A port free on every one of the loopback addresses."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((addresses[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for address in addresses[1:]:
-                with socket.socket() as s:
-                    s.bind((address, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no port free on every loopback address")
-
-
-class Replicas:
-    """Replica processes on 127.0.0.N:port, started and killed by the tests."""
-
-    def __init__(self, port: int, log_dir):
-        self.port = port
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, address: str) -> None:
-        log = open(self.log_dir / f"{address}.log", "ab")  # noqa: SIM115 - the child owns it
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "test.integration.replica_app:create_app",
-        ]
-        self.procs[address] = subprocess.Popen(
-            [*cmd, "--host", address, "--port", str(self.port)],
-            cwd=REPO_ROOT,
-            env={**os.environ, "REPLICA_NAME": address, "LOG_LEVEL": "WARNING"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url(address) + "/health", timeout=2).status_code == 200:
-                    return
-            if self.procs[address].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"replica {address} did not start; see {log.name}")
-            time.sleep(0.1)
-
-    def url(self, address: str) -> str:
-        return f"http://{address}:{self.port}"
-
-    def kill(self, address: str) -> None:
-        proc = self.procs.pop(address)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-
-    def stop_all(self) -> None:
-        for address in list(self.procs):
-            self.kill(address)
 
 
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 8)]
@@ -105,21 +32,6 @@ def servers(tmp_path_factory):
         yield servers
     finally:
         servers.stop_all()
-
-
-class Dns:
-    """What the name resolves to now; the pool calls it as it would `getaddrinfo`."""
-
-    def __init__(self, *addresses: str):
-        self.addresses = list(addresses)
-        self.asked = 0
-
-    def __call__(self, host: str, port: int | None) -> list[str]:
-        assert host == NAME
-        self.asked += 1
-        if not self.addresses:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return list(self.addresses)
 
 
 def pool_for(servers: Replicas, dns: Dns, client: httpx.AsyncClient, retries=2) -> ReplicaPool:

@@ -63,12 +63,12 @@ def target(request) -> str:
     return request.param
 
 
-@pytest.fixture(scope="module")
-def rendered(target) -> list[dict]:
+def overlay_objects(name: str) -> list[dict]:
+    """The objects of deploy/k8s/<name>: kubectl's render where it can, else the Python one."""
     if KUBECTL is None:
-        return render(K8S / target)
+        return render(K8S / name)
     out = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / target)],
+        [KUBECTL, "kustomize", str(K8S / name)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -77,18 +77,13 @@ def rendered(target) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
+@pytest.fixture(scope="module")
+def rendered(target) -> list[dict]:
+    return overlay_objects(target)
+
+
 def by_kind(objects: list[dict], kind: str) -> dict[str, dict]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def overlay_objects(name: str) -> list[dict]:
-    """The objects of an overlay, rendered as the `rendered` fixture would."""
-    if KUBECTL is None:
-        return render(K8S / name)
-    out = subprocess.run(
-        [KUBECTL, "kustomize", str(K8S / name)], capture_output=True, text=True, check=True
-    )
-    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
 @pytest.fixture(scope="module", params=["overlays/cpu", "overlays/gpu"])
