@@ -159,10 +159,12 @@ class FuseJob(Message):
 
 
 class EnsembleMember(Message):
-    """One member's fused stems (files under the shared data dir) and its weight."""
+    """One member's fused result (a multi-channel WAV under the shared data dir, channels =
+    `stems` x [L, R]) and its weight."""
 
     model: str
-    stem_paths: dict[str, str]
+    result_path: str
+    stems: list[str]
     weight: float = Field(gt=0.0, allow_inf_nan=False)
 
 
@@ -194,6 +196,10 @@ class FuseStatus(Message):
     job_id: str
     chunks_planned: int
     received: list[int]  # chunk indices on disk
+    # track frames [0, ready_frames) of the result are final (fused from every chunk that
+    # covers them, in every pass) and in the job's result dir; n_frames: the whole track
+    ready_frames: int = 0
+    n_frames: int = 0
 
 
 class FusedResult(Message):
@@ -203,7 +209,6 @@ class FusedResult(Message):
     stems: list[str]
     n_frames: int
     result_path: str  # multi-channel float32 WAV, channels = stems x [L, R]
-    stem_paths: dict[str, str]
     peak: float  # absolute peak over all stems (may exceed 1.0: float WAV is never clipped)
     activity_db: list[list[float]] = []  # per activity window, per stem: RMS in dBFS
 

@@ -16,14 +16,15 @@ from urllib.parse import quote
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from common.audio import decode_audio_to_file
 from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, InvalidOption, NotFound
 from gateway.access import check_api_key
 from gateway.jobfiles import JobFiles, link_results
 from gateway.options import parse_options, resolve_options
+from gateway.partial import done_piece, progress_headers, wav_range
 from gateway.results import Answer, stem_answer, zip_answer
 from gateway.store import JobRecord
 from gateway.upload import receive_upload
@@ -83,10 +84,11 @@ def job_json(job: JobRecord, now: float | None = None) -> dict:
     links = {"self": base}
     if job.options.get("resolved", {}).get("analysis", True):
         links["analysis"] = f"{base}/analysis"
-    if job.status == "done":
-        links["result"] = f"{base}/result"
-        links["zip"] = f"{base}/download.zip"
+    if job.status == "done" or (job.status != "failed" and job.ready_s > 0):
+        links["result"] = f"{base}/result"  # while it runs: the final prefix (format=wav)
         links["stems"] = {s: f"{base}/stems/{s}" for s in job.stems}
+    if job.status == "done":
+        links["zip"] = f"{base}/download.zip"
     return {
         "id": job.id,
         "status": job.status,
@@ -255,16 +257,36 @@ def done_job(gw, job_id: str) -> JobRecord:
     return job
 
 
-@router.get("/jobs/{job_id}/result", summary="All stems as one multi-channel 32-bit float WAV")
-async def get_result(job_id: JobId, gw: Gw) -> FileResponse:
-    job = done_job(gw, job_id)
-    path = JobFiles(gw.settings.jobs_dir, job_id).result_path
-    return file_response(path, f"{stem_of(job.filename)}_stems.wav", "audio/wav")
+FromFrame = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=2**40,
+        description="only frames [from_frame, ready) of the result (44.1 kHz frames), e.g. "
+        "the part of a running job's prefix a player does not have yet; float WAV only",
+    ),
+]
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    summary="All stems as one multi-channel 32-bit float WAV (while the job runs: the final "
+    "prefix so far)",
+)
+async def get_result(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
+    job = gw.store.get(job_id)
+    files = JobFiles(gw.settings.jobs_dir, job_id)
+    name = f"{stem_of(job.filename)}_stems.wav"
+    if job.status != "done" or from_frame:
+        return await to_thread.run_sync(wav_range, files, job, None, from_frame, name)
+    response = file_response(files.result_path, name, "audio/wav")
+    response.headers.update(progress_headers(done_piece(job, 0)))
+    return response
 
 
 @router.get("/result/{job_id}", summary="Alias of GET /api/jobs/{id}/result")
-async def get_result_alias(job_id: JobId, gw: Gw) -> FileResponse:
-    return await get_result(job_id, gw)
+async def get_result_alias(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
+    return await get_result(job_id, gw, from_frame)
 
 
 @router.get("/jobs/{job_id}/stems/{stem}", summary="One stem")
@@ -274,14 +296,27 @@ async def get_stem(
     gw: Gw,
     format: Format = "wav",
     clip: Clip = "rescale",
-) -> StreamingResponse:
-    job = done_job(gw, job_id)
+    from_frame: FromFrame = 0,
+) -> Response:
+    job = gw.store.get(job_id)
     if stem not in job.stems:
         raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
     files = JobFiles(gw.settings.jobs_dir, job_id)
+    if job.status != "done" or from_frame:  # a frame range: the running job's prefix
+        if format != "wav" and job.status == "done":
+            raise InvalidOption("from_frame works with format=wav (32-bit float) only")
+        if format != "wav":
+            raise Conflict(
+                f"job {job_id} is {job.status}: format={format} is available when the job is "
+                "done (while it runs, format=wav gives the final part so far)",
+                code="not_ready",
+            )
+        name = f"{stem_of(job.filename)}_{stem}.wav"
+        return await to_thread.run_sync(wav_range, files, job, stem, from_frame, name)
     # made from result.wav while it is sent (a FLAC or MP3 is encoded first), never kept
     answer = await to_thread.run_sync(stem_answer, files, job, stem, format, clip)
-    return streamed(answer, f"{stem_of(job.filename)}_{stem}.{answer.ext}", {})
+    name = f"{stem_of(job.filename)}_{stem}.{answer.ext}"
+    return streamed(answer, name, progress_headers(done_piece(job, 0)))
 
 
 @router.get(

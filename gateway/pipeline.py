@@ -18,7 +18,7 @@ from anyio import to_thread
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
-from common.constants import ANALYSIS_WINDOW
+from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
 from common.errors import ModelUnavailable, UpstreamError
 from common.interfaces import (
     ChunkSpec,
@@ -41,6 +41,7 @@ from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.jobfiles import JobFiles, drop_input, load_input
 from gateway.results import clip_warning
+from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
 from gateway.store import JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
@@ -104,6 +105,8 @@ class Pipeline:
             if analysis:
                 analysis.cancel()
             raise
+        # the whole result is final now (an ensemble's too, once combined)
+        self.store.update(job_id, ready_s=round(result.n_frames / SAMPLE_RATE, 3))
         warnings = self.store.get(job_id).warnings
         if analysis is not None:
             self.store.update(job_id, stage="analysing")
@@ -221,11 +224,13 @@ class Pipeline:
         todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
         total = sum(len(p.chunks) for p in plan.plans)
         done = total - len(todo)
-
-        def progress() -> float:
-            return round(0.95 * (part[0] + done / total) / part[1], 4)
-
-        self.store.update(job_id, stage="separating", progress=progress())
+        # an ensemble's members fuse into files of their own: its result is final only once
+        # they are combined
+        own = part[1] == 1
+        report = ProgressReport(self.store, job_id, total, part, status.ready_frames if own else 0)
+        # the stems are known once planned: a client can lay out its players while it runs
+        stems = {"stems": output_stems(fuse_job)} if part[0] == 0 else {}
+        report.write(done, stage="separating", **stems)
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
         normalise = norm if plan.model.normalise else None
 
@@ -238,11 +243,13 @@ class Pipeline:
                 chunks = [c for _, c in batch]
                 stems = await self._separate(job_id, model, chunks, windows)
                 for chunk, piece in zip(chunks, stems, strict=True):
-                    await self._fuse_chunk(fuse_id, chunk, piece)
+                    fused = await self._fuse_chunk(fuse_id, chunk, piece)
+                    if own:
+                        report.ready(fused.ready_frames)
             done += len(batch)
-            self.store.update(job_id, progress=progress())
+            report.tick(done)
 
-        batches = group_batches(todo, plan.model.batch_size)
+        batches = track_order(group_batches(todo, plan.model.batch_size))
         tasks = [asyncio.create_task(one(b)) for b in batches]
         try:
             await asyncio.gather(*tasks)
@@ -250,7 +257,7 @@ class Pipeline:
             for t in tasks:
                 t.cancel()
             raise
-        self.store.update(job_id, stage="fusing")
+        report.write(done, stage="fusing")
         result = await self._fuser_json("POST", f"/jobs/{fuse_id}/finalize", FusedResult)
         await self.pools.fuser.request("DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id)
         return result, total
@@ -272,7 +279,9 @@ class Pipeline:
         job = EnsembleJob(
             job_id=job_id,
             members=[
-                EnsembleMember(model=m["model"], stem_paths=r.stem_paths, weight=m["weight"])
+                EnsembleMember(
+                    model=m["model"], result_path=r.result_path, stems=r.stems, weight=m["weight"]
+                )
                 for m, r in zip(members, fused, strict=True)
             ],
             stems=fused[0].stems,
@@ -323,7 +332,8 @@ class Pipeline:
         if merged != job.warnings:
             self.store.update(job_id, warnings=merged)
 
-    async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> None:
+    async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> FuseStatus:
+        """Send one chunk's stems to the fuser; its answer says how far the result is final."""
         body, headers = encode(stems, FuseChunkMeta(chunk=chunk))
         response = await self.pools.fuser.request(
             "PUT",
@@ -333,6 +343,7 @@ class Pipeline:
             sticky_key=job_id,
         )
         expect_ok(response, "the channel fuser")
+        return FuseStatus.model_validate_json(response.content)
 
     async def _fuser_json(self, method: str, path: str, model, **kwargs):
         job_id = path.split("/")[2]
@@ -355,24 +366,3 @@ class Pipeline:
             files.analysis_path, with_stem_activity(analysis, result.stems, result.activity_db)
         )
         return analysis.warnings
-
-
-def group_batches(
-    todo: list[tuple[int, ChunkSpec]], batch_size: int
-) -> list[list[tuple[int, ChunkSpec]]]:
-    """Consecutive chunks of one pass and one length, `batch_size` at most per request (a
-    request's windows must share their length; the last chunk of a pass is usually shorter)."""
-    batches: list[list[tuple[int, ChunkSpec]]] = []
-    for lead, chunk in todo:
-        last = batches[-1] if batches else None
-        if (
-            last
-            and len(last) < max(1, batch_size)
-            and last[0][0] == lead
-            and last[0][1].length == chunk.length
-            and last[0][1].window_length == chunk.window_length
-        ):
-            last.append((lead, chunk))
-        else:
-            batches.append([(lead, chunk)])
-    return batches

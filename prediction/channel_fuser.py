@@ -1,9 +1,10 @@
-"""Channel fuser service (port 8006): reassembles predicted chunks into the final files.
+"""Channel fuser service (port 8006): reassembles predicted chunks into the final file.
 
 `PUT /jobs/{id}` records a job's plan; `PUT /jobs/{id}/chunks/{index}` stores one chunk's stems
-(idempotent: a retried chunk replaces itself); `POST /jobs/{id}/finalize` fuses them by weighted
-overlap-add and writes the multi-channel WAV and per-stem WAVs into the job's result dir;
-`POST /ensembles/{id}` averages several members' fused stems, weighted, into the final files.
+(idempotent: a retried chunk replaces itself) and fuses by weighted overlap-add the part of the
+track it makes final into the job's result dir (`prediction/prefix.py`: the answer's
+`ready_frames` says how far); `POST /jobs/{id}/finalize` fuses the rest and publishes the
+multi-channel WAV; `POST /ensembles/{id}` combines several members' results, weighted, into one.
 """
 
 from __future__ import annotations
@@ -67,15 +68,15 @@ async def finalize(job_id: JobId, root: Root) -> FusedResult:
 
 @router.post("/ensembles/{job_id}", response_model=FusedResult)
 async def combine(job_id: JobId, job: EnsembleJob, root: Root) -> FusedResult:
-    """An ensemble's final files from its members' fused stems (weighted average per stem)."""
+    """An ensemble's final file from its members' results (weighted, per stem)."""
     if job.job_id != job_id:
         raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
     data = root.parent.resolve()  # the shared data dir: read and write nothing outside it
-    paths = [job.out_dir, *(p for m in job.members for p in m.stem_paths.values())]
+    paths = [job.out_dir, *(m.result_path for m in job.members)]
     outside = [p for p in paths if not Path(p).resolve().is_relative_to(data)]
     if outside:
         raise BadRequest(f"paths outside the data dir: {outside[:3]}")
-    missing = [s for m in job.members for s in job.stems if s not in m.stem_paths]
+    missing = [s for m in job.members for s in job.stems if s not in m.stems]
     if missing:
         raise BadRequest(f"members lack stems {sorted(set(missing))}")
     try:

@@ -1,17 +1,20 @@
-"""On-disk accumulation and block-wise fusing of predicted chunks.
+"""On-disk accumulation and block-wise fusing of predicted chunks, as they arrive.
 
 Each chunk's stems are stored as their own file (written to a temporary name, then renamed), so
 a retried chunk replaces itself instead of being added twice, and a crash never leaves half a
-chunk behind. Finalizing walks the track in blocks: for each block it adds the weighted pieces of
-the chunks that cover it, in chunk order (the order Demucs adds them, so the float sums agree),
-divides by the weight sum, undoes the input standardisation and writes the block to the output
-files. Memory stays flat in song length.
+chunk behind. As soon as a stretch of the track is final (every chunk covering it, in every
+pass, is here: `prediction.prefix.ready_frames`) it is fused and appended to the job's growing
+result file: for each block, the weighted pieces of the chunks that cover it are added in chunk
+order (the order Demucs adds them, so the float sums agree), divided by the weight sum, and the
+input standardisation is undone. Every one of these is a per-sample operation, so fusing the
+track in pieces as it becomes final gives the same bits as fusing it at the end. Finalizing
+fuses what is left and publishes the file. Memory stays flat in song length.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,13 +23,23 @@ import soundfile as sf
 
 from common.analysis_plan import window_bounds
 from common.chunks import triangle_weight
-from common.constants import SAMPLE_RATE
 from common.errors import BadRequest, Conflict, NotFound, StorageError
 from common.interfaces import ChunkSpec, EnsembleJob, FusedResult, FuseJob, FuseStatus
 from common.rawfile import RawArrayFile
+from common.resultfile import read_record
 from prediction.ensemble_math import combine
+from prediction.prefix import GrowingResult, ready_frames, write_atomic
 
 BLOCK_FRAMES = 1 << 18  # ~6 s per block: bounded memory whatever the song length
+
+_locks: dict[str, threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+def job_lock(job_id: str) -> threading.RLock:
+    """One lock per job: concurrent chunk PUTs of a job append to one file, one at a time."""
+    with _locks_guard:
+        return _locks.setdefault(job_id, threading.RLock())
 
 
 def output_stems(job: FuseJob) -> list[str]:
@@ -36,8 +49,12 @@ def output_stems(job: FuseJob) -> list[str]:
     return [job.stem, f"no_{job.stem}"]
 
 
+def track_frames(job: FuseJob) -> int:
+    return job.plans[0].n_frames - job.plans[0].lead
+
+
 class JobAccumulator:
-    """The fuser's files for one job under `root/<job_id>/`."""
+    """The fuser's files for one job under `root/<job_id>/`; its result under `job.out_dir`."""
 
     def __init__(self, root: Path, job_id: str):
         self.dir = root / job_id
@@ -48,13 +65,15 @@ class JobAccumulator:
         return self.dir / "job.json"
 
     def create(self, job: FuseJob) -> None:
-        """Record the job; a second identical PUT is fine, a different one is a conflict."""
+        """Record the job; a second identical PUT is fine, a different one is a conflict.
+        A job recorded before (a resumed job) fuses at once what its chunks make final."""
         if job.stem is not None and job.stem not in job.model_stems:
             raise BadRequest(f"stem {job.stem!r} is not one of {job.model_stems}")
         check_pass_weights(job)
         if self.spec_path.exists():
             if self.load() != job:
                 raise Conflict(f"job {self.job_id} already exists with another plan")
+            self._advance(job)
             return
         try:
             (self.dir / "chunks").mkdir(parents=True, exist_ok=True)
@@ -70,8 +89,12 @@ class JobAccumulator:
     def chunk_path(self, index: int) -> Path:
         return self.dir / "chunks" / f"{index:06d}.f32"
 
+    def received(self) -> set[int]:
+        return {int(p.stem) for p in (self.dir / "chunks").glob("*.f32")}
+
     def add_chunk(self, chunk: ChunkSpec, stems: np.ndarray) -> None:
-        """Store one chunk's centre-trimmed stems (n_stems, 2, length)."""
+        """Store one chunk's centre-trimmed stems (n_stems, 2, length) and fuse what it makes
+        final."""
         job = self.load()
         chunks = all_chunks(job)
         if not 0 <= chunk.index < len(chunks) or chunks[chunk.index] != chunk:
@@ -85,127 +108,137 @@ class JobAccumulator:
             write_atomic(self.chunk_path(chunk.index), np.ascontiguousarray(stems).tobytes())
         except OSError as e:
             raise StorageError(f"cannot store chunk {chunk.index} of {self.job_id}: {e}") from e
+        self._advance(job)
 
     def status(self) -> FuseStatus:
         job = self.load()
-        received = sorted(int(p.stem) for p in (self.dir / "chunks").glob("*.f32"))
+        record = read_record(Path(job.out_dir))
+        n = track_frames(job)
+        ready = record.ready_frames if record is not None and record.n_frames == n else 0
         return FuseStatus(
-            job_id=self.job_id, chunks_planned=len(all_chunks(job)), received=received
+            job_id=self.job_id,
+            chunks_planned=len(all_chunks(job)),
+            received=sorted(self.received()),
+            ready_frames=ready,
+            n_frames=n,
         )
+
+    def _advance(self, job: FuseJob) -> GrowingResult:
+        """Fuse the frames that became final since the last time into the growing result."""
+        with job_lock(self.job_id):
+            try:
+                grow = GrowingResult(Path(job.out_dir), output_stems(job), track_frames(job))
+                received = self.received()
+                target = ready_frames(job.plans, received)
+                if target > grow.ready:
+                    files = chunk_files(job, self.chunk_path, received)
+                    grow.append(fused_blocks(job, files, grow.ready, target))
+            except OSError as e:
+                raise StorageError(f"cannot write the result of {self.job_id}: {e}") from e
+            return grow
 
     def finalize(self) -> FusedResult:
         job = self.load()
-        status = self.status()
-        missing = sorted(set(range(status.chunks_planned)) - set(status.received))
+        missing = sorted(set(range(len(all_chunks(job)))) - self.received())
         if missing:
             raise Conflict(f"job {self.job_id} still misses chunks {missing[:10]}")
-        try:
-            return fuse_to_files(job, self.chunk_path)
-        except OSError as e:
-            raise StorageError(f"cannot write the results of {self.job_id}: {e}") from e
+        activity = StemActivity(
+            track_frames(job), len(output_stems(job)), job.activity_window, job.activity_hop
+        )
+        with job_lock(self.job_id):
+            grow = self._advance(job)
+            try:
+                return published(self.job_id, grow, activity)
+            except OSError as e:
+                raise StorageError(f"cannot write the results of {self.job_id}: {e}") from e
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        with _locks_guard:
+            _locks.pop(self.job_id, None)
 
 
 def all_chunks(job: FuseJob) -> list[ChunkSpec]:
     return [c for plan in job.plans for c in plan.chunks]
 
 
-def fuse_to_files(job: FuseJob, chunk_path) -> FusedResult:
-    """Fuse every chunk of `job` block by block into the multi-channel WAV and per-stem WAVs."""
-    n = job.plans[0].n_frames - job.plans[0].lead
+def chunk_files(job: FuseJob, chunk_path, received: set[int]) -> dict[int, RawArrayFile]:
+    """The stored chunks, each read a frame range at a time."""
     n_model = len(job.model_stems)
-    chunk_files = {
-        c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length)) for c in all_chunks(job)
+    return {
+        c.index: RawArrayFile(chunk_path(c.index), (n_model, 2, c.length))
+        for c in all_chunks(job)
+        if c.index in received
     }
 
-    def blocks() -> Iterator[np.ndarray]:
-        for b0 in range(0, n, BLOCK_FRAMES):
-            block = fuse_passes(job.plans, chunk_files, b0, min(n, b0 + BLOCK_FRAMES), n_model)
-            block *= np.float32(job.norm.std)
-            block += np.float32(job.norm.mean)
-            yield select_stems(block, job)
 
-    activity = StemActivity(n, len(output_stems(job)), job.activity_window, job.activity_hop)
-    return write_stem_files(job.job_id, Path(job.out_dir), output_stems(job), n, blocks(), activity)
-
-
-def combine_members(job: EnsembleJob) -> FusedResult:
-    """An ensemble's stems: per stem, its members' fused stem files combined by `job.method`
-    (prediction/ensemble_math.py), read and written block by block."""
-    readers = [{s: sf.SoundFile(member.stem_paths[s]) for s in job.stems} for member in job.members]
-    try:
-        n = readers[0][job.stems[0]].frames
-        lengths = {r[s].frames for r in readers for s in job.stems}
-        if lengths != {n}:
-            raise BadRequest(f"the members' stems differ in length: {sorted(lengths)}")
-        weights = np.asarray([m.weight for m in job.members], dtype=np.float64)
-        weights /= weights.sum()
-
-        def blocks() -> Iterator[np.ndarray]:
-            for b0 in range(0, n, BLOCK_FRAMES):
-                k = min(n, b0 + BLOCK_FRAMES) - b0
-                block = [
-                    [m[s].read(k, dtype="float64", always_2d=True).T for s in job.stems]
-                    for m in readers
-                ]
-                yield combine(job.method, weights, np.asarray(block))  # (members, stems, 2, k)
-
-        activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
-        return write_stem_files(job.job_id, Path(job.out_dir), job.stems, n, blocks(), activity)
-    finally:
-        for member in readers:
-            for f in member.values():
-                f.close()
+def fused_blocks(job: FuseJob, chunk_files, lo: int, hi: int) -> Iterator[np.ndarray]:
+    """Track frames [lo, hi) of the output stems, fused and de-standardised, a block at a time:
+    (n_out, 2, k) float32. Every chunk covering them must be in `chunk_files`."""
+    n_model = len(job.model_stems)
+    for b0 in range(lo, hi, BLOCK_FRAMES):
+        block = fuse_passes(job.plans, chunk_files, b0, min(hi, b0 + BLOCK_FRAMES), n_model)
+        block *= np.float32(job.norm.std)
+        block += np.float32(job.norm.mean)
+        yield select_stems(block, job)
 
 
-def write_stem_files(
-    job_id: str,
-    out_dir: Path,
-    stems: list[str],
-    n: int,
-    blocks: Iterator[np.ndarray],
-    activity: StemActivity,
-) -> FusedResult:
-    """Write `blocks` ((n_stems, 2, k) float32, in track order, n frames in all) as the
-    multi-channel WAV and one WAV per stem, under temporary names renamed at the end."""
-    (out_dir / "stems").mkdir(parents=True, exist_ok=True)
-    result_path = out_dir / "result.wav"
-    stem_paths = {s: out_dir / "stems" / f"{s}.wav" for s in stems}
-    tmp = {p: p.with_suffix(".partial.wav") for p in [result_path, *stem_paths.values()]}
+def published(job_id: str, grow: GrowingResult, activity: StemActivity) -> FusedResult:
+    """Publish a finished result as `result.wav`, with its peak and the stems' levels per
+    analysis window (read back a block at a time: the result was written piece by piece)."""
     peak = 0.0
-    fmt = "RF64" if n * 2 * len(stems) * 4 > 0xFFFF0000 else "WAV"
-    b0 = 0
-    with sf.SoundFile(
-        tmp[result_path], "w", SAMPLE_RATE, 2 * len(stems), "FLOAT", format=fmt
-    ) as res:
-        writers = {
-            s: sf.SoundFile(tmp[stem_paths[s]], "w", SAMPLE_RATE, 2, "FLOAT", format="WAV")
-            for s in stems
-        }
-        try:
-            for block in blocks:
-                peak = max(peak, float(np.abs(block).max(initial=0.0)))
-                activity.add(block, b0)
-                res.write(block.reshape(-1, block.shape[-1]).T)
-                for i, s in enumerate(stems):
-                    writers[s].write(block[i].T)
-                b0 += block.shape[-1]
-        finally:
-            for w in writers.values():
-                w.close()
-    for final, partial in tmp.items():
-        os.replace(partial, final)
+    for b0 in range(0, grow.n_frames, BLOCK_FRAMES):
+        block = grow.read(b0, min(grow.n_frames, b0 + BLOCK_FRAMES))
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        activity.add(block, b0)
+    path = grow.publish()
     return FusedResult(
         job_id=job_id,
-        stems=stems,
-        n_frames=n,
-        result_path=str(result_path),
-        stem_paths={s: str(p) for s, p in stem_paths.items()},
+        stems=grow.stems,
+        n_frames=grow.n_frames,
+        result_path=str(path),
         peak=peak,
         activity_db=activity.db(),
     )
+
+
+def combine_members(job: EnsembleJob) -> FusedResult:
+    """An ensemble's stems: per stem, its members' fused stems combined with their weights
+    (`job.method`: weighted mean or median), each stem read as its channel pair of the
+    member's `result.wav`, block by block. A retried combination goes on from the frames it
+    had written."""
+    readers = [sf.SoundFile(member.result_path) for member in job.members]
+    try:
+        n = readers[0].frames
+        lengths = {r.frames for r in readers}
+        if lengths != {n}:
+            raise BadRequest(f"the members' results differ in length: {sorted(lengths)}")
+        weights = np.asarray([m.weight for m in job.members], dtype=np.float64)
+        pairs = [[m.stems.index(s) for s in job.stems] for m in job.members]
+        with job_lock(job.job_id):
+            grow = GrowingResult(Path(job.out_dir), job.stems, n)
+            for r in readers:
+                r.seek(grow.ready)
+
+            def blocks() -> Iterator[np.ndarray]:
+                for b0 in range(grow.ready, n, BLOCK_FRAMES):
+                    k = min(n, b0 + BLOCK_FRAMES) - b0
+                    members = [stem_pairs(r, p, k) for r, p in zip(readers, pairs, strict=True)]
+                    yield combine(job.method, weights, np.stack(members))
+
+            grow.append(blocks())
+            activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
+            return published(job.job_id, grow, activity)
+    finally:
+        for r in readers:
+            r.close()
+
+
+def stem_pairs(reader: sf.SoundFile, stems: list[int], k: int) -> np.ndarray:
+    """(len(stems), 2, k) float32: the next k frames of a result WAV (channels = stems x
+    [L, R]), the channel pairs of the stems numbered `stems`."""
+    frames = reader.read(k, dtype="float32", always_2d=True).T
+    return frames.reshape(-1, 2, k)[stems]
 
 
 class StemActivity:
@@ -301,12 +334,3 @@ def select_stems(block: np.ndarray, job: FuseJob) -> np.ndarray:
     i = job.model_stems.index(job.stem)
     rest = [block[j] for j in range(len(job.model_stems)) if j != i]
     return np.stack([block[i], np.sum(rest, axis=0, dtype=np.float32)])
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -1,0 +1,84 @@
+"""How one job's chunks are sent: batches in track order, and its progress in the store.
+
+Fairness across jobs is the job queue's and the predictor's: each running job has its own
+`chunk_concurrency` requests in flight and the predictor serves requests in arrival order, so a
+short job's chunks interleave with a long one's instead of waiting behind them. Within a job,
+chunks go in track order (`track_order`), so its final prefix grows steadily.
+"""
+
+from __future__ import annotations
+
+import time
+
+from common.constants import SAMPLE_RATE
+from common.interfaces import ChunkSpec, FuseJob
+from gateway.store import JobStore
+
+
+class ProgressReport:
+    """A job's progress and its final seconds (`ready_s`) in the store, written at most every
+    `INTERVAL_S` (a fast model's chunks come back tens of times a second; every poll reads the
+    store). `ready_frames` None: the job's own result is not being fused (an ensemble member)."""
+
+    INTERVAL_S = 0.5
+
+    def __init__(
+        self, store: JobStore, job_id: str, total: int, part: tuple[int, int], ready_frames
+    ):
+        self.store, self.job_id, self.total, self.part = store, job_id, total, part
+        self.frames = ready_frames
+        self.done = 0
+        self.last = float("-inf")
+
+    def ready(self, frames: int) -> None:
+        if self.frames is not None:
+            self.frames = max(self.frames, frames)
+
+    def tick(self, done: int) -> None:
+        self.done = done
+        if time.monotonic() - self.last >= self.INTERVAL_S:
+            self.write(done)
+
+    def write(self, done: int, **fields) -> None:
+        self.done = done
+        progress = round(0.95 * (self.part[0] + done / self.total) / self.part[1], 4)
+        if self.frames is not None:
+            fields["ready_s"] = round(self.frames / SAMPLE_RATE, 3)
+        self.store.update(self.job_id, progress=progress, **fields)
+        self.last = time.monotonic()
+
+
+def output_stems(job: FuseJob) -> list[str]:
+    """The stems the fused result holds, in channel order: the model's, or [stem, no_stem]."""
+    return list(job.model_stems) if job.stem is None else [job.stem, f"no_{job.stem}"]
+
+
+def track_order(
+    batches: list[list[tuple[int, ChunkSpec]]],
+) -> list[list[tuple[int, ChunkSpec]]]:
+    """Batches by where their first chunk starts in the track (`offset - lead`), so every pass
+    (shift, bag member) separates a region before any goes on to the next: the fuser's final
+    prefix then grows as the chunks come back instead of waiting for the last pass. Stable:
+    at one start, the passes keep their order. Each batch stays one pass's consecutive chunks."""
+    return sorted(batches, key=lambda batch: batch[0][1].offset - batch[0][0])
+
+
+def group_batches(
+    todo: list[tuple[int, ChunkSpec]], batch_size: int
+) -> list[list[tuple[int, ChunkSpec]]]:
+    """Consecutive chunks of one pass and one length, `batch_size` at most per request (a
+    request's windows must share their length; the last chunk of a pass is usually shorter)."""
+    batches: list[list[tuple[int, ChunkSpec]]] = []
+    for lead, chunk in todo:
+        last = batches[-1] if batches else None
+        if (
+            last
+            and len(last) < max(1, batch_size)
+            and last[0][0] == lead
+            and last[0][1].length == chunk.length
+            and last[0][1].window_length == chunk.window_length
+        ):
+            last.append((lead, chunk))
+        else:
+            batches.append([(lead, chunk)])
+    return batches
