@@ -7,6 +7,7 @@ the project's service factory, so `/ready` is the real endpoint."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import Counter
 
@@ -18,9 +19,11 @@ from common.replicas import ReplicaPool
 from test.replicautil import NAME, Dns, Replicas, shared_free_port
 
 SETTLE_S = 4 * replicas.REFRESH_EVERY_S + 3  # a bound for a change to be seen, not a speed figure
-
-
 ADDRESSES = [f"127.0.0.{n}" for n in range(2, 8)]
+
+
+# elsewhere only 127.0.0.1 is a loopback address unless one adds aliases
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="needs 127.0.0.0/8 (Linux)")
 
 
 @pytest.fixture(scope="module")
