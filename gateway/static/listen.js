@@ -143,6 +143,7 @@ async function followLive(live, seq) {
   const player = audio.player;
   const view = audio.view;
   let job = live.job;
+  let unreachable = false;
   for (;;) {
     await sleep(POLL_MS);
     if (seq !== openSeq) return;
@@ -152,6 +153,8 @@ async function followLive(live, seq) {
       if (job.status === "failed") throw new Error(`the job failed: ${job.error?.message || "unknown error"}`);
       const grew = await live.grow(job);
       if (seq !== openSeq) return;
+      if (unreachable) $("player-status").textContent = "Playing while it separates: the rest is added as it becomes final.";
+      unreachable = false;
       const heardNow = player.playing && !player.waiting && player.position() > 0;
       if (heardNow && !state.live.heard) state.live.heard = { status: job.status, position: player.position(), ready_s: player.ready };
       // Heard past what was final when playback began, the job still running: across a join.
@@ -162,7 +165,11 @@ async function followLive(live, seq) {
       view.grow(job);
     } catch (e) {
       if (seq !== openSeq) return;
-      if (e instanceof TypeError) continue; // the network: the next poll tries again
+      if (e instanceof TypeError) { // fetch's way of saying the network failed: poll again
+        $("player-status").textContent = "The server cannot be reached; retrying…";
+        unreachable = true;
+        continue;
+      }
       state.error = e.message;
       state.live.status = "failed";
       $("player-status").textContent = `Stopped following the job: ${e.message}`;

@@ -141,37 +141,43 @@ export class Player {
       stems.forEach((s, i) => { this.stems[i].buffer = s.buffer; });
       this.duration = this.stems[0].buffer.duration;
     }
+    const before = this.ready; // where the playing sources stop
     this.ready = Math.min(this.duration, ready);
     if (this.loop && this.loop.end > this.ready) this.loop.end = this.ready;
     if (!this.playing) {
       this.offset = Math.min(this.offset, this.ready);
       return this.onChange();
     }
-    if (this.waiting) {
-      if (this.offset >= this.ready) return this.onChange();
+    if (this.looping() && !replaced && !this.waiting) return this.onChange(); // the loop lies in what was final
+    const when = this.frameCeil(this.ctx.currentTime + START_LEAD_S);
+    if (!this.waiting) {
+      // The swap: old sources stop and new ones start on the same frame, reading on from there.
+      const frames = Math.round((when - this.startedAt) * this.rate);
+      let at = this.offset + frames / this.rate;
+      if (this.looping() && at >= this.loop.end) {
+        const len = this.loop.end - this.loop.start;
+        at = this.loop.start + ((at - this.loop.start) % len);
+      }
+      if (at < before) {
+        const old = this.sources;
+        this.sources = this.startSources(when, at);
+        this.offset = at;
+        this.startedAt = when;
+        for (const src of old) {
+          src.onended = () => src.disconnect();
+          src.stop(when);
+        }
+        return this.onChange();
+      }
+      // The old sources stop before `when` (their end may not be announced yet): on from there.
+      this.stopSources();
+      this.waiting = true;
+      this.offset = before;
+    }
+    if (this.offset < this.ready) {
       this.waiting = false;
-      const when = this.frameCeil(this.ctx.currentTime + START_LEAD_S);
       this.startedAt = when;
       this.sources = this.startSources(when, this.offset);
-      return this.onChange();
-    }
-    if (this.looping() && !replaced) return this.onChange(); // the loop lies in what was final
-    // The swap: old sources stop and new ones start on the same frame, reading on from there.
-    const when = this.frameCeil(this.ctx.currentTime + START_LEAD_S);
-    const frames = Math.round((when - this.startedAt) * this.rate);
-    let at = this.offset + frames / this.rate;
-    if (this.looping() && at >= this.loop.end) {
-      const len = this.loop.end - this.loop.start;
-      at = this.loop.start + ((at - this.loop.start) % len);
-    }
-    if (at >= this.ready) return this.onChange(); // the old sources end first; onended waits
-    const old = this.sources;
-    this.sources = this.startSources(when, at);
-    this.offset = at;
-    this.startedAt = when;
-    for (const src of old) {
-      src.onended = () => src.disconnect();
-      src.stop(when);
     }
     this.onChange();
   }

@@ -381,3 +381,64 @@ def test_every_control_is_labelled(done):
              .map(e => e.outerHTML.slice(0, 80))"""
     )
     assert unlabelled == []
+
+
+# The Player on an OfflineAudioContext: one stem, a ramp (every sample distinct) in the left
+# channel, a quarter of it final at first. Rendering stops (suspend) at chosen frames to play,
+# to extend while playing (a swap of sources, here with a new buffer as when the job finishes)
+# and to extend once playback has caught up with what was final and waits.
+JOIN_JS = """async () => {
+  const { Player } = await import("/static/player.js");
+  const rate = 44100, n = 44100, q = 128;
+  const ctx = new OfflineAudioContext(2, 2 * n, rate);
+  Object.defineProperty(ctx, "state", { get: () => "running" }); // play() must not resume() it
+  const ramp = (buffer) => {
+    const x = buffer.getChannelData(0);
+    for (let i = 0; i < n; i++) x[i] = (i + 1) / n;
+    return buffer;
+  };
+  const first = ramp(ctx.createBuffer(2, n, rate));
+  const player = new Player(ctx, [{ name: "a", buffer: first }], () => {}, 0.25);
+  const log = [];
+  ctx.suspend(1 * q / rate).then(() => {
+    player.play();
+    log.push(["play", player.startedAt * rate]);
+    ctx.resume();
+  });
+  ctx.suspend(64 * q / rate).then(() => {
+    player.extend(0.5, [{ name: "a", buffer: ramp(ctx.createBuffer(2, n, rate)) }]);
+    log.push(["swap", player.startedAt * rate, player.waiting]); ctx.resume();
+  });
+  ctx.suspend(200 * q / rate).then(() => {
+    player.extend(1.0);
+    log.push(["restart", player.startedAt * rate, player.waiting]);
+    ctx.resume();
+  });
+  const out = (await ctx.startRendering()).getChannelData(0);
+  return { log, out: Array.from(out) };
+}"""
+
+
+def test_the_player_plays_on_across_a_join_without_a_gap(context):
+    """Every sample once, in order: across the swap no gap and no repeat; where playback had
+    caught up with what was final it waits, and goes on from the very next sample."""
+    page = new_page(context)
+    goto_page(page)
+    r = page.evaluate(JOIN_JS)
+    (_, play), (_, swap, swap_waits), (_, restart, restart_waits) = r["log"]
+    assert play == 128 + 2205 and not swap_waits and not restart_waits, r["log"]
+    out = np.array(r["out"], dtype=np.float32)
+    n = SAMPLE_RATE
+    quarter = n // 4
+    assert play < swap < play + quarter  # swapped while the first quarter still played
+    heard = np.nonzero(out)[0]
+    ramp = (np.arange(1, n + 1) / n).astype(np.float32)
+    assert np.array_equal(out[heard], ramp)  # each sample once, in order, unchanged
+    # Gapless up to what was final before the wait; then on from round(restart).
+    play = int(play)
+    assert np.array_equal(heard[: 2 * quarter], np.arange(play, play + 2 * quarter))
+    restart = round(restart)
+    assert restart > play + 2 * quarter
+    assert np.array_equal(heard[2 * quarter :], np.arange(restart, restart + n - 2 * quarter))
+    assert page.errors == []
+    page.close()
