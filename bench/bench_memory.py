@@ -2,6 +2,7 @@
 song, next to Demucs' own `separate_tensor` on the same audio; and the disk a finished job keeps.
 
     ./run.sh bench bench_memory [--minutes 1 10] [--size small|full] [--no-demucs]
+                                [--compile auto|on|off] [--model htdemucs|dsp]
 
 For each length: a fresh stack (so peaks are per song) with an htdemucs-architecture model at
 random weights in its models dir, one job with `analysis=false`; then every stem is downloaded
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--size", choices=["small", "full"], default="small")
     parser.add_argument("--no-demucs", action="store_true", help="skip Demucs' own run")
+    parser.add_argument("--compile", default=None, help="COMPILE_MODELS for the predictor")
+    parser.add_argument("--model", default="htdemucs", help="the job's model (dsp: no weights)")
     args = parser.parse_args()
     arch = fx.SMALL if args.size == "small" else fx.FULL
     rows = []
@@ -76,17 +79,20 @@ def main() -> None:
             song = Path(tmp) / f"song{minutes}.wav"
             mix = mixture(make_song(seconds=minutes * 60, seed=int(minutes)))
             sf.write(song, mix.T, 44100, subtype="PCM_16")
-            stack = start_stack(Path(tmp) / f"data{minutes}", models)
+            extra = {"compile_models": args.compile} if args.compile else {}
+            stack = start_stack(Path(tmp) / f"data{minutes}", models, **extra)
             try:
                 with httpx.Client(base_url=stack.url("gateway"), timeout=600) as client:
                     r = client.post(
                         "/api/jobs",
                         files={"file": (song.name, song.read_bytes())},
-                        data={"model": "htdemucs", "analysis": "false"},
+                        data={"model": args.model, "analysis": "false"},
                     )
                     r.raise_for_status()
+                    phases = [peak_mb(stack.procs["gateway"].pid)]  # upload and decode
                     job = wait_job(client, r.json()["id"], timeout=7200)
                     assert job["status"] == "done", job
+                    phases.append(peak_mb(stack.procs["gateway"].pid))  # the job's run
                     download_everything(client, job)
                 predictor = peak_mb(stack.procs["predictor"].pid)
                 fuser = peak_mb(stack.procs["fuser"].pid)
@@ -99,7 +105,9 @@ def main() -> None:
             print(
                 f"{minutes:4.0f} min: predictor {predictor:7.0f} MB  fuser {fuser:6.0f} MB  "
                 f"gateway {gateway:6.0f} MB  | demucs separate_tensor {demucs:7.0f} MB  | "
-                f"disk left {disk:.3f}x the float stems",
+                f"disk left {disk:.3f}x the float stems\n"
+                f"        gateway's peak at the 202 {phases[0]:.0f} MB, "
+                f"when done {phases[1]:.0f} MB, after the downloads {gateway:.0f} MB",
                 flush=True,
             )
     if len(rows) >= 2:
