@@ -80,46 +80,37 @@ EOF
   say "install: done in $((SECONDS - start))s ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
 }
 
+apt_install() {
+  # apt_install PACKAGE WHAT: install a Debian package as root; without root or apt-get, or when
+  # apt-get fails, say what will skip (the tests that need it skip with the package's name).
+  local package=$1 what=$2
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    say "install: $package (apt-get) for $what"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"; } >/dev/null 2>&1; then
+      say "install: apt-get could not install $package; $what will skip"
+    fi
+  else
+    say "install: no root apt-get here to install $package; $what will skip (install Debian's '$package' package to run them)"
+  fi
+}
+
 install_browser() {
   # The browser tests drive Debian's chromium through Playwright (Playwright's own browser
   # download needs an internet this machine does not have).
-  if command -v chromium >/dev/null; then return; fi
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    say "install: chromium (apt-get) for the browser tests"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1; then
-      say "install: apt-get could not install chromium; the browser tests will skip"
-    fi
-  else
-    say "install: no chromium here and no root apt-get to install it; the browser tests will skip (install Debian's 'chromium' package to run them)"
-  fi
+  command -v chromium >/dev/null || apt_install chromium "the browser tests"
 }
 
 install_kubectl() {
   # test/unit/deploy renders deploy/k8s with `kubectl kustomize` (a kubectl whose kustomize is
   # v4 or later; with an older one, or none, it checks a Python render of the same files alone).
-  if command -v kubectl >/dev/null; then return; fi
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    say "install: kubectl (apt-get kubernetes-client) for the Kubernetes manifest tests"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client; } >/dev/null 2>&1; then
-      say "install: apt-get could not install kubernetes-client; the manifests are checked without kubectl"
-    fi
-  else
-    say "install: no kubectl here and no root apt-get to install it; the manifests are checked without kubectl (install Debian's 'kubernetes-client' package for kubectl)"
-  fi
+  command -v kubectl >/dev/null || apt_install kubernetes-client "the kubectl part of the Kubernetes manifest tests"
 }
 
 install_postgres() {
   # The store and several-gateway tests start a real PostgreSQL server (Debian's binaries, run
   # by the tests as an unprivileged user on a free loopback port); they skip without it.
   if command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then return; fi
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    say "install: postgresql (apt-get) for the job-store and several-gateway tests"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1; then
-      say "install: apt-get could not install postgresql; the PostgreSQL tests will skip"
-    fi
-  else
-    say "install: no PostgreSQL here and no root apt-get to install it; the PostgreSQL tests will skip (install Debian's 'postgresql' package to run them)"
-  fi
+  apt_install postgresql "the PostgreSQL tests"
 }
 
 ensure_installed() {

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+import soundfile as sf
 
 from common.config import Settings
 from gateway.stack import SERVICES, Stack, free_port
@@ -71,3 +76,34 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
         time.sleep(0.25)
+
+
+def wait_process_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Poll `url`/health until 200; fail at once if the process behind it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the process behind {url} exited with {proc.returncode}"
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout}s")
+
+
+def separate_through_the_stack(stack, music: np.ndarray, **fields: str) -> tuple[dict, np.ndarray]:
+    buf = io.BytesIO()
+    sf.write(buf, music.T, 44100, subtype="FLOAT", format="WAV")
+    with httpx.Client(base_url=stack.url("gateway"), timeout=120) as client:
+        r = client.post(
+            "/api/jobs",
+            files={"file": ("music.wav", buf.getvalue())},
+            data={"analysis": "false", **fields},
+        )
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"], timeout=600)
+        assert job["status"] == "done", job
+        result, rate = sf.read(
+            io.BytesIO(client.get(job["links"]["result"]).content), dtype="float32"
+        )
+    assert rate == 44100 and result.shape == (music.shape[1], 2 * len(job["stems"]))
+    return job, result.T.reshape(len(job["stems"]), 2, -1)

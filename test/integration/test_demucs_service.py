@@ -31,7 +31,7 @@ from test.separation_fixtures import (
     real_music,
     relative_error,
 )
-from test.stackutil import TESTDATA, start_stack, wait_job
+from test.stackutil import TESTDATA, separate_through_the_stack, start_stack
 
 
 @pytest.fixture(scope="module")
@@ -59,25 +59,6 @@ def demucs_stack(tmp_path_factory, models_settings):
     )
     yield stack
     stack.stop()
-
-
-def separate_through_the_stack(stack, music: np.ndarray, **fields: str) -> tuple[dict, np.ndarray]:
-    buf = io.BytesIO()
-    sf.write(buf, music.T, 44100, subtype="FLOAT", format="WAV")
-    with httpx.Client(base_url=stack.url("gateway"), timeout=120) as client:
-        r = client.post(
-            "/api/jobs",
-            files={"file": ("music.wav", buf.getvalue())},
-            data={"analysis": "false", **fields},
-        )
-        assert r.status_code == 202, r.text
-        job = wait_job(client, r.json()["id"], timeout=600)
-        assert job["status"] == "done", job
-        result, rate = sf.read(
-            io.BytesIO(client.get(job["links"]["result"]).content), dtype="float32"
-        )
-    assert rate == 44100 and result.shape == (music.shape[1], 2 * len(job["stems"]))
-    return job, result.T.reshape(len(job["stems"]), 2, -1)
 
 
 def test_htdemucs_job_equals_separate_tensor(demucs_stack, models_settings, music):

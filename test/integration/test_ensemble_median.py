@@ -12,7 +12,8 @@ import soundfile as sf
 
 from common.config import Settings
 from test.separation_fixtures import FOUR, SMALL, htdemucs, install_published, real_music
-from test.stackutil import TESTDATA, start_stack, wait_job
+from test.stackutil import TESTDATA, start_stack
+from test.stackutil import separate_through_the_stack as separate
 
 MEMBERS = ("htdemucs", "htdemucs_ft", "dsp")
 
@@ -33,22 +34,6 @@ def stack(tmp_path_factory):
     stack = start_stack(tmp_path_factory.mktemp("mdata"), settings.models_dir, compile_models="off")
     yield stack
     stack.stop()
-
-
-def separate(stack, music: np.ndarray, **fields: str) -> tuple[dict, np.ndarray]:
-    buf = io.BytesIO()
-    sf.write(buf, music.T, 44100, subtype="FLOAT", format="WAV")
-    with httpx.Client(base_url=stack.url("gateway"), timeout=120) as client:
-        r = client.post(
-            "/api/jobs",
-            files={"file": ("music.wav", buf.getvalue())},
-            data={"analysis": "false", **fields},
-        )
-        assert r.status_code == 202, r.text
-        job = wait_job(client, r.json()["id"], timeout=600)
-        assert job["status"] == "done", job
-        result, _ = sf.read(io.BytesIO(client.get(job["links"]["result"]).content), dtype="float32")
-    return job, result.T.reshape(len(job["stems"]), 2, -1)
 
 
 def test_a_median_ensemble_is_the_median_of_its_members(stack, music):

@@ -31,7 +31,7 @@ from common.quality import sdr_db
 from gateway.stack import Stack, free_port
 from prediction.dsp import separate_dsp
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, stack_settings, wait_job
+from test.stackutil import REPO, stack_settings, wait_job, wait_process_healthy
 
 SONG_S = 60.0  # 8 chunks of 10 s (stride 7.5 s): long enough to kill something in the middle
 STEMS = ["vocals", "drums", "bass", "other"]
@@ -139,24 +139,13 @@ def start_predictor(env: dict[str, str], port: int, log_path: Path) -> subproces
         )
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the process behind {url} exited with {proc.returncode}"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {timeout}s")
-
-
 def test_killing_one_of_two_predictor_replicas_mid_job_loses_nothing(tmp_path, upload, whole):
     own, extra = free_port(), free_port()
     urls = f"http://127.0.0.1:{own},http://127.0.0.1:{extra}"
     with own_stack(tmp_path, predictor_port=own, predictor_urls=urls) as stack:
         second = start_predictor(stack.env, extra, stack.log_dir / "predictor2.log")
         try:
-            wait_healthy(f"http://127.0.0.1:{extra}", second)
+            wait_process_healthy(f"http://127.0.0.1:{extra}", second)
             with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
                 job = submit(client, upload, analysis="false")
                 wait_mid_job(client, job["id"])

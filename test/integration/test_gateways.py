@@ -31,7 +31,7 @@ from gateway.stack import Stack, free_port
 from gateway.store import JobStore
 from test.postgres import PostgresServer, wait_accepting
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, stack_settings
+from test.stackutil import REPO, stack_settings, wait_process_healthy
 
 LEASE_S = 6.0  # short, so a takeover costs the test seconds: bound LEASE_S + CLAIM_POLL_S
 CLAIM_POLL_S = 0.5
@@ -136,7 +136,7 @@ class TwoGateways:
                 start_new_session=True,
             )
         self.procs_b.append(proc)
-        wait_healthy(self.url_b, proc)
+        wait_process_healthy(self.url_b, proc)
 
     def kill_b(self) -> None:
         proc = self.procs_b[-1]
@@ -146,21 +146,10 @@ class TwoGateways:
 
     def restart_a(self) -> None:
         self.stack.restart_dead()
-        wait_healthy(self.url_a, self.stack.procs["gateway"])
+        wait_process_healthy(self.url_a, self.stack.procs["gateway"])
 
     def url_of_port(self, port: int) -> str:
         return self.url_b if port == self.port_b else self.url_a
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the process behind {url} exited with {proc.returncode}"
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy after {timeout}s")
 
 
 @pytest.fixture(scope="module")
