@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     # that comes back takes its own jobs again at once instead of waiting for the lease)
     gateway_id: str = ""
 
+    # where a job's durable files live (common/storage.py): empty = under the data dir, or
+    # `s3://bucket/prefix` (S3_ENDPOINT_URL for a non-AWS server; credentials from the standard
+    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION, read by boto3 itself)
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
+    # how long a storage call retries while the object store is unreachable before the job
+    # fails with a storage error
+    storage_retry_s: float = Field(default=60.0, ge=0)
+
     # limits
     max_upload_bytes: int = C.MAX_UPLOAD_BYTES
     max_duration_s: float = C.MAX_DURATION_S
