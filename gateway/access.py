@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 import secrets
-import time
-from collections import OrderedDict
 
 from fastapi import Request
 
 from common.errors import AudiosplitError
+from gateway.store import JobStore
 
 API_KEY_HEADER = "x-api-key"
-MAX_CLIENTS_TRACKED = 10_000
 
 
 class Unauthorized(AudiosplitError):
@@ -40,27 +38,23 @@ def check_api_key(request: Request) -> None:
 
 
 class RateLimiter:
-    """A token bucket per client address: `per_minute` submissions, refilled continuously."""
+    """A token bucket per client address: `per_minute` submissions, refilled continuously.
+    The buckets live in the job store, so gateways sharing a database share each client's
+    limit: the (N+1)-th submission within a minute is refused whichever gateway it reaches."""
 
-    def __init__(self, per_minute: int):
+    def __init__(self, store: JobStore, per_minute: int):
+        self.store = store
         self.per_minute = per_minute
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def check(self, client: str) -> None:
+        """RateLimited when `client` has no token left (a store call: run it off the loop)."""
         if self.per_minute <= 0:
             return
-        now = time.monotonic()
-        rate = self.per_minute / 60.0
-        tokens, at = self.buckets.pop(client, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - at) * rate)
-        if tokens < 1.0:
-            self.buckets[client] = (tokens, now)
-            wait = math.ceil((1.0 - tokens) / rate)
+        wait = self.store.take_token(client, self.per_minute)
+        if wait > 0.0:
+            retry_after_s = max(1, math.ceil(wait))
             raise RateLimited(
                 f"too many jobs from this client: at most {self.per_minute} a minute; "
-                f"try again in {wait} s",
-                retry_after_s=wait,
+                f"try again in {retry_after_s} s",
+                retry_after_s=retry_after_s,
             )
-        self.buckets[client] = (tokens - 1.0, now)
-        while len(self.buckets) > MAX_CLIENTS_TRACKED:
-            self.buckets.popitem(last=False)

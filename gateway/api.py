@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import secrets
 import time
 import unicodedata
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import quote
 
 from anyio import to_thread
@@ -31,6 +33,7 @@ from gateway.upload import receive_upload
 
 router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(check_api_key)])
 
+T = TypeVar("T")
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
@@ -73,6 +76,12 @@ def get_gateway(request: Request):
 
 
 Gw = Annotated[object, Depends(get_gateway)]
+
+
+async def store_call(call: Callable[..., T], *args, **kwargs) -> T:
+    """A job store call in a worker thread: during a database outage it retries for up to
+    DB_RETRY_S, and /health and every other request must not wait with it."""
+    return await to_thread.run_sync(functools.partial(call, *args, **kwargs))
 
 
 def iso(ts: float) -> str:
@@ -139,7 +148,8 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
     """multipart/form-data: `file` (the audio) and optional fields `model`, `quality`, `stems`,
     `shifts`, `overlap`, `analysis`. Answers 202 with the job once the audio is decoded."""
     settings = gw.settings
-    gw.rate_limiter.check(request.client.host if request.client else "unknown")
+    client = request.client.host if request.client else "unknown"
+    await to_thread.run_sync(gw.rate_limiter.check, client)
     job_id = secrets.token_urlsafe(16)
     files = JobFiles(settings.jobs_dir, job_id)
     files.dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +158,7 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         options = parse_options(upload.fields, settings.default_model)
         resolved = resolve_options(options, await gw.model_infos())
         key = cache_key(upload.sha256, resolved.to_dict())
-        cached = gw.store.find_done(key)
+        cached = await store_call(gw.store.find_done, key)
         if cached is not None:
             job = await to_thread.run_sync(reuse_result, gw, cached, job_id, upload.filename)
             if job is not None:
@@ -184,8 +194,8 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         n_frames=decoded.n_frames,
         duration_s=round(decoded.n_frames / SAMPLE_RATE, 3),
     )
-    gw.store.insert(job)
-    gw.runner.submit(job_id)
+    await store_call(gw.store.insert, job)
+    await gw.runner.submit(job_id)
     return JSONResponse(job_json(job), status_code=202, headers=location(job_id))
 
 
@@ -229,29 +239,29 @@ async def list_jobs(
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     status: Literal["queued", "running", "done", "failed"] | None = None,
 ) -> dict:
-    jobs = gw.store.list(limit=limit, offset=offset, status=status)
+    jobs = await store_call(gw.store.list, limit=limit, offset=offset, status=status)
     return {"jobs": [job_json(j) for j in jobs]}
 
 
 @router.get("/jobs/{job_id}", summary="A job's status")
 async def get_job(job_id: JobId, gw: Gw) -> dict:
-    return job_json(gw.store.get(job_id))
+    return job_json(await store_call(gw.store.get, job_id))
 
 
 @router.get("/status/{job_id}", summary="Alias of GET /api/jobs/{id}")
 async def get_status(job_id: JobId, gw: Gw) -> dict:
-    return job_json(gw.store.get(job_id))
+    return job_json(await store_call(gw.store.get, job_id))
 
 
 @router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job and its files")
 async def delete_job(job_id: JobId, gw: Gw) -> None:
-    gw.store.get(job_id)
-    gw.store.delete(job_id)
+    await store_call(gw.store.get, job_id)
+    await store_call(gw.store.delete, job_id)
     await to_thread.run_sync(JobFiles(gw.settings.jobs_dir, job_id).delete)
 
 
-def done_job(gw, job_id: str) -> JobRecord:
-    job = gw.store.get(job_id)
+async def done_job(gw, job_id: str) -> JobRecord:
+    job = await store_call(gw.store.get, job_id)
     if job.status != "done":
         raise Conflict(f"job {job_id} is {job.status}, its results are not ready", code="not_ready")
     return job
@@ -274,7 +284,7 @@ FromFrame = Annotated[
     "prefix so far)",
 )
 async def get_result(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
-    job = gw.store.get(job_id)
+    job = await store_call(gw.store.get, job_id)
     files = JobFiles(gw.settings.jobs_dir, job_id)
     name = f"{stem_of(job.filename)}_stems.wav"
     if job.status != "done" or from_frame:
@@ -298,7 +308,7 @@ async def get_stem(
     clip: Clip = "rescale",
     from_frame: FromFrame = 0,
 ) -> Response:
-    job = gw.store.get(job_id)
+    job = await store_call(gw.store.get, job_id)
     if stem not in job.stems:
         raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
     files = JobFiles(gw.settings.jobs_dir, job_id)
@@ -327,7 +337,7 @@ async def download_zip(
     job_id: JobId, gw: Gw, format: Format = "flac", clip: Clip = "rescale"
 ) -> StreamingResponse:
     """Streamed as it is zipped (its length is known only at the end), never stored."""
-    job = done_job(gw, job_id)
+    job = await done_job(gw, job_id)
     files = JobFiles(gw.settings.jobs_dir, job_id)
     chunks = await to_thread.run_sync(zip_answer, files, job, job_json(job), format, clip)
     disposition = attachment(f"{stem_of(job.filename)}_stems.zip")
@@ -342,7 +352,7 @@ async def download_zip(
     "labels, stems present, stem levels, key",
 )
 async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
-    job = gw.store.get(job_id)
+    job = await store_call(gw.store.get, job_id)
     path = JobFiles(gw.settings.jobs_dir, job_id).analysis_path
     if not job.options.get("resolved", {}).get("analysis", True):
         raise NotFound(

@@ -63,7 +63,7 @@ class Gateway:
             claim_poll_s=settings.claim_poll_s,
         )
         self.decode_limiter = asyncio.Semaphore(DECODES_AT_ONCE)
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
+        self.rate_limiter = RateLimiter(self.store, settings.rate_limit_per_minute)
         self.sweeper: asyncio.Task | None = None
         self._infos: dict[str, SeparatorInfo] = {}
         self._infos_at = 0.0
@@ -99,6 +99,7 @@ class Gateway:
                 len(expired),
                 self.settings.retention_hours,
             )
+        self.store.forget_full_buckets()  # rate limit rows of clients that went quiet
         return expired
 
     async def sweep_forever(self) -> None:

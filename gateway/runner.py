@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -63,22 +64,24 @@ class JobRunner:
         if freed:
             log.info("freed %d leases held by an earlier run of gateway %s", freed, self.gateway_id)
         self.workers = [asyncio.create_task(self._work()) for _ in range(self.concurrency)]
-        self.refresh_gauges()
+        await self.refresh_gauges()
 
     async def stop(self) -> None:
         for w in self.workers:
             w.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
 
-    def submit(self, job_id: str) -> None:
+    async def submit(self, job_id: str) -> None:
         """A job accepted here: an idle worker claims it at once; if none is idle it stays
         claimable by any gateway (this one's next free worker tries it first)."""
         self.submitted.put_nowait(job_id)
-        self.refresh_gauges()
+        await self.refresh_gauges()
 
-    def refresh_gauges(self) -> None:
+    async def refresh_gauges(self) -> None:
+        # store calls run in worker threads: during a database outage one retries for up to
+        # db_retry_s, and the event loop must go on answering meanwhile
         try:
-            counts = self.store.counts()
+            counts = await to_thread.run_sync(self.store.counts)
         except StoreUnavailable:
             return  # gauges are not worth failing a request for
         for status in STATUSES:
@@ -91,7 +94,9 @@ class JobRunner:
             try:
                 if was == "running":
                     log.info("resuming job %s (its lease was free)", job_id)
-                    self.store.update(job_id, stage="resuming")
+                    await to_thread.run_sync(
+                        functools.partial(self.store.update, job_id, stage="resuming")
+                    )
                 await self._run_leased(job_id)
                 JOBS_FINISHED.labels("done").inc()
             except asyncio.CancelledError:
@@ -104,15 +109,18 @@ class JobRunner:
                 # not the job's fault: leave it for whoever claims it once the database is back
                 log.warning("job %s interrupted, the job database is unavailable: %s", job_id, e)
             except AudiosplitError as e:
-                self._fail(job_id, e.code, e.message)
+                await to_thread.run_sync(self._fail, job_id, e.code, e.message)
             except Exception as e:
                 log.exception("job %s failed with an internal error", job_id)
-                self._fail(job_id, "internal_error", f"internal error: {type(e).__name__}")
+                message = f"internal error: {type(e).__name__}"
+                await to_thread.run_sync(self._fail, job_id, "internal_error", message)
             finally:
                 self.running.discard(job_id)
+                # in a thread, and waited for even when cancelled (the gateway stops): a lease
+                # given back is claimable at once
                 with contextlib.suppress(AudiosplitError):
-                    self.store.release(job_id, self.owner)  # short; also when cancelled
-                self.refresh_gauges()
+                    await to_thread.run_sync(self.store.release, job_id, self.owner)
+                await self.refresh_gauges()
 
     async def _next_job(self) -> tuple[str, str]:
         """Wait until this worker holds the lease of a job: (id, status before the claim)."""

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
@@ -98,6 +99,15 @@ jobs = sa.Table(
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", sa.Float),  # database clock, Unix seconds
 )
+# per-client token buckets of the rate limit (migration 0003): tokens left at `at`
+rate_buckets = sa.Table(
+    "rate_buckets",
+    metadata,
+    sa.Column("client", sa.Text, primary_key=True),
+    sa.Column("tokens", sa.Float, nullable=False),
+    sa.Column("at", sa.Float, nullable=False),  # database clock, Unix seconds
+)
+BUCKET_FULL_AFTER_S = 60.0  # an empty bucket refills in a minute: older rows are full again
 
 
 @dataclass
@@ -317,6 +327,38 @@ class JobStore:
         if row is None:
             raise NotFound(f"no job {job_id!r}")
         return row[0], row[1]
+
+    # --- rate limit ---------------------------------------------------------------------------
+
+    def take_token(self, client: str, per_minute: int) -> float:
+        """Take one of `client`'s tokens from a bucket of `per_minute`, refilled continuously
+        by the database clock and shared by every gateway on this database: 0.0 when taken,
+        else the seconds until one is there. One statement: the upsert locks the client's row,
+        so two gateways never both take its last token; a refusal leaves the row as it was."""
+        b, rate, full = rate_buckets.c, per_minute / 60.0, float(per_minute)
+        filled = b.tokens + (db_now() - b.at) * rate
+        refilled = sa.case((filled > full, full), else_=filled)
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        take = (
+            dialect_insert(rate_buckets)
+            .values(client=client, tokens=full - 1.0, at=db_now())
+            .on_conflict_do_update(
+                index_elements=[b.client],
+                set_={"tokens": refilled - 1.0, "at": db_now()},
+                where=refilled >= 1.0,
+            )
+            .returning(b.tokens)
+        )
+        if self._write(lambda c: c.execute(take).first()) is not None:
+            return 0.0
+        query = sa.select(refilled).where(b.client == client)
+        left = self._read(lambda c: c.execute(query).scalar())
+        return max(0.0, (1.0 - (left if left is not None else 0.0)) / rate)
+
+    def forget_full_buckets(self) -> int:
+        """Drop the buckets that have refilled (a missing one counts as full). How many."""
+        statement = rate_buckets.delete().where(rate_buckets.c.at < db_now() - BUCKET_FULL_AFTER_S)
+        return self._write(lambda c: c.execute(statement).rowcount)
 
     # --- plumbing -----------------------------------------------------------------------------
 

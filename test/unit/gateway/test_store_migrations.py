@@ -118,7 +118,7 @@ def test_a_file_of_the_pre_migration_store_is_adopted_with_its_rows(tmp_path):
     assert store.claim("gw/1", 30) == ("run1", "running")
     store.close()
     version = sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == [("0002",)]
+    assert version == [("0003",)]
     JobStore(path).get("done1")  # opening again: nothing left to migrate
 
 
