@@ -1,7 +1,11 @@
 """Run the six services as separate processes: `python -m gateway.stack up` (what `./run.sh up`
-calls). Each service runs in its own process group, logs to `<data dir>/logs/<service>.log`,
+calls). Each service runs in its own process group, logs to `<data dir>/logs/<name>.log`,
 and is stopped with its group on Ctrl-C or SIGTERM; one that dies is started again.
 The integration tests start the stack through this same class, on free loopback ports.
+
+`python -m gateway.stack up --scaled` (`./run.sh up --scaled`) runs the several-machine
+topology on this machine instead: PostgreSQL and an S3 server, two gateways, two predictors
+(`gateway/scaled.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -50,7 +54,24 @@ MALLOC_DEFAULTS = {
     "MALLOC_TOP_PAD_": "1073741824",
 }
 STOP_GRACE_S = 10.0
+SERVICE_NAMES = tuple(s.name for s in SERVICES)
 RESTART_BACKOFF_S = 2.0
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One process of a service: `name` names its log file and is how the Stack's methods
+    refer to it ("gateway", "gateway_b"); `env` is added to the stack's environment."""
+
+    name: str
+    service: ServiceDef
+    port: int
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+
+
+def one_of_each(settings: Settings) -> list[Instance]:
+    """The six services once each, on the ports the settings name."""
+    return [Instance(s.name, s, getattr(settings, s.port_field)) for s in SERVICES]
 
 
 def free_port() -> int:
@@ -68,42 +89,52 @@ def _die_with_parent() -> None:
 
 
 class Stack:
-    def __init__(self, settings: Settings, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        env: dict[str, str] | None = None,
+        instances: list[Instance] | None = None,
+        port_settings: dict[str, str] | None = None,
+    ):
+        """`instances`: the processes to run (default: one of each service); `port_settings`:
+        the setting that chooses each instance's port, for the message when it is taken."""
         self.settings = settings
         self.env = {**MALLOC_DEFAULTS, **os.environ, **(env or {})}
         self.log_dir = Path(settings.data_dir) / "logs"
+        self.instances = {i.name: i for i in instances or one_of_each(settings)}
+        self.port_settings = port_settings or {}
         self.procs: dict[str, subprocess.Popen] = {}
 
     def url(self, name: str) -> str:
-        service = next(s for s in SERVICES if s.name == name)
-        return f"http://127.0.0.1:{getattr(self.settings, service.port_field)}"
+        return f"http://127.0.0.1:{self.instances[name].port}"
 
     def check_ports(self, names: tuple[str, ...] | None = None) -> None:
         """RuntimeError naming the service, the port and the setting to change when something
         already listens there (else the service would die and restart in a loop)."""
-        for service in SERVICES:
-            if names is not None and service.name not in names:
+        for instance in self.instances.values():
+            if names is not None and instance.name not in names:
                 continue
-            port = getattr(self.settings, service.port_field)
+            setting = self.port_settings.get(instance.name, instance.service.port_field.upper())
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    s.bind((self.settings.bind_host, port))
+                    s.bind((self.settings.bind_host, instance.port))
                 except OSError as e:
+                    what = instance.name.replace("_", " ")
                     raise RuntimeError(
-                        f"port {port} for the {service.name} is taken ({e.strerror}): stop what "
-                        f"holds it or choose another with {service.port_field.upper()}=…"
+                        f"port {instance.port} for the {what} is taken ({e.strerror}): stop "
+                        f"what holds it or choose another with {setting}=…"
                     ) from None
 
     def start(self, names: tuple[str, ...] | None = None) -> None:
         self.check_ports(names)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for service in SERVICES:
-            if names is None or service.name in names:
-                self._spawn(service)
+        for instance in self.instances.values():
+            if names is None or instance.name in names:
+                self._spawn(instance)
 
-    def _spawn(self, service: ServiceDef) -> None:
-        port = getattr(self.settings, service.port_field)
+    def _spawn(self, instance: Instance) -> None:
+        service, port = instance.service, instance.port
         cmd = [
             sys.executable,
             "-m",
@@ -117,11 +148,11 @@ class Stack:
             "--timeout-graceful-shutdown",
             "5",
         ]
-        log = open(self.log_dir / f"{service.name}.log", "ab")  # noqa: SIM115 - child owns it
-        self.procs[service.name] = subprocess.Popen(
+        log = open(self.log_dir / f"{instance.name}.log", "ab")  # noqa: SIM115 - child owns it
+        self.procs[instance.name] = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
-            env=self.env,
+            env={**self.env, **instance.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -159,16 +190,16 @@ class Stack:
 
     def restart_dead(self) -> list[str]:
         restarted = []
-        for service in SERVICES:
-            proc = self.procs.get(service.name)
+        for instance in self.instances.values():
+            proc = self.procs.get(instance.name)
             if proc is not None and proc.poll() is not None:
-                self._spawn(service)
-                restarted.append(service.name)
+                self._spawn(instance)
+                restarted.append(instance.name)
         return restarted
 
     def stop(self) -> None:
-        # The gateway first, so it stops handing out work; then the others.
-        order = sorted(self.procs, key=lambda n: n != "gateway")
+        # The gateways first, so they stop handing out work; then the others.
+        order = sorted(self.procs, key=lambda n: self.instances[n].service.name != "gateway")
         for name in order:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.procs[name].pid, signal.SIGTERM)
@@ -184,9 +215,19 @@ class Stack:
         self.procs.clear()
 
 
-def up() -> int:
+def up(scaled: bool = False) -> int:
     settings = Settings()
-    stack = Stack(settings)
+    infra = None
+    if scaled:
+        from gateway.scaled import scaled_stack
+
+        try:
+            stack, infra = scaled_stack(settings, say)
+        except RuntimeError as e:  # no PostgreSQL binaries
+            say(f"failed to start: {e}")
+            return 1
+    else:
+        stack = Stack(settings)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt
@@ -194,14 +235,19 @@ def up() -> int:
     signal.signal(signal.SIGTERM, on_term)
     # explicitly: a shell that starts us in the background leaves SIGINT ignored
     signal.signal(signal.SIGINT, on_term)
-    say(f"starting 6 services; logs in {stack.log_dir}")
+    say(f"starting {len(stack.instances)} services; logs in {stack.log_dir}")
     try:
+        if infra is not None:
+            stack.check_ports()  # before the servers start, not after
+            infra.start()
         stack.start()
         stack.wait_healthy()
-        say(f"ready: http://{settings.bind_host}:{settings.gateway_port}  (Ctrl-C stops)")
+        gateways = [n for n, i in stack.instances.items() if i.service.name == "gateway"]
+        urls = "  ".join(f"http://{settings.bind_host}:{stack.instances[n].port}" for n in gateways)
+        say(f"ready: {urls}  (Ctrl-C stops)")
         while True:
             time.sleep(0.5)
-            for name in stack.restart_dead():
+            for name in [*(infra.restart_dead() if infra else []), *stack.restart_dead()]:
                 say(f"{name} died; started it again (see {stack.log_dir / (name + '.log')})")
                 time.sleep(RESTART_BACKOFF_S)
     except KeyboardInterrupt:
@@ -214,6 +260,9 @@ def up() -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         say("stopping services")
         stack.stop()
+        if infra is not None:
+            say("stopping the S3 server and PostgreSQL")
+            infra.stop()
         say("stopped")
 
 
@@ -223,6 +272,6 @@ def say(message: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["up"]:
-        sys.exit("usage: python -m gateway.stack up")
-    sys.exit(up())
+    if sys.argv[1:] not in (["up"], ["up", "--scaled"]):
+        sys.exit("usage: python -m gateway.stack up [--scaled]")
+    sys.exit(up(scaled=sys.argv[2:] == ["--scaled"]))
