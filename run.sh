@@ -107,8 +107,8 @@ install_kubectl() {
 }
 
 install_postgres() {
-  # The store and several-gateway tests start a real PostgreSQL server (Debian's binaries, run
-  # by the tests as an unprivileged user on a free loopback port); they skip without it.
+  # The store and several-gateway tests and `up --scaled` start a real PostgreSQL server
+  # (Debian's binaries, run as an unprivileged user on a loopback port); the tests skip without it.
   if command -v pg_ctl >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null; then return; fi
   apt_install postgresql "the PostgreSQL tests"
 }
@@ -123,8 +123,11 @@ usage: ./run.sh COMMAND [ARGS]
   install                      create .venv and install everything, the `audiosplit` command and
                                (as root on Debian) chromium and postgresql for the browser and
                                PostgreSQL tests; idempotent
-  up                           start the six services in the foreground (gateway on
-                               http://127.0.0.1:8000, the page); Ctrl-C stops them
+  up [--scaled]                start the six services in the foreground (gateway on
+                               http://127.0.0.1:8000, the page); Ctrl-C stops them.
+                               --scaled: a real PostgreSQL (data/postgres), two gateways
+                               (:8000 and :8010), two predictors, one of each other service
+                               (SCALED_STORAGE=s3: job files on a local S3 server)
   test [PYTEST ARGS]           ruff, then the test suite (fast by default; -m slow for the slow
                                ones; e.g. test test/browser -x)
   separate FILE... [OPTIONS]   separate songs, paths relative to where you are, stems written to
@@ -155,7 +158,7 @@ case "$cmd" in
   install) install ;;
   up)
     ensure_installed
-    exec "$PY" -m gateway.stack up
+    exec "$PY" -m gateway.stack up "$@"   # --scaled: PostgreSQL, S3, two gateways, two predictors
     ;;
   test)
     ensure_installed
