@@ -11,6 +11,9 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# a storage key: '/'-separated names, none starting with a dot (no '..', no hidden files)
+STORAGE_KEY = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
+
 WIRE_VERSION = 2
 
 
@@ -151,7 +154,9 @@ class FuseJob(Message):
     model_stems: list[str]  # the stems the predictor returns, in its order
     stem: str | None = None  # one stem: output is [stem, no_stem]; None: all model stems
     norm: Normalisation = Normalisation()
-    out_dir: str  # where the final files go (the data dir is shared with the gateway)
+    # storage key of the folder the result goes to (`jobs/<id>/result`: under the data dir on
+    # local disk, in the bucket with STORAGE_URL=s3://...; common/storage.py)
+    out_key: str = Field(pattern=STORAGE_KEY)
     # per-window RMS of every output stem, for the analysis: windows of `activity_window`
     # frames every `activity_hop` frames (0: none measured)
     activity_window: int = Field(default=0, ge=0)
@@ -159,11 +164,11 @@ class FuseJob(Message):
 
 
 class EnsembleMember(Message):
-    """One member's fused result (a multi-channel WAV under the shared data dir, channels =
+    """One member's fused result (a multi-channel WAV in the job storage, channels =
     `stems` x [L, R]) and its weight."""
 
     model: str
-    result_path: str
+    result_key: str = Field(pattern=STORAGE_KEY)
     stems: list[str]
     weight: float = Field(gt=0.0, allow_inf_nan=False)
 
@@ -181,7 +186,7 @@ class EnsembleJob(Message):
     members: list[EnsembleMember] = Field(min_length=2)
     method: EnsembleMethod = "avg_wave"
     stems: list[str]  # output stems in channel order; every member has each of them
-    out_dir: str
+    out_key: str = Field(pattern=STORAGE_KEY)
     activity_window: int = Field(default=0, ge=0)
     activity_hop: int = Field(default=0, ge=0)
 
@@ -208,7 +213,7 @@ class FusedResult(Message):
     job_id: str
     stems: list[str]
     n_frames: int
-    result_path: str  # multi-channel float32 WAV, channels = stems x [L, R]
+    result_key: str  # multi-channel float32 WAV in the job storage, channels = stems x [L, R]
     peak: float  # absolute peak over all stems (may exceed 1.0: float WAV is never clipped)
     activity_db: list[list[float]] = []  # per activity window, per stem: RMS in dBFS
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.constants import SAMPLE_RATE
@@ -33,6 +33,9 @@ class PrefixRecord:
     channels: int
     data_offset: int
     stems: list[str]
+    # in object storage only: the end frames of the stretches published so far, each its own
+    # object (`common.resultstore`); on local disk the frames are in the growing file
+    pieces: list[int] = field(default_factory=list)
 
 
 def read_record(result_dir: Path) -> PrefixRecord | None:

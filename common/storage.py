@@ -3,7 +3,8 @@
 Both behind one small API of keys (`"jobs/<id>/result/result.wav"`, '/'-separated):
 
     put_bytes / put_file   atomic: a reader sees the old object or the new one, never half
-    get_bytes, read_range, size (None: no such object), exists, list_prefix, delete_prefix,
+    get_bytes, read_range, size (None: no such object), exists, list_prefix, delete (one
+    object), delete_prefix,
     copy (server-side on S3), get_file (download to a local path), open (a seekable read-only
     file over an object: S3 range GETs, buffered, so libsndfile can read a WAV in place)
     local_path(key)        the object's own file on local disk; None on S3
@@ -15,6 +16,7 @@ endpoint. `storage_for(settings)` builds the one the settings describe.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -98,6 +100,9 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.local_path(prefix), ignore_errors=True)
+
+    def delete(self, key: str) -> None:
+        self.local_path(key).unlink(missing_ok=True)
 
     def copy(self, source: str, target: str) -> None:
         src, dst = self.local_path(source), self.local_path(target)
@@ -259,6 +264,11 @@ class S3Storage:
                 Delete={"Objects": batch, "Quiet": True},
             )
 
+    def delete(self, key: str) -> None:
+        self._call(
+            f"delete {key}", self.client.delete_object, Bucket=self.bucket, Key=self._key(key)
+        )
+
     def copy(self, source: str, target: str) -> None:
         """Server-side: the bytes never pass through this process."""
         self._call(
@@ -325,6 +335,17 @@ Storage = LocalStorage | S3Storage
 
 def storage_for(settings) -> Storage:
     """The storage `settings.storage_url` names: empty = the data dir on local disk."""
-    if not settings.storage_url:
-        return LocalStorage(settings.data_dir)
-    return S3Storage(settings.storage_url, settings.s3_endpoint_url, settings.storage_retry_s)
+    return _storage(
+        settings.storage_url,
+        settings.s3_endpoint_url,
+        settings.storage_retry_s,
+        str(settings.data_dir),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _storage(url: str, endpoint: str, retry_s: float, data_dir: str) -> Storage:
+    # one per setting: an S3 client (its connection pool) is made once, not per request
+    if not url:
+        return LocalStorage(Path(data_dir))
+    return S3Storage(url, endpoint, retry_s)

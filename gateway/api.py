@@ -24,7 +24,7 @@ from common.audio import decode_audio_to_file
 from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
 from common.errors import Conflict, InvalidOption, NotFound
 from gateway.access import check_api_key
-from gateway.jobfiles import JobFiles, link_results
+from gateway.jobfiles import job_files, link_results
 from gateway.options import parse_options, resolve_options
 from gateway.partial import done_piece, progress_headers, wav_range
 from gateway.results import Answer, stem_answer, zip_answer
@@ -151,7 +151,7 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
     client = request.client.host if request.client else "unknown"
     await to_thread.run_sync(gw.rate_limiter.check, client)
     job_id = secrets.token_urlsafe(16)
-    files = JobFiles(settings.jobs_dir, job_id)
+    files = job_files(settings, job_id)
     files.dir.mkdir(parents=True, exist_ok=True)
     try:
         upload = await receive_upload(request, files.upload_path, settings.max_upload_bytes)
@@ -177,6 +177,11 @@ async def create_job(request: Request, gw: Gw) -> JSONResponse:
         files.delete()
         raise
     files.upload_path.unlink(missing_ok=True)  # the decoded input is what the job runs on
+    try:  # in object storage: where any gateway can fetch it to run the job
+        await to_thread.run_sync(files.publish, files.input_path)
+    except BaseException:
+        files.delete()
+        raise
     now = time.time()
     job = JobRecord(
         id=job_id,
@@ -212,8 +217,8 @@ def cache_key(upload_sha256: str, resolved: dict) -> str:
 def reuse_result(gw, cached: JobRecord, job_id: str, filename: str) -> JobRecord | None:
     """A new job, born done, holding links to an identical earlier job's files (None when
     those files are gone)."""
-    source = JobFiles(gw.settings.jobs_dir, cached.id)
-    target = JobFiles(gw.settings.jobs_dir, job_id)
+    source = job_files(gw.settings, cached.id)
+    target = job_files(gw.settings, job_id)
     if not link_results(source, target):
         return None
     now = time.time()
@@ -257,7 +262,7 @@ async def get_status(job_id: JobId, gw: Gw) -> dict:
 async def delete_job(job_id: JobId, gw: Gw) -> None:
     await store_call(gw.store.get, job_id)
     await store_call(gw.store.delete, job_id)
-    await to_thread.run_sync(JobFiles(gw.settings.jobs_dir, job_id).delete)
+    await to_thread.run_sync(job_files(gw.settings, job_id).delete)
 
 
 async def done_job(gw, job_id: str) -> JobRecord:
@@ -285,10 +290,11 @@ FromFrame = Annotated[
 )
 async def get_result(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
     job = await store_call(gw.store.get, job_id)
-    files = JobFiles(gw.settings.jobs_dir, job_id)
+    files = job_files(gw.settings, job_id)
     name = f"{stem_of(job.filename)}_stems.wav"
     if job.status != "done" or from_frame:
         return await to_thread.run_sync(wav_range, files, job, None, from_frame, name)
+    await to_thread.run_sync(files.fetch, files.result_path)  # into the cache, once
     response = file_response(files.result_path, name, "audio/wav")
     response.headers.update(progress_headers(done_piece(job, 0)))
     return response
@@ -311,7 +317,7 @@ async def get_stem(
     job = await store_call(gw.store.get, job_id)
     if stem not in job.stems:
         raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
-    files = JobFiles(gw.settings.jobs_dir, job_id)
+    files = job_files(gw.settings, job_id)
     if job.status != "done" or from_frame:  # a frame range: the running job's prefix
         if format != "wav" and job.status == "done":
             raise InvalidOption("from_frame works with format=wav (32-bit float) only")
@@ -338,7 +344,7 @@ async def download_zip(
 ) -> StreamingResponse:
     """Streamed as it is zipped (its length is known only at the end), never stored."""
     job = await done_job(gw, job_id)
-    files = JobFiles(gw.settings.jobs_dir, job_id)
+    files = job_files(gw.settings, job_id)
     chunks = await to_thread.run_sync(zip_answer, files, job, job_json(job), format, clip)
     disposition = attachment(f"{stem_of(job.filename)}_stems.zip")
     return StreamingResponse(
@@ -353,14 +359,15 @@ async def download_zip(
 )
 async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
     job = await store_call(gw.store.get, job_id)
-    path = JobFiles(gw.settings.jobs_dir, job_id).analysis_path
+    files = job_files(gw.settings, job_id)
+    path = files.analysis_path
     if not job.options.get("resolved", {}).get("analysis", True):
         raise NotFound(
             f"job {job_id} ran without analysis (analysis=false was asked); submit the song "
             "again with analysis=true to get one",
             code="no_analysis",
         )
-    if not path.exists():
+    if not await to_thread.run_sync(files.fetch, path):
         why = "it failed" if job.status == "failed" else "it is written when the job is done"
         raise NotFound(f"job {job_id} is {job.status}: no analysis yet ({why})", code="not_ready")
     return FileResponse(path, media_type="application/json")

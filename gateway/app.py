@@ -23,7 +23,7 @@ from common.replicas import ReplicaPool, expect_ok
 from common.service import create_service_app
 from gateway.access import RateLimiter
 from gateway.api import router
-from gateway.jobfiles import JobFiles
+from gateway.jobfiles import job_files
 from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
@@ -91,7 +91,7 @@ class Gateway:
             # files first: a sweep killed between the two leaves the row, and the next sweep
             # finishes the job; the other order would leave files no row points to. Every
             # gateway sweeps: two meeting on one job delete it twice, which is harmless.
-            JobFiles(self.settings.jobs_dir, job_id).delete()
+            job_files(self.settings, job_id).delete()
             self.store.delete(job_id)
         if expired:
             log.info(

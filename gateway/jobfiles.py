@@ -1,4 +1,10 @@
-"""Where a job's files live under the data dir, and reading/writing them."""
+"""Where a job's files live, and reading/writing them.
+
+On local disk (the default) they are `<data dir>/jobs/<id>/`. With object storage
+(STORAGE_URL=s3://...) the durable copies are objects `jobs/<id>/...` in the bucket, and the
+folder under this gateway's data dir is a cache: the decoded input while a job runs here, a
+result or analysis fetched once to be served. So any gateway can run, serve or delete any job.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ import numpy as np
 from common.constants import WIRE_DTYPE
 from common.errors import NotFound, StorageError
 from common.rawfile import RawArrayFile
+from common.resultfile import RECORD_NAME
+from common.storage import LocalStorage, Storage, storage_for
 
 log = logging.getLogger("audiosplit.jobfiles")
 
@@ -24,8 +32,40 @@ class JobFiles:
     other form of its stems is made from result.wav on request. The decoded input is needed
     only while the job runs or resumes, and is deleted when it is done (`drop_input`)."""
 
-    def __init__(self, jobs_dir: Path, job_id: str):
+    def __init__(self, jobs_dir: Path, job_id: str, store: Storage | None = None):
         self.dir = Path(jobs_dir) / job_id
+        self.store = store if store is not None else LocalStorage(Path(jobs_dir).parent)
+        self.key = f"{Path(jobs_dir).name}/{job_id}"  # on local disk: self.dir itself
+
+    @property
+    def remote(self) -> bool:
+        return self.store.remote
+
+    @property
+    def result_key(self) -> str:
+        """The storage key of the result folder (the fuser writes there)."""
+        return f"{self.key}/result"
+
+    def _key(self, path: Path) -> str:
+        return f"{self.key}/{path.relative_to(self.dir).as_posix()}"
+
+    def publish(self, path: Path) -> None:
+        """In object storage: put this gateway's file (input, analysis) in the bucket."""
+        if self.remote:
+            self.store.put_file(self._key(path), path)
+
+    def fetch(self, path: Path) -> bool:
+        """The job's file at `path`, fetched from the bucket into the cache if it is not here.
+        False when it exists nowhere."""
+        if path.exists():
+            return True
+        if not self.remote:
+            return False
+        try:
+            self.store.get_file(self._key(path), path)
+        except FileNotFoundError:
+            return False
+        return True
 
     @property
     def upload_path(self) -> Path:
@@ -56,13 +96,23 @@ class JobFiles:
     def write_json(self, path: Path, value) -> None:
         tmp = path.with_suffix(".tmp")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(value, indent=1))
             os.replace(tmp, path)
         except OSError as e:
             raise StorageError(f"cannot write {path.name}: {e}") from e
+        self.publish(path)
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.remote:
+            self.store.delete_prefix(self.key)
+
+    def delete_results_under(self, sub: str) -> None:
+        """A folder of the result (an ensemble's members), here and in the bucket."""
+        shutil.rmtree(self.result_dir / sub, ignore_errors=True)
+        if self.remote:
+            self.store.delete_prefix(f"{self.result_key}/{sub}")
 
 
 def save_input(files: JobFiles, samples: np.ndarray) -> None:
@@ -73,11 +123,12 @@ def save_input(files: JobFiles, samples: np.ndarray) -> None:
         os.replace(tmp, files.input_path)
     except OSError as e:
         raise StorageError(f"cannot store the decoded audio: {e}") from e
+    files.publish(files.input_path)
 
 
 def load_input(files: JobFiles) -> RawArrayFile:
     """(2, n) float32 on disk, read a window at a time (`track[:, lo:hi]`)."""
-    if not files.input_path.exists():
+    if not files.fetch(files.input_path):  # another gateway's job: from the bucket
         raise NotFound(f"the decoded input of this job is gone ({files.input_path})")
     n = files.input_path.stat().st_size // 8
     return RawArrayFile(files.input_path, (2, n))
@@ -89,7 +140,9 @@ def drop_input(files: JobFiles) -> None:
     only costs disk until the retention sweep: it is logged, never fails the job."""
     try:
         files.input_path.unlink(missing_ok=True)
-    except OSError as e:
+        if files.remote:
+            files.store.delete(files._key(files.input_path))
+    except (OSError, StorageError) as e:
         log.warning("cannot delete the decoded input %s: %s", files.input_path, e)
 
 
@@ -97,7 +150,9 @@ def link_results(source: JobFiles, target: JobFiles) -> bool:
     """Hard-link (or copy) a finished job's result files and analysis into another job's dir:
     result.wav and the files beside it, not the folders and ZIPs in which older jobs kept
     per-stem copies and conversions. False when the source's files are gone; the target is
-    then left empty."""
+    then left empty. In object storage the objects are copied in the bucket."""
+    if source.remote:
+        return copy_objects(source, target)
     if not source.result_path.exists():
         return False
     try:
@@ -116,8 +171,33 @@ def link_results(source: JobFiles, target: JobFiles) -> bool:
     return True
 
 
+def copy_objects(source: JobFiles, target: JobFiles) -> bool:
+    """link_results in object storage: server-side copies of result.wav, its record and the
+    analysis (the bytes never pass through the gateway)."""
+    store = source.store
+    names = [
+        source._key(p)
+        for p in (source.result_path, source.result_dir / RECORD_NAME, source.analysis_path)
+    ]
+    if not store.exists(names[0]):
+        return False
+    try:
+        for key in names:
+            if store.exists(key):
+                store.copy(key, target.key + key[len(source.key) :])
+    except FileNotFoundError:
+        target.delete()
+        return False
+    return True
+
+
 def _link_or_copy(src, dst) -> None:
     try:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def job_files(settings, job_id: str) -> JobFiles:
+    """A job's files in the storage the settings name (STORAGE_URL)."""
+    return JobFiles(settings.jobs_dir, job_id, storage_for(settings))

@@ -19,7 +19,8 @@ from fastapi.responses import StreamingResponse
 
 from common.constants import SAMPLE_RATE
 from common.errors import Conflict, InvalidOption, NotFound
-from common.resultfile import PREFIX_NAME, RESULT_NAME, float_wav_header, read_record
+from common.resultfile import PrefixRecord, float_wav_header, read_record
+from common.resultstore import open_result_bytes, read_stored_record
 from gateway.jobfiles import JobFiles
 from gateway.store import JobRecord
 
@@ -73,7 +74,7 @@ def wav_range(
     piece = done_piece(job, from_frame)  # 422 from the end on, running or done
     record = None
     if job.status != "done":
-        record = read_record(files.result_dir)
+        record = job_record(files)
         if record is None or record.n_frames != job.n_frames or record.ready_frames == 0:
             raise Conflict(
                 f"job {job.id} is {job.status}: no part of its result is final yet",
@@ -93,7 +94,7 @@ def wav_range(
     if record is None:
         source, channels = open_finished(files)
     else:
-        source, channels = open_growing(files, record.data_offset), record.channels
+        source, channels = open_growing(files, record), record.channels
     out_channels = channels if pick is None else len(pick)
     size = len(float_wav_header(piece.ready - piece.start, out_channels))
     size += (piece.ready - piece.start) * out_channels * 4
@@ -130,19 +131,27 @@ class FrameSource:
         (self.snd or self.raw).close()
 
 
-def open_growing(files: JobFiles, data_offset: int) -> FrameSource:
-    """The growing file, or, once the fuser has published it, the same file renamed."""
-    for name in (PREFIX_NAME, RESULT_NAME):
-        try:
-            return FrameSource(open(files.result_dir / name, "rb"), data_offset, None)
-        except FileNotFoundError:
-            continue
-    raise NotFound("the result file is gone (deleted or expired)")
+def job_record(files: JobFiles) -> PrefixRecord | None:
+    """How far the running job's result is final (the fuser's record, on disk or stored)."""
+    if files.remote:
+        return read_stored_record(files.store, files.result_key)
+    return read_record(files.result_dir)
+
+
+def open_growing(files: JobFiles, record: PrefixRecord) -> FrameSource:
+    """The growing file, or, once the fuser has published it, the same file renamed (in object
+    storage: the published stretches, then result.wav)."""
+    try:
+        raw = open_result_bytes(files.store, files.result_key, record)
+    except FileNotFoundError as e:
+        raise NotFound("the result file is gone (deleted or expired)") from e
+    return FrameSource(raw, record.data_offset, None)
 
 
 def open_finished(files: JobFiles) -> tuple[FrameSource, int]:
     """A done job's `result.wav`, whoever wrote its header (read through libsndfile)."""
     try:
+        files.fetch(files.result_path)  # in object storage: into this gateway's cache, once
         snd = sf.SoundFile(files.result_path)
     except (FileNotFoundError, sf.LibsndfileError) as e:
         raise NotFound("the result file is gone (deleted or expired)") from e

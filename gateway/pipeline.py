@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 
@@ -39,7 +38,7 @@ from common.logs import job_id_var
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
-from gateway.jobfiles import JobFiles, drop_input, load_input
+from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
 from gateway.store import JobStore
@@ -83,9 +82,9 @@ class Pipeline:
 
     async def _run(self, job_id: str) -> None:
         job = self.store.get(job_id)
-        files = JobFiles(self.settings.jobs_dir, job_id)
+        files = job_files(self.settings, job_id)
         opts = job.options["resolved"]
-        track = load_input(files)
+        track = await to_thread.run_sync(load_input, files)  # from the bucket if not here
         self.store.update(job_id, status="running", stage="planning")
         start = time.perf_counter()
         await self._fetch_weights(job_id, opts["model"])
@@ -97,7 +96,7 @@ class Pipeline:
         try:
             if len(members) == 1:
                 result, total = await self._separate_model(
-                    job_id, job_id, opts["model"], track, opts, files.result_dir, (0, 1)
+                    job_id, job_id, opts["model"], track, opts, files.result_key, (0, 1)
                 )
             else:
                 result, total = await self._separate_ensemble(job_id, members, track, opts, files)
@@ -190,10 +189,10 @@ class Pipeline:
         model: str,
         track,
         opts: dict,
-        out_dir,
+        out_key: str,
         part: tuple[int, int],
     ) -> tuple[FusedResult, int]:
-        """One model over the whole track: plan, fan the chunks out, fuse them into `out_dir`
+        """One model over the whole track: plan, fan the chunks out, fuse them into `out_key`
         as fuser job `fuse_id`. `part` = (k, n): this is the k-th of n models of the job (its
         share of the progress). Returns the fused result and the number of chunks."""
         plan = await self._plan(
@@ -213,7 +212,7 @@ class Pipeline:
             model_stems=plan.model.stems,
             stem=opts["stem"],
             norm=norm,
-            out_dir=str(out_dir),
+            out_key=out_key,
             activity_window=ANALYSIS_WINDOW if measure else 0,
             activity_hop=self.analyser.hop if measure else 0,
         )
@@ -269,9 +268,9 @@ class Pipeline:
         weighted average into the job's result files; the members' files are removed after."""
         fused, total = [], 0
         for k, member in enumerate(members):
-            out_dir = files.result_dir / "members" / str(k)
+            out_key = f"{files.result_key}/members/{k}"
             result, chunks = await self._separate_model(
-                job_id, f"{job_id}-m{k}", member["model"], track, opts, out_dir, (k, len(members))
+                job_id, f"{job_id}-m{k}", member["model"], track, opts, out_key, (k, len(members))
             )
             fused.append(result)
             total += chunks
@@ -280,20 +279,20 @@ class Pipeline:
             job_id=job_id,
             members=[
                 EnsembleMember(
-                    model=m["model"], result_path=r.result_path, stems=r.stems, weight=m["weight"]
+                    model=m["model"], result_key=r.result_key, stems=r.stems, weight=m["weight"]
                 )
                 for m, r in zip(members, fused, strict=True)
             ],
             stems=fused[0].stems,
             method=opts.get("ensemble_method") or "avg_wave",
-            out_dir=str(files.result_dir),
+            out_key=files.result_key,
             activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
             activity_hop=self.analyser.hop if opts["analysis"] else 0,
         )
         result = await self._fuser_json(
             "POST", f"/ensembles/{job_id}", FusedResult, json=job.model_dump()
         )
-        await to_thread.run_sync(shutil.rmtree, files.result_dir / "members", True)
+        await to_thread.run_sync(files.delete_results_under, "members")
         return result, total
 
     async def _plan(self, req: PlanRequest) -> PlanResponse:

@@ -74,6 +74,7 @@ class ResultFile:
     def __init__(self, files: JobFiles, job: JobRecord):
         self.path = files.result_path
         self.stems = list(job.stems)
+        files.fetch(self.path)  # in object storage: into this gateway's cache, once
         try:
             info = sf.info(str(self.path))
         except (OSError, RuntimeError) as e:
@@ -213,7 +214,7 @@ def _zip_chunks(
                 for chunk in answer.chunks:
                     out.write(chunk)
                     yield from pipe.drain()
-        if files.analysis_path.exists():
+        if files.fetch(files.analysis_path):
             zf.writestr(
                 zipfile.ZipInfo(f"{base}/analysis.json", date_time=stamp),
                 files.analysis_path.read_bytes(),

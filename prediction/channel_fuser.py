@@ -9,6 +9,7 @@ multi-channel WAV; `POST /ensembles/{id}` combines several members' results, wei
 
 from __future__ import annotations
 
+import shutil
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,7 @@ from common.config import Settings, get_settings
 from common.errors import BadRequest, StorageError
 from common.interfaces import EnsembleJob, FuseChunkMeta, FusedResult, FuseJob, FuseStatus
 from common.service import create_service_app
+from common.storage import Storage, storage_for
 from common.wire import decode
 from prediction.fusion import JobAccumulator, combine_members
 
@@ -30,16 +32,26 @@ router = APIRouter()
 JobId = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
-def get_root(request: Request) -> Path:
-    return request.app.state.root
+class Jobs:
+    """The fuser's job files: under `<data dir>/fuser`, and the storage the settings name."""
+
+    def __init__(self, root: Path, store: Storage):
+        self.root, self.store = root, store
+
+    def __call__(self, job_id: str) -> JobAccumulator:
+        return JobAccumulator(self.root, job_id, self.store)
 
 
-Root = Annotated[Path, Depends(get_root)]
+def get_jobs(request: Request) -> Jobs:
+    return request.app.state.jobs
+
+
+Root = Annotated[Jobs, Depends(get_jobs)]
 
 
 @router.put("/jobs/{job_id}", response_model=FuseStatus)
 async def create_job(job_id: JobId, job: FuseJob, root: Root) -> FuseStatus:
-    acc = JobAccumulator(root, job_id)
+    acc = root(job_id)
     if job.job_id != job_id:
         raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
     await to_thread.run_sync(acc.create, job)
@@ -48,7 +60,7 @@ async def create_job(job_id: JobId, job: FuseJob, root: Root) -> FuseStatus:
 
 @router.get("/jobs/{job_id}", response_model=FuseStatus)
 async def job_status(job_id: JobId, root: Root) -> FuseStatus:
-    return await to_thread.run_sync(JobAccumulator(root, job_id).status)
+    return await to_thread.run_sync(root(job_id).status)
 
 
 @router.put("/jobs/{job_id}/chunks/{index}", response_model=FuseStatus)
@@ -56,14 +68,14 @@ async def put_chunk(job_id: JobId, index: int, request: Request, root: Root) -> 
     stems, meta = decode(await request.body(), request.headers, FuseChunkMeta)
     if meta.chunk.index != index:
         raise BadRequest(f"path says chunk {index}, header says {meta.chunk.index}")
-    acc = JobAccumulator(root, job_id)
+    acc = root(job_id)
     await to_thread.run_sync(acc.add_chunk, meta.chunk, stems)
     return await to_thread.run_sync(acc.status)
 
 
 @router.post("/jobs/{job_id}/finalize", response_model=FusedResult)
 async def finalize(job_id: JobId, root: Root) -> FusedResult:
-    return await to_thread.run_sync(JobAccumulator(root, job_id).finalize)
+    return await to_thread.run_sync(root(job_id).finalize)
 
 
 @router.post("/ensembles/{job_id}", response_model=FusedResult)
@@ -71,23 +83,22 @@ async def combine(job_id: JobId, job: EnsembleJob, root: Root) -> FusedResult:
     """An ensemble's final file from its members' results (weighted, per stem)."""
     if job.job_id != job_id:
         raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
-    data = root.parent.resolve()  # the shared data dir: read and write nothing outside it
-    paths = [job.out_dir, *(m.result_path for m in job.members)]
-    outside = [p for p in paths if not Path(p).resolve().is_relative_to(data)]
-    if outside:
-        raise BadRequest(f"paths outside the data dir: {outside[:3]}")
     missing = [s for m in job.members for s in job.stems if s not in m.stems]
     if missing:
         raise BadRequest(f"members lack stems {sorted(set(missing))}")
+    acc = root(job_id)
     try:
-        return await to_thread.run_sync(combine_members, job)
+        return await to_thread.run_sync(combine_members, job, acc)
     except (OSError, sf.LibsndfileError) as e:
         raise StorageError(f"cannot combine the members of {job_id}: {e}") from e
+    finally:
+        if root.store.remote:  # the combination is in the bucket: drop the local copy
+            await to_thread.run_sync(shutil.rmtree, acc.dir, True)
 
 
 @router.delete("/jobs/{job_id}", status_code=204)
 async def delete_job(job_id: JobId, root: Root) -> None:
-    await to_thread.run_sync(JobAccumulator(root, job_id).delete)
+    await to_thread.run_sync(root(job_id).delete)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -95,8 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.root = Path(settings.data_dir) / "fuser"
-        app.state.root.mkdir(parents=True, exist_ok=True)
+        root = Path(settings.data_dir) / "fuser"
+        root.mkdir(parents=True, exist_ok=True)
+        app.state.jobs = Jobs(root, storage_for(settings))
         app.state.ready = True
         yield
 

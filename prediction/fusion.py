@@ -27,6 +27,8 @@ from common.errors import BadRequest, Conflict, NotFound, StorageError
 from common.interfaces import ChunkSpec, EnsembleJob, FusedResult, FuseJob, FuseStatus
 from common.rawfile import RawArrayFile
 from common.resultfile import read_record
+from common.resultstore import read_stored_record, result_key
+from common.storage import LocalStorage, Storage
 from prediction.ensemble_math import combine
 from prediction.prefix import GrowingResult, ready_frames, write_atomic
 
@@ -54,15 +56,36 @@ def track_frames(job: FuseJob) -> int:
 
 
 class JobAccumulator:
-    """The fuser's files for one job under `root/<job_id>/`; its result under `job.out_dir`."""
+    """The fuser's files for one job under `root/<job_id>/`; its result in the storage under
+    `job.out_key`. `store` (default: local disk at root's parent, the data dir) holds both:
+    on local disk they are these files; in object storage the spec and every chunk are put in
+    the bucket before the call returns, `root/<job_id>/` is a cache of them (and of the growing
+    result), and a replica that lacks it fetches what it needs from the bucket."""
 
-    def __init__(self, root: Path, job_id: str):
+    def __init__(self, root: Path, job_id: str, store: Storage | None = None):
         self.dir = root / job_id
         self.job_id = job_id
+        self.store = store if store is not None else LocalStorage(root.parent)
+        self.key = f"{root.name}/{job_id}"  # on local disk: this very folder
 
     @property
     def spec_path(self) -> Path:
         return self.dir / "job.json"
+
+    def _put(self, path: Path, data: bytes) -> None:
+        """The file at `path` (in self.dir) and, in object storage, its object."""
+        key = f"{self.key}/{path.relative_to(self.dir).as_posix()}"
+        if self.store.remote:
+            write_atomic(path, data)
+        self.store.put_bytes(key, data)
+
+    def result_dir(self, out_key: str) -> Path:
+        """Where the result grows on this machine: its own folder on local disk, else a cache."""
+        return self.store.local_path(out_key) or self.dir / "result"
+
+    def growing(self, out_key: str, stems: list[str], n_frames: int) -> GrowingResult:
+        mirror = self.store if self.store.remote else None
+        return GrowingResult(self.result_dir(out_key), stems, n_frames, mirror, out_key)
 
     def create(self, job: FuseJob) -> None:
         """Record the job; a second identical PUT is fine, a different one is a conflict.
@@ -77,11 +100,19 @@ class JobAccumulator:
             return
         try:
             (self.dir / "chunks").mkdir(parents=True, exist_ok=True)
-            write_atomic(self.spec_path, job.model_dump_json().encode())
+            self._put(self.spec_path, job.model_dump_json().encode())
         except OSError as e:
             raise StorageError(f"cannot write the fuser's files for {self.job_id}: {e}") from e
 
     def load(self) -> FuseJob:
+        if not self.spec_path.exists() and self.store.remote:
+            try:  # another replica's job: its spec is in the bucket
+                spec = self.store.get_bytes(f"{self.key}/job.json")
+            except FileNotFoundError:
+                spec = None
+            if spec is not None:
+                (self.dir / "chunks").mkdir(parents=True, exist_ok=True)
+                write_atomic(self.spec_path, spec)
         if not self.spec_path.exists():
             raise NotFound(f"the fuser has no job {self.job_id}")
         return FuseJob.model_validate_json(self.spec_path.read_text())
@@ -90,7 +121,18 @@ class JobAccumulator:
         return self.dir / "chunks" / f"{index:06d}.f32"
 
     def received(self) -> set[int]:
+        """The chunks stored: in object storage, those in the bucket (whoever received them)."""
+        if self.store.remote:
+            names = self.store.list_prefix(f"{self.key}/chunks")
+            return {int(n.rsplit("/", 1)[1].split(".")[0]) for n in names if n.endswith(".f32")}
         return {int(p.stem) for p in (self.dir / "chunks").glob("*.f32")}
+
+    def _fetch_chunks(self, indices) -> None:
+        """The chunks another replica received, copied here from the bucket."""
+        for index in indices:
+            path = self.chunk_path(index)
+            if self.store.remote and not path.exists():
+                self.store.get_file(f"{self.key}/chunks/{path.name}", path)
 
     def add_chunk(self, chunk: ChunkSpec, stems: np.ndarray) -> None:
         """Store one chunk's centre-trimmed stems (n_stems, 2, length) and fuse what it makes
@@ -105,14 +147,16 @@ class JobAccumulator:
         if not np.isfinite(stems).all():
             raise BadRequest(f"chunk {chunk.index} contains NaN or infinite samples")
         try:
-            write_atomic(self.chunk_path(chunk.index), np.ascontiguousarray(stems).tobytes())
+            self._put(self.chunk_path(chunk.index), np.ascontiguousarray(stems).tobytes())
         except OSError as e:
             raise StorageError(f"cannot store chunk {chunk.index} of {self.job_id}: {e}") from e
         self._advance(job)
 
     def status(self) -> FuseStatus:
         job = self.load()
-        record = read_record(Path(job.out_dir))
+        record = read_record(self.result_dir(job.out_key))
+        if record is None and self.store.remote:
+            record = read_stored_record(self.store, job.out_key)
         n = track_frames(job)
         ready = record.ready_frames if record is not None and record.n_frames == n else 0
         return FuseStatus(
@@ -127,10 +171,11 @@ class JobAccumulator:
         """Fuse the frames that became final since the last time into the growing result."""
         with job_lock(self.job_id):
             try:
-                grow = GrowingResult(Path(job.out_dir), output_stems(job), track_frames(job))
+                grow = self.growing(job.out_key, output_stems(job), track_frames(job))
                 received = self.received()
                 target = ready_frames(job.plans, received)
                 if target > grow.ready:
+                    self._fetch_chunks(received)
                     files = chunk_files(job, self.chunk_path, received)
                     grow.append(fused_blocks(job, files, grow.ready, target))
             except OSError as e:
@@ -148,12 +193,14 @@ class JobAccumulator:
         with job_lock(self.job_id):
             grow = self._advance(job)
             try:
-                return published(self.job_id, grow, activity)
+                return published(self.job_id, grow, activity, job.out_key)
             except OSError as e:
                 raise StorageError(f"cannot write the results of {self.job_id}: {e}") from e
 
     def delete(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        if self.store.remote:
+            self.store.delete_prefix(self.key)
         with _locks_guard:
             _locks.pop(self.job_id, None)
 
@@ -183,7 +230,9 @@ def fused_blocks(job: FuseJob, chunk_files, lo: int, hi: int) -> Iterator[np.nda
         yield select_stems(block, job)
 
 
-def published(job_id: str, grow: GrowingResult, activity: StemActivity) -> FusedResult:
+def published(
+    job_id: str, grow: GrowingResult, activity: StemActivity, out_key: str
+) -> FusedResult:
     """Publish a finished result as `result.wav`, with its peak and the stems' levels per
     analysis window (read back a block at a time: the result was written piece by piece)."""
     peak = 0.0
@@ -191,23 +240,24 @@ def published(job_id: str, grow: GrowingResult, activity: StemActivity) -> Fused
         block = grow.read(b0, min(grow.n_frames, b0 + BLOCK_FRAMES))
         peak = max(peak, float(np.abs(block).max(initial=0.0)))
         activity.add(block, b0)
-    path = grow.publish()
+    grow.publish()
     return FusedResult(
         job_id=job_id,
         stems=grow.stems,
         n_frames=grow.n_frames,
-        result_path=str(path),
+        result_key=result_key(out_key),
         peak=peak,
         activity_db=activity.db(),
     )
 
 
-def combine_members(job: EnsembleJob) -> FusedResult:
+def combine_members(job: EnsembleJob, acc: JobAccumulator) -> FusedResult:
     """An ensemble's stems: per stem, its members' fused stems combined with their weights
     (`job.method`: weighted mean or median), each stem read as its channel pair of the
-    member's `result.wav`, block by block. A retried combination goes on from the frames it
-    had written."""
-    readers = [sf.SoundFile(member.result_path) for member in job.members]
+    member's `result.wav` (read in place from the storage), block by block. A retried
+    combination goes on from the frames it had written. `acc`: the fuser's files of the job."""
+    objects = [acc.store.open(member.result_key) for member in job.members]
+    readers = [sf.SoundFile(f) for f in objects]
     try:
         n = readers[0].frames
         lengths = {r.frames for r in readers}
@@ -216,7 +266,7 @@ def combine_members(job: EnsembleJob) -> FusedResult:
         weights = np.asarray([m.weight for m in job.members], dtype=np.float64)
         pairs = [[m.stems.index(s) for s in job.stems] for m in job.members]
         with job_lock(job.job_id):
-            grow = GrowingResult(Path(job.out_dir), job.stems, n)
+            grow = acc.growing(job.out_key, job.stems, n)
             for r in readers:
                 r.seek(grow.ready)
 
@@ -228,10 +278,12 @@ def combine_members(job: EnsembleJob) -> FusedResult:
 
             grow.append(blocks())
             activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
-            return published(job.job_id, grow, activity)
+            return published(job.job_id, grow, activity, job.out_key)
     finally:
         for r in readers:
             r.close()
+        for f in objects:
+            f.close()
 
 
 def stem_pairs(reader: sf.SoundFile, stems: list[int], k: int) -> np.ndarray:

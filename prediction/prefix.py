@@ -10,7 +10,6 @@ when it reopens the file.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,15 @@ from common.resultfile import (
     float_wav_header,
     read_record,
 )
+from common.resultstore import (
+    PIECES_DIR,
+    piece_key,
+    read_stored_record,
+    record_bytes,
+    record_key,
+    result_key,
+)
+from common.storage import Storage
 
 
 def ready_frames(plans: list[ChunkPlan], received: set[int]) -> int:
@@ -45,16 +53,28 @@ def ready_frames(plans: list[ChunkPlan], received: set[int]) -> int:
 
 
 class GrowingResult:
-    """The result WAV of one job, appended to in track order. Not thread-safe: the fuser holds
-    the job's lock around every use."""
+    """The result WAV of one job, appended to in track order, in the local folder `out_dir`.
+    With `mirror` (object storage, `out_key` the result's folder there) every block is also
+    published there before the record says it is final (`common.resultstore`), and a fuser
+    without the local file (another replica) rebuilds it from there. Not thread-safe: the
+    fuser holds the job's lock around every use."""
 
-    def __init__(self, out_dir: Path, stems: list[str], n_frames: int):
+    def __init__(
+        self,
+        out_dir: Path,
+        stems: list[str],
+        n_frames: int,
+        mirror: Storage | None = None,
+        out_key: str = "",
+    ):
         self.dir = Path(out_dir)
         self.stems = list(stems)
         self.n_frames = n_frames
         self.channels = 2 * len(stems)
         self.header = float_wav_header(n_frames, self.channels)
         self.path = self.dir / PREFIX_NAME
+        self.mirror, self.out_key = mirror, out_key
+        self.pieces: list[int] = []
         self.ready = self._reopen()
 
     def _reopen(self) -> int:
@@ -63,8 +83,11 @@ class GrowingResult:
         the file starts again from its header."""
         record = read_record(self.dir)
         want = self._record(0)
+        if self.mirror is not None and (record is None or record.ready_frames == 0):
+            record = self._restore(want)
         if record is not None and record.ready_frames > 0:
-            same = asdict(record) | {"ready_frames": 0} == asdict(want)
+            same = asdict(record) | {"ready_frames": 0, "pieces": []} == asdict(want)
+            self.pieces = list(record.pieces)
             end = len(self.header) + record.ready_frames * self.channels * 4
             final = self.dir / RESULT_NAME
             if same and not self.path.exists() and record.ready_frames == self.n_frames:
@@ -84,13 +107,38 @@ class GrowingResult:
         self._commit(0)
         return 0
 
+    def _restore(self, want: PrefixRecord) -> PrefixRecord | None:
+        """The local file rebuilt from the storage's record and stretches (or result.wav):
+        another replica's work, carried on here. None when the storage holds none of it."""
+        record = read_stored_record(self.mirror, self.out_key)
+        if record is None or asdict(record) | {"ready_frames": 0, "pieces": []} != asdict(want):
+            return None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if record.ready_frames == self.n_frames and not record.pieces:
+            self.mirror.get_file(result_key(self.out_key), self.dir / RESULT_NAME)
+        else:
+            with open(self.path, "wb") as f:
+                f.write(self.header)
+                lo = 0
+                for hi in record.pieces:
+                    f.write(self.mirror.get_bytes(piece_key(self.out_key, lo, hi)))
+                    lo = hi
+                f.flush()
+                os.fsync(f.fileno())
+        write_atomic(self.dir / RECORD_NAME, record_bytes(record))
+        return record
+
     def _record(self, ready: int) -> PrefixRecord:
-        return PrefixRecord(ready, self.n_frames, self.channels, len(self.header), self.stems)
+        return PrefixRecord(
+            ready, self.n_frames, self.channels, len(self.header), self.stems, list(self.pieces)
+        )
 
     def _commit(self, ready: int) -> None:
-        data = json.dumps(asdict(self._record(ready))).encode()
-        write_atomic(self.dir / RECORD_NAME, data)
         self.ready = ready
+        data = record_bytes(self._record(ready))
+        write_atomic(self.dir / RECORD_NAME, data)
+        if self.mirror is not None:
+            self.mirror.put_bytes(record_key(self.out_key), data)
 
     def append(self, blocks) -> None:
         """Write `blocks` ((n_stems, 2, k) float32 each, following on from `ready`), then record
@@ -100,7 +148,11 @@ class GrowingResult:
             f.seek(len(self.header) + end * self.channels * 4)
             for block in blocks:
                 k = block.shape[-1]
-                f.write(np.ascontiguousarray(block.reshape(self.channels, k).T, "<f4").tobytes())
+                data = np.ascontiguousarray(block.reshape(self.channels, k).T, "<f4").tobytes()
+                f.write(data)
+                if self.mirror is not None:
+                    self.mirror.put_bytes(piece_key(self.out_key, end, end + k), data)
+                    self.pieces.append(end + k)
                 end += k
             f.flush()
             os.fsync(f.fileno())
@@ -126,6 +178,13 @@ class GrowingResult:
         if self.path != final:
             os.replace(self.path, final)
             self.path = final
+        if self.mirror is not None and self.pieces:
+            # the whole file, then the record without stretches: a reader in the middle of
+            # the stretches finds the same bytes in result.wav
+            self.mirror.put_file(result_key(self.out_key), final)
+            self.pieces = []
+            self._commit(self.n_frames)
+            self.mirror.delete_prefix(f"{self.out_key}/{PIECES_DIR}")
         return final
 
 

@@ -121,9 +121,7 @@ def separate_in_passes(
         seed=seed,
         members=separator.member_weights(),
     )
-    job = FuseJob(
-        job_id="passes", plans=plans, model_stems=info.stems, norm=norm, out_dir=str(workdir)
-    )
+    job = FuseJob(job_id="passes", plans=plans, model_stems=info.stems, norm=norm, out_key="out")
     fuser = JobAccumulator(workdir / "fuser", job.job_id)
     fuser.create(job)
     for plan in plans:
@@ -131,7 +129,9 @@ def separate_in_passes(
             window = chunk_window(track, chunk, norm, lead=plan.lead)[None]
             stems, _ = separator.separate_chunks(window, [chunk])
             fuser.add_chunk(chunk, center_trim(stems[0], chunk.length))
-    multi, _ = sf.read(fuser.finalize().result_path, dtype="float32", always_2d=True)
+    multi, _ = sf.read(
+        fuser.store.local_path(fuser.finalize().result_key), dtype="float32", always_2d=True
+    )
     offsets = [MAX_SHIFT - plan.lead for plan in plans]
     return multi.T.reshape(len(info.stems), 2, -1), offsets
 

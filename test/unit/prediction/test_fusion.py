@@ -24,7 +24,7 @@ def make_job(tmp_path, n=9001, segment=1500, overlap=0.25, stem=None, norm=None)
         model_stems=STEMS,
         stem=stem,
         norm=norm or Normalisation(),
-        out_dir=str(tmp_path / "out"),
+        out_key="out",
     )
     track = np.random.default_rng(0).standard_normal((2, n)).astype(np.float32)
     pieces = [(c, center_trim(fake_stems(chunk_window(track, c)), c.length)) for c in plan.chunks]
@@ -41,7 +41,7 @@ def test_fused_files_equal_in_memory_overlap_add(tmp_path, monkeypatch, block):
         acc.add_chunk(chunk, piece)
     result = acc.finalize()
     expected = overlap_add(pieces, job.plans[0], (4, 2))
-    multi, rate = sf.read(result.result_path, dtype="float32")
+    multi, rate = sf.read(acc.store.local_path(result.result_key), dtype="float32")
     assert rate == 44100 and multi.shape == (9001, 8)
     np.testing.assert_array_equal(multi.T.reshape(4, 2, -1), expected)
     # each result is kept once: no per-stem copies beside the multi-channel WAV
@@ -57,7 +57,7 @@ def test_retried_chunk_is_not_added_twice(tmp_path):
     for chunk, piece in pieces + pieces[:2]:
         acc.add_chunk(chunk, piece)
     assert acc.status().received == list(range(len(pieces)))
-    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    multi, _ = sf.read(acc.store.local_path(acc.finalize().result_key), dtype="float32")
     np.testing.assert_array_equal(
         multi.T.reshape(4, 2, -1), overlap_add(pieces, job.plans[0], (4, 2))
     )
@@ -73,7 +73,7 @@ def test_one_stem_and_its_complement_after_denormalising(tmp_path):
     result = acc.finalize()
     assert result.stems == ["vocals", "no_vocals"]
     full = overlap_add(pieces, job.plans[0], (4, 2)) * np.float32(2.0) + np.float32(0.1)
-    multi, _ = sf.read(result.result_path, dtype="float32")
+    multi, _ = sf.read(acc.store.local_path(result.result_key), dtype="float32")
     got = multi.T.reshape(2, 2, -1)
     np.testing.assert_allclose(got[0], full[0], atol=1e-6)
     np.testing.assert_allclose(got[1], full[1] + full[2] + full[3], atol=1e-5)
@@ -106,7 +106,7 @@ def test_shift_passes_are_trimmed_and_averaged(tmp_path):
     track = np.random.default_rng(5).standard_normal((2, n)).astype(np.float32)
     plans = plan_passes(n, 1500, 0.25, lambda k: k + 100, shifts=2, seed=7, max_shift=300)
     assert [p.lead > 0 for p in plans] and plans[1].chunks[0].index == len(plans[0].chunks)
-    job = FuseJob(job_id="s", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    job = FuseJob(job_id="s", plans=plans, model_stems=STEMS, out_key="o")
     acc = JobAccumulator(tmp_path / "fuser", "s")
     acc.create(job)
     expected = np.zeros((4, 2, n), np.float32)
@@ -119,7 +119,7 @@ def test_shift_passes_are_trimmed_and_averaged(tmp_path):
             acc.add_chunk(chunk, piece)
         expected += overlap_add(pieces, plan, (4, 2))[..., plan.lead :]
     expected /= 2
-    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    multi, _ = sf.read(acc.store.local_path(acc.finalize().result_key), dtype="float32")
     np.testing.assert_allclose(multi.T.reshape(4, 2, -1), expected, atol=1e-6)
 
 
@@ -133,7 +133,7 @@ def test_weighted_passes_are_averaged_per_stem(tmp_path):
     plans = plan_passes(
         n, 1500, 0.25, lambda k: k + 100, shifts=1, seed=2, max_shift=300, members=weights
     )
-    job = FuseJob(job_id="w", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    job = FuseJob(job_id="w", plans=plans, model_stems=STEMS, out_key="o")
     acc = JobAccumulator(tmp_path / "fuser", "w")
     acc.create(job)
     fused = []
@@ -148,7 +148,7 @@ def test_weighted_passes_are_averaged_per_stem(tmp_path):
         fused.append(overlap_add(pieces, plan, (4, 2))[..., plan.lead :])
     w = np.array(weights, np.float32)[:, :, None, None]
     expected = (w[0] * fused[0] + w[1] * fused[1]) / (w[0] + w[1])
-    multi, _ = sf.read(acc.finalize().result_path, dtype="float32")
+    multi, _ = sf.read(acc.store.local_path(acc.finalize().result_key), dtype="float32")
     np.testing.assert_allclose(multi.T.reshape(4, 2, -1), expected, atol=1e-5)
 
 
@@ -165,7 +165,7 @@ def test_pass_weights_that_cannot_be_averaged_are_refused(tmp_path, weights, pro
     from common.chunks import plan_passes
 
     plans = plan_passes(3000, 1500, 0.25, lambda k: k, shifts=1, seed=1, members=weights)
-    job = FuseJob(job_id="b", plans=plans, model_stems=STEMS, out_dir=str(tmp_path / "o"))
+    job = FuseJob(job_id="b", plans=plans, model_stems=STEMS, out_key="o")
     with pytest.raises(BadRequest, match=problem):
         JobAccumulator(tmp_path / "fuser", "b").create(job)
 

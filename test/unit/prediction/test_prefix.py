@@ -89,7 +89,7 @@ def make_job(tmp_path, kind: str, n: int = 9001, stem=None, job_id="p"):
         model_stems=STEMS,
         stem=stem,
         norm=Normalisation(mean=0.1, std=2.0),
-        out_dir=str(tmp_path / job_id / "out"),
+        out_key=f"{job_id}/out",
         activity_window=2000,
         activity_hop=1000,
     )
@@ -105,12 +105,12 @@ def make_job(tmp_path, kind: str, n: int = 9001, stem=None, job_id="p"):
 def finished(tmp_path, job, pieces) -> np.ndarray:
     """The result of the same job fused all at the end (every chunk in before any fusing)."""
     acc = JobAccumulator(tmp_path / "whole" / "fuser", job.job_id)
-    job = job.model_copy(update={"out_dir": str(tmp_path / "whole" / "out")})
+    job = job.model_copy(update={"out_key": "out"})
     acc.create(job)
     for chunk, piece in pieces:  # the last chunk first: nothing is final before the end
         acc.chunk_path(chunk.index).write_bytes(np.ascontiguousarray(piece).tobytes())
     result = acc.finalize()
-    data, rate = sf.read(result.result_path, dtype="float32", always_2d=True)
+    data, rate = sf.read(acc.store.local_path(result.result_key), dtype="float32", always_2d=True)
     assert rate == 44100
     return data
 
@@ -146,7 +146,7 @@ def test_prefix_is_bit_for_bit_the_start_of_the_finished_result(tmp_path, monkey
         grew += status.ready_frames > 0
     assert grew > 1  # it did grow in steps, not only at the end
     result = acc.finalize()
-    data, _ = sf.read(result.result_path, dtype="float32", always_2d=True)
+    data, _ = sf.read(acc.store.local_path(result.result_key), dtype="float32", always_2d=True)
     assert np.array_equal(data, whole)
     assert result.n_frames == 9001 and result.peak == float(np.abs(whole).max())
     assert not (out / PREFIX_NAME).exists() and read_record(out).ready_frames == 9001
@@ -161,7 +161,9 @@ def test_concurrent_chunk_puts_of_one_job(tmp_path, monkeypatch):
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda cp: acc.add_chunk(*cp), pieces))
     assert acc.status().ready_frames == 9001
-    data, _ = sf.read(acc.finalize().result_path, dtype="float32", always_2d=True)
+    data, _ = sf.read(
+        acc.store.local_path(acc.finalize().result_key), dtype="float32", always_2d=True
+    )
     assert np.array_equal(data, whole)
 
 
@@ -201,7 +203,9 @@ def test_a_fuser_killed_mid_write_resumes_to_the_same_result(tmp_path, damage):
     assert np.array_equal(prefix_data(out), whole[:ready])
     for chunk, piece in pieces[half:]:
         again.add_chunk(chunk, piece)
-    data, _ = sf.read(again.finalize().result_path, dtype="float32", always_2d=True)
+    data, _ = sf.read(
+        again.store.local_path(again.finalize().result_key), dtype="float32", always_2d=True
+    )
     assert np.array_equal(data, whole)
     # a retried finalize after publishing gives the same result, without fusing again
     published = out / "result.wav"

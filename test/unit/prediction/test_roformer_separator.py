@@ -202,7 +202,7 @@ def job_stems(separator: rs.RoformerSeparator, track: np.ndarray, workdir: Path)
         plans=[plan],
         model_stems=info.stems,
         norm=Normalisation(),
-        out_dir=str(workdir),
+        out_key="out",
     )
     fuser = JobAccumulator(workdir / "fuser", job.job_id)
     fuser.create(job)
@@ -210,7 +210,9 @@ def job_stems(separator: rs.RoformerSeparator, track: np.ndarray, workdir: Path)
         stems, _ = separator.separate_chunks(chunk_window(track, chunk)[None], [chunk])
         left = (chunk.window_length - chunk.length) // 2
         fuser.add_chunk(chunk, stems[0][..., left : left + chunk.length])
-    multi, _ = sf.read(fuser.finalize().result_path, dtype="float32", always_2d=True)
+    multi, _ = sf.read(
+        fuser.store.local_path(fuser.finalize().result_key), dtype="float32", always_2d=True
+    )
     return multi.T.reshape(len(info.stems), 2, -1)
 
 
