@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 # a storage key: '/'-separated names, none starting with a dot (no '..', no hidden files)
 STORAGE_KEY = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
 
-WIRE_VERSION = 2
+# 3: the fuser is told storage keys (out_key, result_key), not paths; EnsembleMember added
+WIRE_VERSION = 3
 
 
 class Message(BaseModel):
