@@ -334,3 +334,163 @@ def test_gpu_override_reserves_nvidia_gpus_for_the_model_services(gpu_compose):
 def test_gpu_override_names_only_services_of_the_base_file(compose):
     override = yaml.safe_load(GPU_FILE.read_text())
     assert set(override["services"]) <= set(compose["services"])
+
+
+# --- the scaled override: PostgreSQL, S3, a balancer in front of several gateways -----------
+
+SCALED_FILE = REPO_ROOT / "docker-compose.scaled.yml"
+NGINX_CONF = REPO_ROOT / "deploy" / "compose" / "nginx.conf"
+INFRA = {"lb", "postgres", "s3", "s3-bucket"}
+# variables the services read that are not settings of common/config.py
+LIBRARY_ENV = {
+    "HF_HOME",
+    "TORCH_HOME",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "FORWARDED_ALLOW_IPS",  # uvicorn: whose X-Forwarded-For to believe
+}
+
+
+class Reset(list):
+    """Compose's `!reset` tag: the value replaces the base file's instead of merging with it."""
+
+
+class ComposeLoader(yaml.SafeLoader):
+    pass
+
+
+ComposeLoader.add_constructor(
+    "!reset",
+    lambda loader, node: Reset(
+        loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else []
+    ),
+)
+
+
+def merged_with_resets(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Reset):
+            out[key] = list(value)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged_with_resets(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def scaled_override() -> dict:
+    return yaml.load(SCALED_FILE.read_text(), ComposeLoader)
+
+
+@pytest.fixture(scope="module")
+def scaled(compose, scaled_override) -> dict:
+    return merged_with_resets(compose, scaled_override)["services"]
+
+
+def test_scaled_override_follows_the_compose_specification(compose, scaled_override, validator):
+    document = merged_with_resets(compose, scaled_override)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(document)]
+    assert not errors, "\n".join(errors)
+    assert set(document["volumes"]) == {"data", "pgdata", "s3data"}
+
+
+def test_scaled_override_adds_the_servers_and_the_balancer(compose, scaled_override, scaled):
+    assert set(scaled) == set(SERVICES) | INFRA
+    # it changes only the services that talk to the store or the storage
+    assert set(scaled_override["services"]) & set(compose["services"]) == {"gateway", "fuser"}
+
+
+def test_scaled_only_the_balancer_publishes_a_port(scaled):
+    # no gateway replica binds a host port, so `--scale gateway=N` has nothing to clash over
+    assert {name: published_ports(s) for name, s in scaled.items() if published_ports(s)} == {
+        "lb": ["8000:8000"]
+    }
+    for name in ("gateway", "predictor"):
+        assert "container_name" not in scaled[name], name
+
+
+def test_scaled_balancer_spreads_over_every_gateway_replica():
+    conf = NGINX_CONF.read_text()
+    upstream = re.search(r"upstream (\w+) \{(.*?)\}", conf, re.DOTALL)
+    assert upstream, conf
+    # one server line naming the compose service, re-resolved (a replica per address)
+    assert re.findall(r"server (\S+)", upstream.group(2)) == ["gateway:8000"]
+    assert re.search(r"server gateway:8000 resolve;", upstream.group(2))
+    assert re.search(r"resolver 127\.0\.0\.11\b", conf)  # Docker's DNS
+    assert f"proxy_pass http://{upstream.group(1)};" in conf
+    assert re.search(r"listen 8000;", conf)
+    assert re.search(r"client_max_body_size 0;", conf)  # the gateway's own limit answers
+
+
+def test_scaled_balancer_mounts_its_config_and_waits_for_the_gateways(scaled):
+    lb = scaled["lb"]
+    source, target = lb["volumes"][0].split(":")[:2]
+    assert (REPO_ROOT / source).resolve() == NGINX_CONF
+    assert target == "/etc/nginx/conf.d/default.conf"
+    assert lb["depends_on"] == {"gateway": {"condition": "service_healthy"}}
+    assert "/health" in " ".join(lb["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", ["gateway", "fuser", "s3-bucket"])
+def test_scaled_store_and_storage_settings(scaled, name):
+    env = environment_of(scaled[name])
+    database = urlsplit(env["DATABASE_URL"])
+    assert (database.scheme, database.hostname, database.port) == ("postgresql", "postgres", 5432)
+    postgres = environment_of(scaled["postgres"])
+    assert database.username == postgres["POSTGRES_USER"]
+    assert database.password == postgres["POSTGRES_PASSWORD"]
+    assert database.path == "/" + postgres["POSTGRES_DB"]
+    storage = urlsplit(env["STORAGE_URL"])
+    assert storage.scheme == "s3" and storage.netloc
+    endpoint = urlsplit(env["S3_ENDPOINT_URL"])
+    s3_command = " ".join(command_of(scaled["s3"]))
+    assert endpoint.hostname == "s3"
+    assert f"-s3.port={endpoint.port}" in s3_command and "-s3.config=" in s3_command
+    s3_env = environment_of(scaled["s3"])
+    assert env["AWS_ACCESS_KEY_ID"] == s3_env["S3_ACCESS_KEY"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == s3_env["S3_SECRET_KEY"]
+    unknown = set(env) - {n.upper() for n in Settings.model_fields} - LIBRARY_ENV
+    assert not unknown, f"{name}: {sorted(unknown)} are neither settings nor library variables"
+
+
+def test_scaled_gateways_keep_the_base_settings_and_trust_only_the_balancer(compose, scaled):
+    env = environment_of(scaled["gateway"])
+    base = environment_of(compose["services"]["gateway"])
+    assert {k: env[k] for k in base} == base
+    assert env["FORWARDED_ALLOW_IPS"] == "*"  # safe: the gateways publish no port
+
+
+def test_scaled_start_order(scaled):
+    gateway = scaled["gateway"]["depends_on"]
+    assert gateway["postgres"] == {"condition": "service_healthy"}
+    assert gateway["s3-bucket"] == {"condition": "service_completed_successfully"}
+    assert set(SERVICES) - {"gateway"} <= set(gateway)  # the base file's waits are kept
+    assert scaled["fuser"]["depends_on"] == {
+        "s3-bucket": {"condition": "service_completed_successfully"}
+    }
+    assert scaled["s3-bucket"]["depends_on"] == {"s3": {"condition": "service_healthy"}}
+    assert scaled["s3-bucket"]["restart"] == "no" and scaled["s3-bucket"]["image"] == IMAGE
+    for name in ("postgres", "s3"):
+        assert "start_period" in scaled[name]["healthcheck"], name
+    assert "pg_isready" in scaled["postgres"]["healthcheck"]["test"]
+    assert "/healthz" in " ".join(scaled["s3"]["healthcheck"]["test"])
+
+
+def test_docker_compose_config_accepts_the_scaled_override():
+    command = compose_v2_command()
+    if command is None:
+        pytest.skip("no Docker Compose v2 binary (`docker compose` or `docker-compose`) here")
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "-f", str(SCALED_FILE), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = json.loads(result.stdout)
+    assert set(resolved["services"]) == set(SERVICES) | INFRA
+    assert not resolved["services"]["gateway"].get("ports")
