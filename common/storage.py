@@ -163,7 +163,8 @@ class S3Storage:
 
     def _call(self, what: str, fn, *args, **kwargs):
         """fn(...) retried on connection and server errors for up to retry_s seconds."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
 
         deadline = time.monotonic() + self.retry_s
         delay = 0.2
@@ -178,13 +179,15 @@ class S3Storage:
                 if status < 500 or time.monotonic() > deadline:
                     raise StorageError(f"object storage {self.describe()}: {what}: {e}") from e
                 error = e
-            except BotoCoreError as e:  # connection refused, reset, timed out
+            except (BotoConnectionError, HTTPClientError) as e:  # refused, reset, timed out
                 if time.monotonic() > deadline:
                     raise StorageError(
                         f"object storage {self.describe()} unreachable for {self.retry_s:.0f} s"
                         f" ({what}): {e}"
                     ) from e
                 error = e
+            except BotoCoreError as e:  # no credentials, a bad endpoint URL: no use retrying
+                raise StorageError(f"object storage {self.describe()}: {what}: {e}") from e
             del error
             time.sleep(delay)
             delay = min(2.0, delay * 2)

@@ -23,7 +23,7 @@ from common.replicas import ReplicaPool, expect_ok
 from common.service import create_service_app
 from gateway.access import RateLimiter
 from gateway.api import router
-from gateway.jobfiles import job_files
+from gateway.jobfiles import drop_stale_caches, job_files
 from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
@@ -93,6 +93,7 @@ class Gateway:
             # gateway sweeps: two meeting on one job delete it twice, which is harmless.
             job_files(self.settings, job_id).delete()
             self.store.delete(job_id)
+        drop_stale_caches(self.settings, self.store)  # object storage: other gateways' deletes
         if expired:
             log.info(
                 "retention: deleted %d jobs older than %.1f h",

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,26 @@ def _link_or_copy(src, dst) -> None:
 def job_files(settings, job_id: str) -> JobFiles:
     """A job's files in the storage the settings name (STORAGE_URL)."""
     return JobFiles(settings.jobs_dir, job_id, storage_for(settings))
+
+
+STALE_CACHE_S = 3600.0  # a job folder this old with no job row is no upload in progress
+
+
+def drop_stale_caches(settings, store) -> list[str]:
+    """With object storage, this gateway's job folders are caches (a result it served, the
+    input of a job it ran): those of jobs deleted meanwhile, by any gateway, go. Folders younger
+    than STALE_CACHE_S are kept (an upload is written there before its job row exists)."""
+    if not storage_for(settings).remote or not settings.jobs_dir.is_dir():
+        return []
+    dropped = []
+    for folder in settings.jobs_dir.iterdir():
+        try:
+            if time.time() - folder.stat().st_mtime < STALE_CACHE_S:
+                continue
+            store.get(folder.name)
+        except NotFound:
+            shutil.rmtree(folder, ignore_errors=True)
+            dropped.append(folder.name)
+        except OSError:
+            continue
+    return dropped
