@@ -96,13 +96,18 @@ def on_local_disk(tmp_path_factory, upload) -> np.ndarray:
             return result_of(client, wait_job(client, job["id"], timeout=JOB_TIMEOUT_S))
 
 
-def bucket(server: LocalS3, prefix: str) -> S3Storage:
+def bucket(server: LocalS3, prefix: str, monkeypatch) -> S3Storage:
+    """The test's own view of the bucket (with the server's credentials)."""
+    for k, v in server.env().items():
+        monkeypatch.setenv(k, v)
     return S3Storage(server.storage_url(prefix), server.endpoint_url, retry_s=10)
 
 
-def test_a_job_in_s3_equals_the_job_on_local_disk(tmp_path, s3server, upload, on_local_disk):
+def test_a_job_in_s3_equals_the_job_on_local_disk(
+    tmp_path, monkeypatch, s3server, upload, on_local_disk
+):
     prefix = "same"
-    store = bucket(s3server, prefix)
+    store = bucket(s3server, prefix, monkeypatch)
     with own_stack(tmp_path, **s3_settings(s3server, prefix)) as stack:
         with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
             job = submit(client, upload)
@@ -178,7 +183,12 @@ def test_the_fuser_replica_holding_a_job_killed_costs_no_chunk(
                 else:
                     assert (second_dir / "fuser" / job["id"]).exists()
                     os.killpg(second.pid, signal.SIGKILL)
+                killed = time.monotonic()
                 done = wait_job(client, job["id"], timeout=JOB_TIMEOUT_S)
+                print(
+                    f"\nfuser replica {'1' if first_has else '2'} of 2 killed mid-job: the job "
+                    f"ended done {time.monotonic() - killed:.1f} s later"
+                )
                 assert np.array_equal(result_of(client, done), on_local_disk)
         finally:
             with contextlib.suppress(ProcessLookupError):
@@ -196,11 +206,18 @@ def test_s3_stopped_mid_job_is_waited_out(tmp_path, upload, on_local_disk):
             with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
                 job = submit(client, upload, analysis="false")
                 wait_mid_job(client, job["id"])
+                stopped = time.monotonic()
                 server.stop(kill=True)
                 time.sleep(5.0)
                 server.start()
+                back = time.monotonic()
                 done = wait_job(client, job["id"], timeout=JOB_TIMEOUT_S)
+                ended = time.monotonic()
                 assert np.array_equal(result_of(client, done), on_local_disk)
+                print(
+                    f"\nS3 away {back - stopped:.1f} s mid-job (5 s stopped + its restart): the "
+                    f"job ended done {ended - back:.1f} s after it answered again"
+                )
     finally:
         server.stop(kill=True)
 
@@ -216,8 +233,13 @@ def test_s3_gone_past_the_retry_bound_fails_the_job_clearly(tmp_path, upload):
             with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
                 job = submit(client, upload, analysis="false")
                 wait_mid_job(client, job["id"])
+                stopped = time.monotonic()
                 server.stop(kill=True)
                 ended = wait_job(client, job["id"], timeout=JOB_TIMEOUT_S)
+                print(
+                    f"\nS3 gone for good (STORAGE_RETRY_S=3): the job ended {ended['status']} "
+                    f"{time.monotonic() - stopped:.1f} s later: {ended['error']}"
+                )
                 assert ended["status"] == "failed", ended
                 message = ended["error"]["message"]
                 assert "storage" in message and server.endpoint_url in message, ended["error"]
