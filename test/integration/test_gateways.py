@@ -3,7 +3,9 @@
 Any gateway answers any job; each job is run by one gateway at a time under its lease (counted:
 every chunk reaches the channel predictor once, through a counting proxy in front of it); a
 gateway killed with -9 mid-job hands the job to the other, which finishes it with stems equal
-to an undisturbed run's; PostgreSQL restarted mid-job costs no job.
+to an undisturbed run's; PostgreSQL restarted mid-job costs no job. The same two gateways with
+data dirs of their own and the job files in a real S3 server (`s3_gateways`): upload through
+one, status and download through the other, and the takeover after a kill -9.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
+from common.s3local import LocalS3
 from gateway.stack import Stack, free_port
 from gateway.store import JobStore
 from test.postgres import PostgresServer, wait_accepting
@@ -104,6 +108,7 @@ class TwoGateways:
     port_b: int
     db_url: str
     proxy: CountingProxy
+    env_b: dict[str, str] = field(default_factory=dict)  # B's own settings (its data dir)
     procs_b: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -129,7 +134,7 @@ class TwoGateways:
                     str(self.port_b),
                 ],  # fmt: skip
                 cwd=REPO,
-                env={**self.stack.env, "GATEWAY_PORT": str(self.port_b)},
+                env={**self.stack.env, **self.env_b, "GATEWAY_PORT": str(self.port_b)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -152,9 +157,12 @@ class TwoGateways:
         return self.url_b if port == self.port_b else self.url_a
 
 
-@pytest.fixture(scope="module")
-def gateways(tmp_path_factory, postgres: PostgresServer) -> Iterator[TwoGateways]:
-    tmp = tmp_path_factory.mktemp("gateways")
+@contextlib.contextmanager
+def two_gateways(
+    tmp: Path, postgres: PostgresServer, s3: LocalS3 | None = None
+) -> Iterator[TwoGateways]:
+    """The stack (gateway A) and gateway B on one PostgreSQL database; with `s3`, the job
+    files in its bucket and B on a data dir of its own (it shares nothing else with A)."""
     (tmp / "models").mkdir()  # empty: no weights, the dsp separator runs
     db_url = postgres.create_database()
     predictor_port = free_port()
@@ -170,9 +178,11 @@ def gateways(tmp_path_factory, postgres: PostgresServer) -> Iterator[TwoGateways
         predictor_port=predictor_port,
         predictor_urls=proxy.url,
         db_retry_s=30,
+        **({k.lower(): v for k, v in s3.env("gateways").items()} if s3 else {}),
     )
     stack = Stack(settings, env)
-    both = TwoGateways(stack, env, free_port(), db_url, proxy)
+    env_b = {"DATA_DIR": str(tmp / "data_b")} if s3 else {}
+    both = TwoGateways(stack, env, free_port(), db_url, proxy, env_b)
     try:
         stack.start()
         stack.wait_healthy(timeout=240)
@@ -185,6 +195,18 @@ def gateways(tmp_path_factory, postgres: PostgresServer) -> Iterator[TwoGateways
             proc.wait(timeout=30)
         stack.stop()
         proxy.close()
+
+
+@pytest.fixture(scope="module")
+def gateways(tmp_path_factory, postgres: PostgresServer) -> Iterator[TwoGateways]:
+    with two_gateways(tmp_path_factory.mktemp("gateways"), postgres) as both:
+        yield both
+
+
+@pytest.fixture(scope="module")
+def s3_gateways(tmp_path_factory, postgres: PostgresServer, s3server) -> Iterator[TwoGateways]:
+    with two_gateways(tmp_path_factory.mktemp("s3_gateways"), postgres, s3server) as both:
+        yield both
 
 
 def song_wav(seconds: float, seed: int) -> bytes:
@@ -314,6 +336,10 @@ def test_two_gateways_share_queued_jobs_and_never_run_one_twice(gateways):
 def test_the_gateway_running_a_job_killed_hands_it_over(gateways, upload, undisturbed, accepted_by):
     """kill -9 the gateway that holds the job's lease: the other takes the job over within
     LEASE_S + CLAIM_POLL_S and finishes it, re-sending only chunks the fuser lacks."""
+    hand_over(gateways, upload, undisturbed, accepted_by)
+
+
+def hand_over(gateways: TwoGateways, upload: bytes, undisturbed: np.ndarray, accepted_by: str):
     entry = gateways.url_a if accepted_by == "a" else gateways.url_b
     job_id = submit(entry, upload, analysis="false")
     wait_until(entry, job_id, lambda j: 0 < j["progress"] < 0.75)
@@ -367,3 +393,32 @@ def test_postgresql_restarted_mid_job_loses_no_job(gateways, postgres, upload, u
         assert np.array_equal(result(gateways.url_a, job_id), undisturbed)
     for job_id in ids:
         delete(gateways.url_a, job_id)
+
+
+@pytest.fixture(scope="module")
+def s3_undisturbed(s3_gateways, upload) -> np.ndarray:
+    job_id = submit(s3_gateways.url_a, upload, analysis="false")
+    wait_until(s3_gateways.url_a, job_id, lambda j: j["status"] == "done")
+    stems = result(s3_gateways.url_a, job_id)
+    delete(s3_gateways.url_a, job_id)
+    return stems
+
+
+def test_on_s3_upload_through_a_status_and_download_through_b(s3_gateways, upload, s3_undisturbed):
+    """B has a data dir of its own: what it serves comes from the bucket (the stems equal to
+    local disk's: test_storage_s3)."""
+    both = s3_gateways
+    job_id = submit(both.url_a, upload, analysis="false")
+    job = wait_until(both.url_b, job_id, lambda j: j["status"] == "done")
+    assert job["progress"] == 1.0
+    assert np.array_equal(result(both.url_b, job_id), s3_undisturbed)
+    r = httpx.get(f"{both.url_b}/api/jobs/{job_id}/stems/vocals", params={"format": "flac"})
+    assert r.status_code == 200 and r.content[:4] == b"fLaC"
+    delete(both.url_b, job_id)
+    assert httpx.get(f"{both.url_a}/api/jobs/{job_id}/result", timeout=30).status_code == 404
+    assert_each_chunk_predicted_once(both.proxy, job_id)
+
+
+def test_on_s3_the_gateway_running_a_job_killed_hands_it_over(s3_gateways, upload, s3_undisturbed):
+    """The other gateway fetches the job's input from the bucket and finishes it."""
+    hand_over(s3_gateways, upload, s3_undisturbed, "a")
