@@ -38,6 +38,7 @@ MODEL_NAMES = (
     "bs_roformer_viperx",
     "mel_band_roformer_kj",
     "bs_roformer_musdb18",
+    "mel_band_roformer_musdb18",
     "dsp",
 )
 

@@ -99,14 +99,24 @@ CARDS: dict[str, ModelCard] = {
         rtf_note="vocals + other (mix minus vocals)",
     ),
     "bs_roformer_musdb18": _card(
-        None,
+        131.70,
         published_sdr="MUSDB18 test: avg 9.65 (bass 8.48, drums 11.61, vocals 11.08, other "
         "7.44 dB); Multisong avg 9.38",
         sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models (MUSDB18HQ)': trained "
         "on MUSDB18-HQ only",
         licence="not stated",
-        rtf_note="4 stems (bass, drums, vocals, other); config "
-        "config_bs_roformer_384_8_2_485100.yaml (not read here: no network)",
+        rtf_note="4 stems (drums, bass, other, vocals); config config_bs_roformer_384_8_2_485100"
+        ".yaml: dim 384, depth 8, mask MLPs x2, 11 s chunks; parameters counted on that network "
+        "as MSST's configs/sage/ variant of the same name gives it",
+    ),
+    "mel_band_roformer_musdb18": _card(
+        58.33,
+        published_sdr="MUSDB18 test: avg 8.22 dB (per stem not published)",
+        sdr_source="MSST docs/mel_roformer_experiments.md: trained on MUSDB18-HQ only",
+        licence="not stated",
+        rtf_note="4 stems (drums, bass, other, vocals); config "
+        "model_mel_band_roformer_ep_1_sdr_8.2175.yaml: dim 256, depth 4, 60 mel bands, mask MLPs "
+        "x1, 8 s chunks",
     ),
     "dsp": _card(
         None,

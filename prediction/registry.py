@@ -27,7 +27,12 @@ log = logging.getLogger("audiosplit.registry")
 
 DEMUCS_MODELS = ("htdemucs", "htdemucs_ft", "htdemucs_6s", "hdemucs_mmi", "mdx_extra")
 UMX_MODELS = ("umxhq", "umxl", "umx")
-ROFORMER_MODELS = ("bs_roformer_viperx", "mel_band_roformer_kj", "bs_roformer_musdb18")
+ROFORMER_MODELS = (
+    "bs_roformer_viperx",
+    "mel_band_roformer_kj",
+    "bs_roformer_musdb18",
+    "mel_band_roformer_musdb18",
+)
 # A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
 # Separator; where weights can be fetched also download(name, settings) and, for its progress,
 # download_plan(name, settings) -> [[prediction.download.Expected]]) and its names here.

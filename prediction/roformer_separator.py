@@ -21,13 +21,11 @@ of equal stretches changes nothing (one-model jobs use no overlap at all).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from common.chunks import fade_chunk_input, fade_grid, fade_overlap_add
 from common.config import Settings
@@ -35,6 +33,7 @@ from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import ChunkSpec, SeparatorInfo
 from prediction.devices import TorchSeparator, configure_threads, pick_device
 from prediction.download import Expected, download_failed, fetch_refusal, fetch_url
+from prediction.roformer_networks import build_model, load_weights, read_config
 
 SEGMENT_CHUNKS = 4  # a job's chunk: this many MSST chunks of centre
 OVERLAP = 0.0  # each job chunk is already the reference's result on its centre
@@ -48,7 +47,7 @@ class Checkpoint:
     architecture: str  # "bs_roformer" or "mel_band_roformer"
     checkpoint_url: str
     config_url: str
-    stems: tuple[str, ...]  # the model's target, then the residual named by the config
+    stems: tuple[str, ...]  # as the config names them (target + residual, or its instruments)
     sha256: str | None = None  # None: not published
     licence: str = "not stated"
     published_sdr: str | None = None
@@ -58,6 +57,7 @@ class Checkpoint:
         return Path(self.checkpoint_url).name, Path(self.config_url).name
 
 
+MUSDB_INSTRUMENTS = ("drums", "bass", "other", "vocals")  # MSST's MUSDB18 configs' order
 MSST_CONFIGS = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/main"
 MSST_RELEASES = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download"
 CHECKPOINTS = {
@@ -79,26 +79,28 @@ CHECKPOINTS = {
         published_sdr="vocals 10.98 (Multisong, MSST's table)",
     ),
     # MSST's docs/pretrained_models.md, "Multi-stem models (MUSDB18HQ)": trained on MUSDB18-HQ
-    # only. Stems as that table lists them; the config's `training.instruments` order rules
-    # once it is here.
+    # only. Stems in the config's `training.instruments` order (drums, bass, other, vocals; no
+    # target), as the published 384_8_2_485100 config lists them.
     "bs_roformer_musdb18": Checkpoint(
         architecture="bs_roformer",
         checkpoint_url=f"{MSST_RELEASES}/v1.0.12/model_bs_roformer_ep_17_sdr_9.6568.ckpt",
         config_url=f"{MSST_RELEASES}/v1.0.12/config_bs_roformer_384_8_2_485100.yaml",
-        stems=("bass", "drums", "vocals", "other"),
+        stems=MUSDB_INSTRUMENTS,
         published_sdr="MUSDB18 test avg 9.65 (bass 8.48, drums 11.61, vocals 11.08, other "
         "7.44); Multisong avg 9.38 (MSST's table)",
     ),
-}
-
-# Keys of MSST's configs that the package's classes lack, with the values under which MSST's
-# classes build the very modules the package builds (other values: a different network).
-NEUTRAL_KEYS = {
-    "linear_transformer_depth": 0,  # BS-RoFormer only: MSST's optional linear attention
-    "mlp_expansion_factor": 4,
-    "skip_connection": False,
-    "use_torch_checkpoint": False,  # training-time memory saving
-    "sage_attention": False,
+    # MSST's docs/mel_roformer_experiments.md (linked from pretrained_models.md, "MelRoformer
+    # models"): Mel-Band RoFormers trained on MUSDB18-HQ's train set, scored on its test set;
+    # this is the best one of a single file whose network the package builds (dim 256, depth 4,
+    # mlp_expansion_factor 1, no skip connection; 58.3 M parameters, a 234 MB checkpoint).
+    "mel_band_roformer_musdb18": Checkpoint(
+        architecture="mel_band_roformer",
+        checkpoint_url=f"{MSST_RELEASES}/v1.0.11/model_mel_band_roformer_ep_1_sdr_8.2175.ckpt",
+        config_url=f"{MSST_RELEASES}/v1.0.11/model_mel_band_roformer_ep_1_sdr_8.2175.yaml",
+        stems=MUSDB_INSTRUMENTS,
+        published_sdr="MUSDB18 test avg 8.22 (MSST's Mel-Band RoFormer experiments table; "
+        "per stem not published)",
+    ),
 }
 
 
@@ -121,26 +123,6 @@ def files_of(name: str, settings: Settings) -> tuple[Path, Path | None]:
         return roformer_dir(settings) / ckpt, roformer_dir(settings) / config
     path = Path(name).expanduser()
     return path, config_beside(path)
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """YAML's safe loader, plus the `!!python/tuple` tag MSST's configs use for band lists."""
-
-
-ConfigLoader.add_constructor(
-    "tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node))
-)
-
-
-def read_config(path: Path) -> dict:
-    try:
-        config = yaml.load(path.read_text(), Loader=ConfigLoader)
-    except (OSError, yaml.YAMLError) as e:
-        raise ModelUnavailable(f"cannot read the RoFormer config {path}: {e}") from e
-    for section in ("audio", "model", "training", "inference"):
-        if not isinstance(config.get(section), dict):
-            raise ModelUnavailable(f"{path}: expected an MSST config with a {section!r} section")
-    return config
 
 
 @dataclass(frozen=True)
@@ -176,29 +158,6 @@ class Inference:
             return list(self.instruments)
         rest = [s for s in self.instruments if s != self.target]
         return [self.target, rest[0] if len(rest) == 1 else f"no_{self.target}"]
-
-
-def architecture_of(config: dict) -> str:
-    return "mel_band_roformer" if "num_bands" in config["model"] else "bs_roformer"
-
-
-def build_model(config: dict, architecture: str | None = None) -> torch.nn.Module:
-    """The package's network for a config's `model` section (random weights)."""
-    from bs_roformer import BSRoformer, MelBandRoformer
-
-    architecture = architecture or architecture_of(config)
-    cls = MelBandRoformer if architecture == "mel_band_roformer" else BSRoformer
-    kwargs = dict(config["model"])
-    known = inspect.signature(cls.__init__).parameters
-    for key in [k for k in kwargs if k not in known]:
-        if key in NEUTRAL_KEYS and kwargs[key] == NEUTRAL_KEYS[key]:
-            del kwargs[key]
-        else:
-            raise ModelUnavailable(
-                f"{cls.__name__} of the installed bs_roformer has no {key}={kwargs[key]!r} "
-                "(an MSST variant this package cannot build)"
-            )
-    return cls(**kwargs)
 
 
 def model_info(
@@ -286,22 +245,6 @@ def download(name: str, settings: Settings) -> None:
             fetch_url(urls[checkpoint.name], checkpoint, timeout, entry.sha256, check=loads)
     except Exception as e:
         raise download_failed(name, e, timeout) from e
-
-
-def load_weights(model: torch.nn.Module, checkpoint: Path, name: str, config: Path) -> None:
-    """Load an MSST checkpoint into `model`; ModelUnavailable when it does not fit."""
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        for key in ("state", "state_dict", "model_state_dict"):  # as MSST unwraps them
-            if isinstance(state, dict) and key in state:
-                state = state[key]
-        model.load_state_dict(state)
-    except Exception as e:
-        # torch.load raises anything from UnpicklingError to EOFError; load_state_dict lists
-        # the missing and unexpected keys.
-        raise ModelUnavailable(
-            f"{name}: {checkpoint} does not load into {config}'s network: {e}"
-        ) from e
 
 
 def load(name: str, settings: Settings) -> RoformerSeparator:

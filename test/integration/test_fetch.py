@@ -36,6 +36,7 @@ from safetensors.torch import save as save_safetensors
 
 from common.config import Settings
 from gateway.stack import free_port
+from prediction import roformer_networks as rn
 from prediction import roformer_separator as rs
 from prediction.umx_separator import HUB_FILES, RECORDS
 from test.separation_fixtures import FOUR, SMALL, htdemucs, package
@@ -144,7 +145,7 @@ def roformer_files(config: dict, architecture: str, seed: int) -> tuple[bytes, b
     """(checkpoint, YAML) of a random-weight network of `config`, as MSST ships them."""
     torch.manual_seed(seed)
     buf = io.BytesIO()
-    torch.save(rs.build_model(config, architecture).state_dict(), buf)
+    torch.save(rn.msst_state_dict(rs.build_model(config, architecture)), buf)  # MSST's names
     return buf.getvalue(), yaml.dump(config).encode()
 
 
