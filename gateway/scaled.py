@@ -1,13 +1,13 @@
 """`./run.sh up --scaled`: the topology of a deployment past one machine, on this one.
 
 A real PostgreSQL (`common.pglocal`, its cluster in `<data dir>/postgres`) holds the jobs, their
-leases and the rate limit; with SCALED_STORAGE=s3 a real S3 server (SeaweedFS, `common.s3local`,
-its objects in `<data dir>/s3`) holds the job files, with `local` the data dir does; two gateways (GATEWAY_PORT, 8000, and 8010) share both, as
-gateways on two machines would, each with its own GATEWAY_ID; two predictors (PREDICTOR_PORT,
-8005, and 8015) are both in every caller's PREDICTOR_URLS; one of each other service. Everything
-is configured through the same settings a cluster uses (DATABASE_URL, STORAGE_URL,
-S3_ENDPOINT_URL, AWS_*). A DATABASE_URL or STORAGE_URL already set is used as it is, and that
-server is not started here.
+leases and the rate limit; a real S3 server (SeaweedFS, `common.s3local`, its objects in
+`<data dir>/s3`) holds the job files (SCALED_STORAGE=local: the data dir does instead); two
+gateways (GATEWAY_PORT, 8000, and 8010) share both, as gateways on two machines would, each with
+its own GATEWAY_ID; two predictors (PREDICTOR_PORT, 8005, and 8015) are both in every caller's
+PREDICTOR_URLS; one of each other service. Everything is configured through the settings a
+cluster uses (DATABASE_URL, STORAGE_URL, S3_ENDPOINT_URL, AWS_*). A DATABASE_URL or STORAGE_URL
+already set is used as it is, and that server is not started here.
 
 The ports of the second gateway and predictor and of the two servers are read from
 SCALED_GATEWAY_B_PORT, SCALED_PREDICTOR_B_PORT, SCALED_POSTGRES_PORT and SCALED_S3_PORT.
@@ -33,7 +33,7 @@ DATABASE = "audiosplit"
 PG_STOP_S = 30.0
 # where job files live: "s3" (the local S3 server) or "local" (the data dir, shared by the
 # processes of this one machine)
-DEFAULT_STORAGE = "local"
+DEFAULT_STORAGE = "s3"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`./run.sh up --scaled`'s launcher: a real PostgreSQL, a real S3 server, two gateways, two
 predictors and one of each other service; a job uploaded through one gateway is downloaded
-through the other; SIGINT stops every process, the servers included, and a second start finds
-the jobs of the first (PostgreSQL's cluster under the data dir)."""
+through the other, its files in the bucket; SIGINT stops every process, the servers included,
+and a second start finds the jobs of the first (PostgreSQL's cluster under the data dir)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import httpx
 import numpy as np
 import pytest
 import soundfile as sf
 
+from common import s3local
 from common.pglocal import find_bindir
 from common.s3local import find_weed
 from gateway.stack import free_port
@@ -93,6 +95,17 @@ class ScaledUp:
         assert self.proc.wait(timeout=90) == 0
         return self.proc.stderr.read()
 
+    def bucket_keys(self) -> list[str]:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.env['SCALED_S3_PORT']}",
+            aws_access_key_id=s3local.ACCESS_KEY,
+            aws_secret_access_key=s3local.SECRET_KEY,
+            region_name=s3local.REGION,
+        )
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="audiosplit")
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -106,7 +119,7 @@ def test_scaled_up_runs_two_gateways_on_postgres_and_s3_and_stops_everything(dat
         ready = next(line for line in up.lines if "ready: http://" in line)
         assert up.url_a in ready and up.url_b in ready
         started = "".join(up.lines)
-        assert "PostgreSQL on 127.0.0.1:" in started
+        assert "PostgreSQL on 127.0.0.1:" in started and "S3 server on http://" in started
         logs = data_dir / "logs"
         for name in ("gateway", "gateway_b", "predictor", "predictor_b", "fuser", "postgres"):
             assert (logs / f"{name}.log").exists(), name
@@ -135,6 +148,8 @@ def test_scaled_up_runs_two_gateways_on_postgres_and_s3_and_stops_everything(dat
         assert rate == 44100 and result.shape == (song.shape[1], 2 * len(job["stems"]))
         summed = result.reshape(len(result), -1, 2).sum(axis=1)  # the stems add up to the song
         assert np.abs(summed - song.T).max() <= 1e-4 * np.abs(song).max()
+        keys = [key for key in up.bucket_keys() if job_id in key]
+        assert any(key.endswith("result.wav") for key in keys), keys  # the files are in S3
 
         said = up.interrupt()
         assert "stopped" in said
