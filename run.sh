@@ -125,9 +125,9 @@ usage: ./run.sh COMMAND [ARGS]
                                PostgreSQL tests; idempotent
   up [--scaled]                start the six services in the foreground (gateway on
                                http://127.0.0.1:8000, the page); Ctrl-C stops them.
-                               --scaled: a real PostgreSQL (data/postgres), two gateways
-                               (:8000 and :8010), two predictors, one of each other service
-                               (SCALED_STORAGE=s3: job files on a local S3 server)
+                               --scaled: a real PostgreSQL (data/postgres) and S3 server
+                               (data/s3), two gateways (:8000 and :8010), two predictors,
+                               one of each other service
   test [PYTEST ARGS]           ruff, then the test suite (fast by default; -m slow for the slow
                                ones; e.g. test test/browser -x)
   separate FILE... [OPTIONS]   separate songs, paths relative to where you are, stems written to
