@@ -7,8 +7,10 @@ the project's service factory, so `/ready` is the real endpoint."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
+import weakref
 from collections import Counter
 
 import httpx
@@ -181,3 +183,28 @@ def test_when_no_replica_is_up_the_request_waits_for_one_within_the_grace_time(s
     finally:
         if "127.0.0.6" in servers.procs:
             servers.kill("127.0.0.6")
+
+
+def test_an_answer_and_the_body_sent_go_with_their_last_reference(servers):
+    """No reference cycle keeps a call's response, nor the request body it carried, for the
+    cyclic collector (httpx 0.28 makes one): a gateway fanning out a long song's chunks held
+    dozens of their multi-megabyte bodies at once. With the collector off, dropping the
+    response frees both."""
+    body = bytes(4 << 20)
+
+    async def run() -> list[bool]:
+        async with httpx.AsyncClient() as client:
+            pool = ReplicaPool("predictor", [servers.url("127.0.0.2")], client, 2)
+            response = await pool.request("POST", "/work", content=body)
+            assert response.json()["bytes"] == len(body)
+            refs = [weakref.ref(response), weakref.ref(response.request)]
+            del response
+            gone = [ref() is None for ref in refs]
+            await pool.aclose()
+            return gone
+
+    gc.disable()
+    try:
+        assert asyncio.run(run()) == [True, True]
+    finally:
+        gc.enable()
