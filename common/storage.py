@@ -327,7 +327,7 @@ class S3RangeReader(io.RawIOBase):
         n = min(len(buffer), self.length - self.pos)
         if n <= 0:
             return 0
-        data = self.storage.read_range(self.key, self.pos, max(n, READ_BUFFER))[:n]
+        data = self.storage.read_range(self.key, self.pos, n)  # the buffer above sizes n
         buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)
