@@ -5,17 +5,21 @@ Each member separates the whole track through the same fan-out and fuser as a si
 combines the members' waveforms per stem with the weights: their weighted mean (`avg_wave`,
 the default: in MSST's own comparisons never worse than its members) or their weighted median
 (`ensemble_method=median_wave`). Members must give the stems asked for: all of them
-the same stem names with `stems=all`, or each the one stem asked for.
+the same stem names with `stems=all`, or each the one stem asked for. A job that resumes
+after a restart runs only the members whose result is not complete (`finished_member`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import ENSEMBLE_METHODS as METHODS
 from common.interfaces import SeparatorInfo
+from common.resultstore import read_stored_record, result_key
+from common.storage import Storage
 
 MAX_MEMBERS = 4
 
@@ -81,3 +85,23 @@ def check_members(
                 "(e.g. stems=vocals) or choose models with the same stems"
             )
     return None, list(first)
+
+
+class MemberResult(NamedTuple):
+    """A member's fused stems: `result.wav` under `result_key` (stems x [L, R], float32)."""
+
+    result_key: str
+    stems: list[str]
+
+
+def finished_member(store: Storage, out_key: str, n_frames: int) -> MemberResult | None:
+    """The result an earlier run of the job left in `out_key` when it is complete: its record
+    says all `n_frames` frames are final and published (no stretches pending), and
+    `result.wav` holds every one of them. None otherwise: the member runs (again)."""
+    record = read_stored_record(store, out_key)
+    if record is None or record.pieces or not record.ready_frames == record.n_frames == n_frames:
+        return None
+    key = result_key(out_key)
+    if store.size(key) != record.data_offset + n_frames * record.channels * 4:  # float32
+        return None
+    return MemberResult(key, list(record.stems))

@@ -38,6 +38,7 @@ from common.logs import job_id_var
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
+from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
@@ -265,14 +266,22 @@ class Pipeline:
         self, job_id: str, members: list[dict], track, opts: dict, files: JobFiles
     ) -> tuple[FusedResult, int]:
         """Each member as its own model run into `result/members/<k>`, then the fuser's
-        weighted average into the job's result files; the members' files are removed after."""
+        weighted average into the job's result files; the members' files are removed after.
+        A resumed job skips the members that had finished (their result is complete)."""
         fused, total = [], 0
         for k, member in enumerate(members):
             out_key = f"{files.result_key}/members/{k}"
+            done = await to_thread.run_sync(finished_member, files.store, out_key, track.shape[1])
+            if done is not None:
+                log.info(
+                    "ensemble member %d (%s) finished before: not run again", k, member["model"]
+                )
+                fused.append(done)
+                continue
             result, chunks = await self._separate_model(
                 job_id, f"{job_id}-m{k}", member["model"], track, opts, out_key, (k, len(members))
             )
-            fused.append(result)
+            fused.append(MemberResult(result.result_key, result.stems))
             total += chunks
         self.store.update(job_id, stage="fusing")
         job = EnsembleJob(
