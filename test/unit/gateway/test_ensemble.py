@@ -1,5 +1,6 @@
 """Ensemble form fields and the stems its members can give."""
 
+import numpy as np
 import pytest
 
 from common.errors import InvalidOption, ModelUnavailable
@@ -91,3 +92,40 @@ def test_the_method_is_checked_and_resolved():
     with pytest.raises(InvalidOption, match="need an ensemble"):
         parse_options({"model": "htdemucs", "ensemble_method": "median_wave"})
     assert resolve_options(parse_options({"model": "htdemucs"}), INFOS).ensemble_method is None
+
+
+def test_a_member_counts_as_finished_only_when_its_whole_result_is_published(tmp_path) -> None:
+    """finished_member: the record says every frame is final and published, and result.wav
+    holds them all; anything less and the member runs again on resume."""
+    import json
+    from dataclasses import asdict
+
+    from common.resultfile import PrefixRecord, float_wav_header
+    from common.storage import LocalStorage
+    from gateway.ensemble import MemberResult, finished_member
+
+    store, key, n = LocalStorage(tmp_path), "jobs/j/result/members/0", 1000
+    folder = tmp_path / key
+    folder.mkdir(parents=True)
+    header = float_wav_header(n, 8)
+    data = np.zeros((n, 8), "<f4").tobytes()
+
+    def write(ready: int, wav: bytes | None, pieces: list[int] | None = None) -> None:
+        record = PrefixRecord(ready, n, 8, len(header), FOUR, pieces or [])
+        (folder / "prefix.json").write_text(json.dumps(asdict(record)))
+        (folder / "result.wav").unlink(missing_ok=True)
+        if wav is not None:
+            (folder / "result.wav").write_bytes(wav)
+
+    assert finished_member(store, key, n) is None  # nothing yet
+    write(n - 1, None)
+    assert finished_member(store, key, n) is None  # still growing
+    write(n, None)
+    assert finished_member(store, key, n) is None  # final, not yet renamed to result.wav
+    write(n, header + data[:-4])
+    assert finished_member(store, key, n) is None  # result.wav cut short
+    write(n, header + data, pieces=[n])
+    assert finished_member(store, key, n) is None  # stretches not yet replaced by result.wav
+    write(n, header + data)
+    assert finished_member(store, key, n + 1) is None  # another track's length
+    assert finished_member(store, key, n) == MemberResult(f"{key}/result.wav", FOUR)
