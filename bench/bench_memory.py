@@ -2,7 +2,7 @@
 song, next to Demucs' own `separate_tensor` on the same audio; and the disk a finished job keeps.
 
     ./run.sh bench bench_memory [--minutes 1 10] [--size small|full] [--no-demucs]
-                                [--compile auto|on|off] [--model htdemucs|dsp]
+                                [--compile auto|on|off] [--model htdemucs|dsp|<RoFormer name>]
 
 For each length: a fresh stack (so peaks are per song) with an htdemucs-architecture model at
 random weights in its models dir, one job with `analysis=false`; then every stem is downloaded
@@ -12,7 +12,9 @@ fuser's and the gateway's processes, and the bytes left under the job's director
 of its stems as 32-bit float (frames x stems x 2 x 4 bytes; goal <= 1.3). Demucs runs in a child
 process per length and reports its own peak (`--no-demucs` skips it). `--size small` (0.4 M
 parameters, fast) shows how memory grows with length; `--size full` (42 M, ~0.5 real time on
-2 cores) adds the real model's constant.
+2 cores) adds the real model's constant. `--model` a RoFormer name (mel_band_roformer_kj, …):
+that model's published config narrowed as the unit tests run it (dim 16, depth 1, 1 s MSST
+chunks), random weights in `<models>/roformer/`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ from common.config import Settings  # noqa: E402
 from test import separation_fixtures as fx  # noqa: E402
 from test.songgen import make_song, mixture  # noqa: E402
 from test.stackutil import start_stack, wait_job  # noqa: E402
+from test.unit.prediction import test_roformer_separator as rt  # noqa: E402
+
+ROFORMERS = {  # --model: the small network installed under that name
+    "bs_roformer_viperx": rt.SMALL_BS,
+    "mel_band_roformer_kj": rt.SMALL_MEL,
+    "bs_roformer_musdb18": rt.SMALL_BS_4STEM,
+    "mel_band_roformer_musdb18": rt.SMALL_MEL_4STEM,
+}
 
 DEMUCS_CHILD = """
 import json, os, resource, sys
@@ -74,6 +84,8 @@ def main() -> None:
         models = Path(tmp) / "models"
         settings = Settings(_env_file=None, models_dir=models)
         fx.install_published(settings, "htdemucs", [fx.htdemucs(fx.FOUR, 3, **arch)])
+        if args.model in ROFORMERS:
+            rt.install(settings, args.model, ROFORMERS[args.model], seed=3)
         env = {"TORCH_HOME": str(models / "torch"), "HF_HOME": str(models / "hf")}
         for minutes in args.minutes:
             song = Path(tmp) / f"song{minutes}.wav"
