@@ -367,6 +367,7 @@ def test_job_chunks_equal_msst_demix_small(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
 @pytest.mark.parametrize(
     ("name", "config"),
     [
