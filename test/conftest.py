@@ -21,5 +21,6 @@ def pytest_sessionstart(session) -> None:
 
 # a real PostgreSQL for the tests that share one (the store, several gateways): test/postgres.py
 from test.postgres import pg_url, postgres  # noqa: E402, F401
+
 # a real S3 server (SeaweedFS) for the object-storage tests: test/s3server.py
 from test.s3server import s3_url, s3server  # noqa: E402, F401
