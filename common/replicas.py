@@ -242,7 +242,7 @@ class ReplicaPool:
                 if response.status_code < 500:
                     replica.fails = 0
                     return response
-                last_error = f"{response.status_code} {response.text[:300]}"
+                last_error = f"{response.status_code} {error_message(response)}"
             except httpx.HTTPError as e:
                 refused = isinstance(e, httpx.ConnectError)
                 last_error = f"{type(e).__name__}: {e}"
@@ -284,8 +284,13 @@ def release_stream(response: httpx.Response) -> None:
 def expect_ok(response, what: str) -> None:
     """A 4xx from a downstream service is our request's fault: surface its message."""
     if response.status_code >= 400:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:300]
+        message = error_message(response)
         raise UpstreamError(f"{what} refused the request ({response.status_code}): {message}")
+
+
+def error_message(response: httpx.Response) -> str:
+    """The message of a service's error answer (`{"error": {"message": ...}}`), else its text."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
