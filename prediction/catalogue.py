@@ -32,7 +32,10 @@ CARDS: dict[str, ModelCard] = {
         sdr_source=DEMUCS_README,
         licence=DEMUCS_WEIGHTS,
         rtf_cpu=0.404,
-        rtf_note="eager; 0.331 with the compiled core (COMPILE_MODELS=auto), 60 s of music",
+        rtf_note="eager; 0.331 with the compiled core (COMPILE_MODELS=auto), 60 s of music: an "
+        "older run on an idle machine. Re-measured 2026-12-01 under heavy contention (load "
+        "average 9-12 on the 2 cores): eager 10.7 against demucs' own separate_tensor 7.9 in "
+        "the same run, 30 s (./run.sh bench bench_predictor --seconds 30 --compile off)",
     ),
     "htdemucs_ft": _card(
         4 * HTDEMUCS_PARAMS,
