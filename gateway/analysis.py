@@ -110,8 +110,10 @@ class Analyser:
         limiter = asyncio.Semaphore(WINDOW_CONCURRENCY)
 
         async def one(header: AnalysisWindow, lo: int, hi: int) -> dict:
-            body, headers = encode(np.ascontiguousarray(track[:, lo:hi]), header)
+            # every window's task starts at once: read its samples only once it may send
+            # them, or the whole track waits in memory (10 min: +225 MB)
             async with limiter:
+                body, headers = encode(np.ascontiguousarray(track[:, lo:hi]), header)
                 features, tonal = await asyncio.gather(
                     self._call(self.fft, "/analyse", body, headers),
                     self._call(self.cqt, "/analyse", body, headers),

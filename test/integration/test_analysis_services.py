@@ -6,11 +6,13 @@ download, so the whole chain fft -> tone identifier runs a real AST forward over
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +30,10 @@ from common.interfaces import (
     WindowFeatures,
     WindowTonal,
 )
+from common.rawfile import RawArrayFile
+from common.replicas import ReplicaPool
 from common.wire import decode, encode
+from gateway.analysis import Analyser
 from test.astutil import write_tiny_ast
 
 STARTUP_TIMEOUT_S = 90.0  # the tone identifier imports transformers and torch: seconds
@@ -162,3 +167,37 @@ def test_bad_bodies_are_4xx_over_http(services):
             response = httpx.post(f"{services[name]}{path}", content=b"not audio", timeout=10.0)
             assert response.status_code == 400
             assert response.json()["error"]["code"] == "bad_wire_format"
+
+
+def test_the_analyser_holds_a_few_windows_not_the_track(services, tmp_path):
+    """A job's analysis reads each window when it may send it: its memory is that of the
+    windows in flight, not of the song (it once encoded every window up front, holding the
+    whole 10-minute track, +225 MB). Python's peak allocation over a 3-minute run through the
+    real services stays well under the track's own size."""
+    audio = np.tile(c_major_window(), 18)  # (2, 180 s)
+    path = tmp_path / "input.f32"
+    audio.tofile(path)
+    track = RawArrayFile(path, audio.shape)
+    track_bytes = audio.nbytes
+    del audio
+
+    async def run():
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            fft = ReplicaPool("fft", [services["fft"]], client, 1)
+            cqt = ReplicaPool("cqt", [services["cqt"]], client, 1)
+            try:
+                return await Analyser(fft, cqt, 10.24).run("itest", track)
+            finally:
+                await fft.aclose()
+                await cqt.aclose()
+
+    tracemalloc.start()
+    try:
+        analysis = asyncio.run(run())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(analysis.windows) == 18
+    assert not analysis.warnings or "instrument labels" not in " ".join(analysis.warnings)
+    assert all(not w.get("errors") for w in analysis.windows), analysis.windows[0]
+    assert peak < 0.4 * track_bytes, (peak, track_bytes)
