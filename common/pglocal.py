@@ -10,7 +10,6 @@ on 127.0.0.1 only, with trust authentication for the one role `audiosplit`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import glob
 import os
 import pwd
@@ -20,6 +19,8 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+
+from common.children import die_with_parent
 
 SUPERUSER = "audiosplit"  # the database role clients connect as (trust auth on loopback)
 
@@ -59,14 +60,6 @@ def server_user() -> str | None:
         check=True,
     )
     return "audiosplit"
-
-
-def _die_with_parent() -> None:
-    """In the child, after it dropped to the server user (a credential change clears the
-    parent-death signal): own process group, SIGINT (a fast shutdown) when the launcher dies."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
 
 
 class PostgresServer:
@@ -154,7 +147,7 @@ class PostgresServer:
                 group=pwd.getpwnam(self.user).pw_gid if self.user else None,
                 extra_groups=[] if self.user else None,
                 cwd=self.root,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent(signal.SIGINT),
             )
 
     # --- databases ----------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.children import die_with_parent
+
 ACCESS_KEY = "audiosplit"
 SECRET_KEY = "audiosplit-secret"
 REGION = "us-east-1"
@@ -158,7 +160,7 @@ class LocalS3:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGTERM),  # gone with its launcher, even by -9
         )
         log.close()
         self._wait_ready(timeout)

@@ -11,7 +11,6 @@ topology on this machine instead: PostgreSQL and an S3 server, two gateways, two
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from common.children import die_with_parent
 from common.config import REPO_ROOT, Settings
 
 
@@ -78,14 +78,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _die_with_parent() -> None:
-    """In the child: own process group, and SIGTERM when the launcher dies (Linux), so no
-    service outlives `run.sh up` even if it is killed with -9."""
-    os.setsid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Stack:
@@ -156,7 +148,7 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(signal.SIGTERM),
         )
         log.close()
 
