@@ -14,7 +14,8 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
     """A `preexec_fn`: the child gets its own process group (a Ctrl-C to the launcher is not
     sent to it twice) and `sig` when its launcher dies, even by kill -9 (Linux; elsewhere only
-    the process group is set). Set it after any change of user: that clears the signal."""
+    the process group is set). Set it after any change of user: that clears the signal. The
+    signal comes when the *thread* that started the child ends: start it from one that lasts."""
 
     def preexec() -> None:
         os.setsid()

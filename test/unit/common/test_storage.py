@@ -116,6 +116,14 @@ def test_s3_unreachable_retries_then_names_the_endpoint(s3server, s3_url):
     assert time.monotonic() - t0 >= 1.5
 
 
+def call_errors(fn, *args) -> list[BaseException]:
+    try:
+        fn(*args)
+    except BaseException as e:  # noqa: BLE001 - reported to the test's thread
+        return [e]
+    return []
+
+
 def test_s3_server_restart_is_waited_out(s3server, tmp_path, monkeypatch):
     """Killed and started again mid-call: the call retries and succeeds; objects persist."""
     server = LocalS3(tmp_path / "s3")  # its own server: the session's stays up
@@ -126,10 +134,17 @@ def test_s3_server_restart_is_waited_out(s3server, tmp_path, monkeypatch):
         store = S3Storage(server.storage_url("p"), server.endpoint_url, retry_s=90)
         store.put_bytes("before", b"1")
         server.stop(kill=True)
-        restarter = threading.Timer(2.0, server.start)
-        restarter.start()
-        store.put_bytes("during", b"2")  # refused at first, then accepted
-        restarter.join()
+        # the put waits in a thread; the server is started again from this one (the server
+        # dies with the thread that started it: common/children.py)
+        failed = []
+        putter = threading.Thread(
+            target=lambda: failed.extend(call_errors(store.put_bytes, "during", b"2"))
+        )
+        putter.start()  # refused at first, then accepted
+        time.sleep(2.0)
+        server.start()
+        putter.join()
+        assert not failed, failed
         assert store.get_bytes("before") == b"1" and store.get_bytes("during") == b"2"
     finally:
         server.stop(kill=True)
