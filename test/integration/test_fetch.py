@@ -237,6 +237,15 @@ def upload() -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture
+def online(hub, client):
+    """The hubs up, whichever test runs first (the offline test starts them when it runs)."""
+    if hub.server is None:
+        hub.start()
+        time.sleep(11)  # the gateway's model list (10 s) and the predictor's network check (1 s)
+    return hub
+
+
 def submit(client: httpx.Client, upload: bytes, **fields) -> dict:
     r = client.post("/api/jobs", files={"file": ("song.wav", upload)}, data=fields)
     assert r.status_code == 202, r.text
@@ -254,7 +263,9 @@ def test_offline_auto_falls_back_to_dsp_at_once(client, upload, hub):
     time.sleep(11)  # the gateway's model list (10 s) and the predictor's network check (1 s)
 
 
-def test_first_job_fetches_once_and_later_jobs_find_the_file(client, upload, hub, models_dir):
+def test_first_job_fetches_once_and_later_jobs_find_the_file(
+    client, upload, online, hub, models_dir
+):
     jobs = [submit(client, upload, model="htdemucs") for _ in range(2)]
     stages = set()
     deadline = time.monotonic() + 180
@@ -274,7 +285,9 @@ def test_first_job_fetches_once_and_later_jobs_find_the_file(client, upload, hub
     assert again["status"] == "done" and hub.downloads(f"/demucs/t/{GOOD}") == 1
 
 
-def test_the_hugging_face_path_fetches_a_bag_into_the_hub_cache(client, upload, hub, models_dir):
+def test_the_hugging_face_path_fetches_a_bag_into_the_hub_cache(
+    client, upload, online, hub, models_dir
+):
     """htdemucs_ft: Demucs' get_model asks the hub first (HEAD for the ETag, commit and size,
     then GET), so its four members land in the Hugging Face cache, not the legacy repo."""
     job = wait_job(client, submit(client, upload, model="htdemucs_ft")["id"], timeout=240)
@@ -292,7 +305,7 @@ def test_the_hugging_face_path_fetches_a_bag_into_the_hub_cache(client, upload, 
 
 
 def test_open_unmix_files_are_fetched_through_torch_hub_and_hash_checked(
-    client, upload, hub, models_dir
+    client, upload, online, hub, models_dir
 ):
     """The zenodo files at random bytes: torch.hub's check of the SHA-256 prefix in each name
     refuses the first one; the job fails saying what to do, and nothing stays in the cache.
@@ -309,7 +322,9 @@ def test_open_unmix_files_are_fetched_through_torch_hub_and_hash_checked(
     assert not [p.name for p in checkpoints.iterdir() if p.name.split(".")[0] + ".pth" in umx]
 
 
-def test_a_roformer_by_name_is_fetched_with_its_progress_shown(client, upload, hub, models_dir):
+def test_a_roformer_by_name_is_fetched_with_its_progress_shown(
+    client, upload, online, hub, models_dir
+):
     job = submit(client, upload, model="bs_roformer_viperx")
     stages, deadline = [], time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -338,7 +353,9 @@ def test_a_roformer_by_name_is_fetched_with_its_progress_shown(client, upload, h
     print(f"\nstages of the first bs_roformer_viperx job: {stages}")
 
 
-def test_a_roformer_checkpoint_that_does_not_load_is_not_kept(client, upload, hub, models_dir):
+def test_a_roformer_checkpoint_that_does_not_load_is_not_kept(
+    client, upload, online, hub, models_dir
+):
     job = wait_job(client, submit(client, upload, model="mel_band_roformer_kj")["id"], 120)
     assert job["status"] == "failed", job
     message = job["error"]["message"]
@@ -353,7 +370,7 @@ def test_a_roformer_checkpoint_that_does_not_load_is_not_kept(client, upload, hu
     assert hub.downloads(f"/roformer/{ckpt}") == 2, hub.requests
 
 
-def test_corrupt_download_fails_the_job_and_keeps_nothing(client, upload, hub, models_dir):
+def test_corrupt_download_fails_the_job_and_keeps_nothing(client, upload, online, hub, models_dir):
     job = wait_job(client, submit(client, upload, model="htdemucs_6s")["id"], timeout=120)
     assert job["status"] == "failed", job
     message = job["error"]["message"]
@@ -363,7 +380,7 @@ def test_corrupt_download_fails_the_job_and_keeps_nothing(client, upload, hub, m
     assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(CORRUPT)]
 
 
-def test_a_stalled_download_fails_with_a_timeout(client, upload, hub, models_dir):
+def test_a_stalled_download_fails_with_a_timeout(client, upload, online, hub, models_dir):
     start = time.perf_counter()
     job = wait_job(client, submit(client, upload, model="hdemucs_mmi")["id"], timeout=60)
     assert job["status"] == "failed", job
