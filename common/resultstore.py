@@ -19,7 +19,7 @@ from dataclasses import asdict
 from typing import BinaryIO
 
 from common.resultfile import PREFIX_NAME, RECORD_NAME, RESULT_NAME, PrefixRecord
-from common.storage import READ_BUFFER, Storage
+from common.storage import READ_BUFFER, SeekableReader, Storage
 
 PIECES_DIR = "prefix"
 
@@ -63,7 +63,7 @@ def open_result_bytes(store: Storage, out_key: str, record: PrefixRecord | None)
     raise FileNotFoundError(f"{out_key}/{RESULT_NAME}")
 
 
-class StretchReader(io.RawIOBase):
+class StretchReader(SeekableReader):
     """The WAV's bytes [data_offset, data_offset + pieces[-1] frames) from the stretch objects
     (the header is never read through it: a reader writes its own)."""
 
@@ -71,28 +71,13 @@ class StretchReader(io.RawIOBase):
         self.store, self.out_key, self.record = store, out_key, record
         self.frame_bytes = 4 * record.channels
         self.starts = [0, *record.pieces[:-1]]
-        self.end = record.data_offset + record.pieces[-1] * self.frame_bytes
-        self.pos = 0
+        super().__init__(record.data_offset + record.pieces[-1] * self.frame_bytes)
         self.finished = False  # the stretches are gone: result.wav holds the same bytes
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.end}[whence]
-        self.pos = max(0, base + offset)
-        return self.pos
-
     def readinto(self, buffer) -> int:
-        if self.pos >= self.end or self.pos < self.record.data_offset:
+        if self.pos >= self.length or self.pos < self.record.data_offset:
             return 0
-        n = min(len(buffer), self.end - self.pos)
+        n = min(len(buffer), self.length - self.pos)
         data = self._read(self.pos, n)
         buffer[: len(data)] = data
         self.pos += len(data)

@@ -302,12 +302,12 @@ class S3Storage:
         return io.BufferedReader(S3RangeReader(self, key, size), buffer_size=READ_BUFFER)
 
 
-class S3RangeReader(io.RawIOBase):
-    """A seekable read-only raw file over one object: each read is a range GET."""
+class SeekableReader(io.RawIOBase):
+    """A read-only raw file of `length` bytes that can seek anywhere; `readinto` is the
+    subclass's (wrap it in `io.BufferedReader` to read it in large pieces)."""
 
-    def __init__(self, storage: S3Storage, key: str, size: int):
-        self.storage, self.key, self.length = storage, key, size
-        self.pos = 0
+    def __init__(self, length: int):
+        self.length, self.pos = length, 0
 
     def readable(self) -> bool:
         return True
@@ -322,6 +322,14 @@ class S3RangeReader(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.length}[whence]
         self.pos = max(0, base + offset)
         return self.pos
+
+
+class S3RangeReader(SeekableReader):
+    """A seekable read-only raw file over one object: each read is a range GET."""
+
+    def __init__(self, storage: S3Storage, key: str, size: int):
+        super().__init__(size)
+        self.storage, self.key = storage, key
 
     def readinto(self, buffer) -> int:
         n = min(len(buffer), self.length - self.pos)
