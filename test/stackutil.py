@@ -57,6 +57,26 @@ def start_stack(data_dir: Path, models_dir: Path, **extra) -> Stack:
     return stack
 
 
+@contextlib.contextmanager
+def own_stack(tmp_path: Path, models: Path | None = None, **extra) -> Iterator[Stack]:
+    """A test's own stack under `tmp_path` (an empty models dir unless given: dsp runs)."""
+    if models is None:
+        models = tmp_path / "models"
+        models.mkdir(parents=True, exist_ok=True)
+    stack = start_stack(tmp_path / "data", models, **extra)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def wav_bytes(samples: np.ndarray, subtype: str = "FLOAT", fmt: str = "WAV") -> bytes:
+    """(2, n) samples at 44.1 kHz as an upload's bytes."""
+    buf = io.BytesIO()
+    sf.write(buf, samples.T, 44100, subtype=subtype, format=fmt)
+    return buf.getvalue()
+
+
 def dsp_stack(tmp_path_factory, prefix: str) -> Iterator[Stack]:
     """A module fixture's body: the real stack on an empty models dir (no weights: the dsp
     separator runs), stopped after the module."""

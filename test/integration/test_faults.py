@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +30,13 @@ from common.quality import sdr_db
 from gateway.stack import Stack, free_port
 from prediction.dsp import separate_dsp
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, stack_settings, wait_job, wait_process_healthy
+from test.stackutil import (
+    REPO,
+    own_stack,
+    wait_job,
+    wait_process_healthy,
+    wav_bytes,
+)
 
 SONG_S = 60.0  # 8 chunks of 10 s (stride 7.5 s): long enough to kill something in the middle
 STEMS = ["vocals", "drums", "bass", "other"]
@@ -40,12 +45,6 @@ JOB_TIMEOUT_S = 180.0  # a job that takes longer than this on 2 busy cores count
 DOWNSTREAM_LATE_S = 5.0  # the gateway back this long before the services it calls
 POLL_S = 0.02  # fast enough to see a 60 s song between its first and its last chunk
 RSS_BOUND_BYTES = 1_500_000_000  # generous: peaks measured ~0.23 GB gateway, ~0.67 GB predictor
-
-
-def wav_bytes(samples: np.ndarray, subtype: str = "FLOAT", fmt: str = "WAV") -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples.T, 44100, subtype=subtype, format=fmt)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +61,6 @@ def upload(song) -> bytes:
 def whole(song) -> np.ndarray:
     """(4, 2, n): the reference, the whole track separated at once."""
     return separate_dsp(song)
-
-
-@contextlib.contextmanager
-def own_stack(tmp_path: Path, **extra) -> Iterator[Stack]:
-    settings, env = stack_settings(tmp_path / "data", tmp_path / "models", **extra)
-    (tmp_path / "models").mkdir(exist_ok=True)  # empty: no weights, the dsp separator runs
-    stack = Stack(settings, env)
-    try:
-        stack.start()
-        stack.wait_healthy(timeout=240)
-        yield stack
-    finally:
-        stack.stop()
 
 
 def submit(client: httpx.Client, data: bytes, name: str = "song.wav", **fields) -> dict:

@@ -10,11 +10,9 @@ shifted passes, so the prefix must wait for every pass of a region.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,19 +22,12 @@ import pytest
 import soundfile as sf
 
 from common.config import Settings
-from gateway.stack import Stack
 from test.separation_fixtures import FOUR, SMALL, htdemucs, install_published
 from test.songgen import make_song, mixture
-from test.stackutil import start_stack, wait_job
+from test.stackutil import own_stack, wait_job, wav_bytes
 
 SONG_S = 120.0  # dsp: 16 chunks of 10 s, long enough to poll between them
 POLL_S = 0.05
-
-
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples.T, 44100, subtype="FLOAT", format="WAV")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -47,18 +38,6 @@ def upload() -> bytes:
 @pytest.fixture(scope="module")
 def short_upload() -> bytes:
     return wav_bytes(mixture(make_song(seconds=30.0, seed=22)))
-
-
-@contextlib.contextmanager
-def own_stack(tmp_path: Path, models: Path | None = None, **extra) -> Iterator[Stack]:
-    if models is None:
-        models = tmp_path / "models"
-        models.mkdir(parents=True, exist_ok=True)  # empty: no weights, dsp runs
-    stack = start_stack(tmp_path / "data", models, **extra)
-    try:
-        yield stack
-    finally:
-        stack.stop()
 
 
 def submit(client: httpx.Client, data: bytes, **fields) -> dict:

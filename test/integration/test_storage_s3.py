@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,38 +24,25 @@ import soundfile as sf
 
 from common.s3local import LocalS3
 from common.storage import S3Storage
-from gateway.stack import Stack, free_port
+from gateway.stack import free_port
 from test.integration.test_progressive import assert_starts_of, follow
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, stack_settings, wait_job, wait_process_healthy
+from test.stackutil import (
+    REPO,
+    own_stack,
+    wait_job,
+    wait_process_healthy,
+    wav_bytes,
+)
 
 SONG_S = 40.0  # 5 chunks of dsp: enough to interrupt between the first and the last
 JOB_TIMEOUT_S = 240.0
 POLL_S = 0.02
 
 
-def wav_bytes(samples: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    sf.write(buf, samples.T, 44100, subtype="FLOAT", format="WAV")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def upload() -> bytes:
     return wav_bytes(mixture(make_song(seconds=SONG_S, seed=31)))
-
-
-@contextlib.contextmanager
-def own_stack(tmp_path: Path, **extra) -> Iterator[Stack]:
-    (tmp_path / "models").mkdir(exist_ok=True)  # empty: no weights, the dsp separator runs
-    settings, env = stack_settings(tmp_path / "data", tmp_path / "models", **extra)
-    stack = Stack(settings, env)
-    try:
-        stack.start()
-        stack.wait_healthy(timeout=240)
-        yield stack
-    finally:
-        stack.stop()
 
 
 def s3_settings(server: LocalS3, prefix: str, **extra) -> dict:
