@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +98,20 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
         time.sleep(0.25)
+
+
+def spawn_gateway(port: int, env: dict[str, str]) -> subprocess.Popen:
+    """A gateway alone under uvicorn on 127.0.0.1:`port` in its own process group, `env` added
+    to this process's environment (wait for it with `wait_process_healthy`)."""
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
+    return subprocess.Popen(
+        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, "GATEWAY_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def wait_process_healthy(url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -7,15 +7,13 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from gateway.stack import free_port
-from test.stackutil import REPO, wait_process_healthy
+from test.stackutil import spawn_gateway, wait_process_healthy
 
 PER_MINUTE = 4
 
@@ -29,23 +27,13 @@ def two_gateways(pg_url, tmp_path) -> Iterator[list[str]]:
         for name in ("a", "b"):
             port = free_port()
             env = {
-                **os.environ,
                 "DATA_DIR": str(tmp_path / name),
                 "DATABASE_URL": pg_url,
                 "GATEWAY_ID": f"gateway-{name}",
-                "GATEWAY_PORT": str(port),
                 "RATE_LIMIT_PER_MINUTE": str(PER_MINUTE),
                 "PREDICTOR_URLS": "http://127.0.0.1:9",
             }
-            cmd = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
-            proc = subprocess.Popen(
-                [*cmd, "--host", "127.0.0.1", "--port", str(port)],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            proc = spawn_gateway(port, env)
             procs.append(proc)
             urls.append(f"http://127.0.0.1:{port}")
             wait_process_healthy(urls[-1], proc)

@@ -7,36 +7,24 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
-import subprocess
-import sys
 
 import httpx
 
 from gateway.stack import free_port
 from test.postgres import wait_accepting
-from test.stackutil import REPO, wait_process_healthy
+from test.stackutil import spawn_gateway, wait_process_healthy
 
 
 def test_health_answers_while_a_store_call_waits_for_the_database(postgres, pg_url, tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
         "DATA_DIR": str(tmp_path),
         "DATABASE_URL": pg_url,
         "DB_RETRY_S": "120",  # far longer than the test needs: the call waits, never fails
-        "GATEWAY_PORT": str(port),
         "PREDICTOR_URLS": "http://127.0.0.1:9",
     }
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app"]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc = spawn_gateway(port, env)
     pool = concurrent.futures.ThreadPoolExecutor(2)
     try:
         wait_process_healthy(url, proc)
