@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     # first use fetches: missing weights are downloaded by the library's own download when a
     # hub answers (false: never; `./run.sh fetch-models` or copied files only)
     auto_fetch: bool = True
+    # at start, the predictor fetches these weights in the background where they are missing
+    # and fetchable (as above), then loads them: auto = what model=auto picks first (htdemucs;
+    # DEFAULT_MODEL's models where it names some); a comma-separated list of names; none: off
+    prefetch_models: str = "auto"
     hf_endpoint: str = "https://huggingface.co"  # huggingface_hub reads the same HF_ENDPOINT
     hf_hub_offline: bool = False  # HF_HUB_OFFLINE=1: no hub is asked, as huggingface_hub does
     # Demucs' legacy download root (empty: demucs.pretrained.ROOT_URL, dl.fbaipublicfiles.com)

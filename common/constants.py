@@ -41,6 +41,8 @@ MODEL_NAMES = (
     "mel_band_roformer_musdb18",
     "dsp",
 )
+# model=auto, per quality: the first of these whose weights are present or can be fetched now
+AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
 
 # wav: 32-bit float (every value kept); wav16, wav24: PCM; flac: 24-bit, flac16: 16-bit;
 # mp3: 320 kbit/s CBR (LAME).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from common.constants import MODEL_NAMES
+from common.constants import AUTO_CHAIN, MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
 from gateway.ensemble import check_members, parse_members, parse_method
@@ -12,8 +12,6 @@ from gateway.ensemble import check_members, parse_members, parse_method
 QUALITIES = ("preview", "render")
 MAX_SHIFTS = 10
 MAX_OVERLAP = 0.9
-# model=auto: the best separator whose weights are present or can be fetched now, per quality
-AUTO_CHAIN = {"preview": ("htdemucs", "dsp"), "render": ("htdemucs_ft", "htdemucs", "dsp")}
 KNOWN_FIELDS = {
     "model",
     "quality",

@@ -5,6 +5,8 @@ window it needs); `POST /separate` takes a batch of windows and answers their ce
 stems. The default model is loaded before `/health` turns 200; others load on first use and stay.
 A model whose weights are missing but can be fetched (`SeparatorInfo.fetchable`) is downloaded
 first, once however many requests ask for it at once (`POST /models/{name}/fetch` does only that).
+At start, the default model's missing weights are fetched in the background (`PREFETCH_MODELS`),
+so that the first job finds them, or joins the download already under way.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -22,6 +25,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from common.chunks import center_trim, plan_passes
 from common.config import Settings, get_settings
+from common.constants import AUTO_CHAIN, MODEL_NAMES
 from common.errors import BadRequest, ModelUnavailable
 from common.interfaces import PlanRequest, PlanResponse, SeparateMeta, SeparateResult, SeparatorInfo
 from common.metrics import SEPARATION_SECONDS
@@ -171,6 +175,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # pay for loading (and a broken model shows at start, not in a job).
         await to_thread.run_sync(preload, app.state.registry)
         app.state.ready = True
+        wanted = prefetch_names(settings)
+        if wanted:
+            threading.Thread(
+                target=prefetch, args=(app, wanted), name="prefetch", daemon=True
+            ).start()
         yield
 
     return create_service_app(
@@ -189,16 +198,58 @@ async def loaded_models(app: FastAPI) -> dict[str, str]:
 
 
 def preload(registry: ModelRegistry) -> None:
-    """Load what `model=auto` picks and run one silent window through it, so that the first
-    chunk of the first job does not pay for the first forward's allocations (htdemucs, eager:
-    the first two windows of a job took 6.3 s without, 4.3 s with; `bench_predictor`)."""
-    names = ["htdemucs", "dsp"]
-    for name in names:
-        info = registry.info(name)
-        if info.available:
-            separator = registry.get(name)
-            start = time.perf_counter()
-            window = separator.padded_length(separator.info.segment)
-            separator.separate(np.zeros((1, 2, window), dtype=np.float32))
-            log.info("%s warmed up in %.1fs", name, time.perf_counter() - start)
+    """Load what `model=auto` picks of what is here, and warm it up."""
+    for name in AUTO_CHAIN["preview"]:
+        if registry.info(name).available:
+            warm_up(registry, name)
             return
+
+
+def warm_up(registry: ModelRegistry, name: str) -> None:
+    """Load `name` and run one silent window through it, so that the first chunk of the first
+    job does not pay for the first forward's allocations (htdemucs, eager: the first two
+    windows of a job took 6.3 s without, 4.3 s with; `bench_predictor`)."""
+    separator = registry.get(name)
+    start = time.perf_counter()
+    window = separator.padded_length(separator.info.segment)
+    separator.separate(np.zeros((1, 2, window), dtype=np.float32))
+    log.info("%s warmed up in %.1fs", name, time.perf_counter() - start)
+
+
+def prefetch_names(settings: Settings) -> list[str]:
+    """The models `PREFETCH_MODELS` names: `auto` is the first of model=auto's chain, or the
+    models `DEFAULT_MODEL` names where it names some; `none` (or empty) is none."""
+    value = settings.prefetch_models.strip().lower()
+    if value in ("", "none", "off", "false"):
+        return []
+    if value == "auto":
+        value = settings.default_model.strip().lower()
+        if value == "auto":
+            return [AUTO_CHAIN["preview"][0]]
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODEL_NAMES]
+    if unknown:
+        log.warning("PREFETCH_MODELS: ignoring unknown model(s) %s", unknown)
+        return [n for n in names if n in MODEL_NAMES]
+    return names
+
+
+def prefetch(app: FastAPI, names: list[str]) -> None:
+    """Fetch each of `names` whose weights are missing but fetchable, then load and warm it
+    up; runs in its own thread after the predictor reports healthy. A job asking for one of
+    them meanwhile waits for the same download (`Downloads.fetch`). Failures are logged only:
+    the job that asks next tries again and says what went wrong."""
+    registry: ModelRegistry = app.state.registry
+    for name in names:
+        try:
+            info = registry.info(name)
+            if info.available:
+                continue
+            if not info.fetchable:
+                log.info("not fetching %s at start: %s", name, info.reason)
+                continue
+            log.info("fetching %s in the background (PREFETCH_MODELS)", name)
+            if ensure_weights(app, name).available:
+                warm_up(registry, name)
+        except Exception as e:  # a background nicety: never take the predictor down
+            log.warning("fetching %s at start failed: %s", name, e)

@@ -427,3 +427,67 @@ def test_auto_fetch_off_asks_no_hub(hub, tmp_path, monkeypatch):
     )
     assert resolved.model == "dsp"
     assert sum(hub.requests.values()) == before
+
+
+@pytest.mark.parametrize("prefetch", ["auto", "none"])
+def test_the_predictor_fetches_the_default_model_at_start(hub, tmp_path, monkeypatch, prefetch):
+    """In process: a predictor started online with htdemucs missing reports healthy at once
+    and downloads htdemucs (what model=auto picks first) in the background, slowly here, then
+    loads it; a job's fetch meanwhile joins that download. PREFETCH_MODELS=none fetches nothing
+    until asked."""
+    import demucs.pretrained
+    from fastapi.testclient import TestClient
+
+    from prediction.channel_predictor import create_app
+
+    if hub.server is None:
+        hub.start()
+    monkeypatch.setattr(demucs.pretrained, "ROOT_URL", demucs.pretrained.ROOT_URL)
+    monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", demucs.pretrained.REMOTE_ROOT)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    good = f"/demucs/t/{hub.names[GOOD]}"
+    monkeypatch.setattr(hub, "slow", hub.slow | {good})  # ~4 s: the start is seen mid-download
+    settings = Settings(
+        _env_file=None,
+        models_dir=tmp_path,
+        auto_fetch=True,
+        hf_hub_offline=False,
+        hf_endpoint=f"http://127.0.0.1:{hub.port}",
+        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
+        demucs_remote_root=str(hub.remote_root),
+        compile_models="off",
+        prefetch_models=prefetch,
+    )
+    before = hub.downloads(good)
+    landed = tmp_path / "torch" / "hub" / "checkpoints" / hub.names[GOOD]
+    with TestClient(create_app(settings)) as predictor:
+        started = time.monotonic()
+        assert predictor.get("/health").status_code == 200  # not held up by the download
+        assert not predictor.get("/models/htdemucs").json()["available"]
+        if prefetch == "none":
+            time.sleep(3)
+            assert hub.downloads(good) == before and not landed.exists()
+            return
+        progress, joined = [], []
+        while time.monotonic() - started < 60:
+            info = predictor.get("/models/htdemucs").json()
+            if info["available"]:
+                break
+            if info.get("download") and not progress:  # a job's fetch, mid-download
+                fetch = threading.Thread(
+                    target=lambda: joined.append(predictor.post("/models/htdemucs/fetch"))
+                )
+                fetch.start()
+            progress += [info["download"]] if info.get("download") else []
+            time.sleep(0.1)
+        assert info["available"], info
+        fetch.join(30)
+        assert any(0 < p["bytes"] < (p["total"] or 0) for p in progress), progress
+        assert [r.status_code for r in joined] == [200] and joined[0].json()["available"]
+        assert landed.is_file()
+        assert hub.downloads(good) == before + 1, hub.requests  # the job's fetch joined it
+        deadline = time.monotonic() + 60  # loaded and warmed up once fetched
+        while "htdemucs" not in predictor.app.state.registry.loaded_names():
+            assert time.monotonic() < deadline, "htdemucs was fetched but never loaded"
+            time.sleep(0.2)
