@@ -10,14 +10,16 @@ Mel-Band RoFormer (mel_band_roformer_musdb18, 58 M parameters, 8 s chunks), `bs_
 vocals BS-RoFormer, `musdb18_example` MSST's configs/config_musdb18_bs_roformer.yaml (a
 training example, 3 s chunks) with its four stems as outputs. Loads it through the registry,
 runs the job's chunks one window at a time through `separate_chunks` and the fuser's files, and
-prints the predictor's separation time as a real-time factor of the music; then (unless
-`--no-reference`) MSST's reference on the whole track (the test's `msst_demix`) and max |diff|
-/ peak between the two.
+prints the predictor's separation time as a real-time factor of the music and the process's
+peak resident memory (the full-size network's constant: its weights and one chunk's forward);
+then (unless `--no-reference`) MSST's reference on the whole track (the test's `msst_demix`)
+and max |diff| / peak between the two.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -77,6 +79,8 @@ def main() -> None:
     print(f"config {args.config} ({name}): {params:.1f} M parameters, stems {separator.info.stems}")
     print(f"music: {seconds:.1f} s, torch threads {torch.get_num_threads()}")
     print(f"job path (separate_chunks + fuser): {job_s:.1f} s, RTF {job_s / seconds:.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process: {peak:.0f} MB")
     if not args.no_reference:
         print(f"MSST demix reference: {reference_s:.1f} s, RTF {reference_s / seconds:.2f}")
         print(f"max |diff| / peak: {relative_error(ours, reference):.2e}")

@@ -227,11 +227,10 @@ def prefetch_names(settings: Settings) -> list[str]:
         if value == "auto":
             return [AUTO_CHAIN["preview"][0]]
     names = [n.strip() for n in value.split(",") if n.strip()]
-    unknown = [n for n in names if n not in MODEL_NAMES]
-    if unknown:
-        log.warning("PREFETCH_MODELS: ignoring unknown model(s) %s", unknown)
-        return [n for n in names if n in MODEL_NAMES]
-    return names
+    known = [n for n in names if n in MODEL_NAMES]
+    if len(known) < len(names):
+        log.warning("PREFETCH_MODELS: ignoring unknown model(s) in %r", value)
+    return known
 
 
 def prefetch(app: FastAPI, names: list[str]) -> None:

@@ -16,6 +16,7 @@ import pytest
 from common.config import Settings
 from common.errors import ModelUnavailable
 from gateway.stack import free_port
+from prediction.channel_predictor import prefetch_names
 from prediction.download import Downloads, Expected, download_failed, fetch_refusal, fetch_url
 
 
@@ -203,3 +204,20 @@ def test_progress_counts_the_partial_file_against_the_announced_size(served, tmp
     assert 0 < seen[0].bytes < 300_000, seen  # half of it, in a .partial file
     assert downloads.progress("m") is None  # over
     assert (tmp_path / "slow.bin").stat().st_size == 300_000
+
+
+@pytest.mark.parametrize(
+    ("prefetch", "default_model", "expected"),
+    [
+        ("auto", "auto", ["htdemucs"]),  # what model=auto picks first
+        ("auto", "umxhq", ["umxhq"]),
+        ("auto", "htdemucs,umxhq", ["htdemucs", "umxhq"]),  # an ensemble's members
+        ("none", "auto", []),
+        ("", "auto", []),
+        ("bs_roformer_viperx, htdemucs_ft", "auto", ["bs_roformer_viperx", "htdemucs_ft"]),
+        ("htdemucs,nosuchmodel", "auto", ["htdemucs"]),
+    ],
+)
+def test_prefetch_names(prefetch, default_model, expected):
+    settings = Settings(_env_file=None, prefetch_models=prefetch, default_model=default_model)
+    assert prefetch_names(settings) == expected
