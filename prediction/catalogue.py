@@ -31,11 +31,11 @@ CARDS: dict[str, ModelCard] = {
         published_sdr="9.00 dB mean of 4 stems, MUSDB18-HQ test",
         sdr_source=DEMUCS_README,
         licence=DEMUCS_WEIGHTS,
-        rtf_cpu=0.404,
-        rtf_note="eager; 0.331 with the compiled core (COMPILE_MODELS=auto), 60 s of music: an "
-        "older run on an idle machine. Re-measured 2026-12-01 under heavy contention (load "
-        "average 9-12 on the 2 cores): eager 10.7 against demucs' own separate_tensor 7.9 in "
-        "the same run, 30 s (./run.sh bench bench_predictor --seconds 30 --compile off)",
+        rtf_cpu=0.902,
+        rtf_note="eager, 30 s of music, nothing else running (2026-12-02); 0.855 with the "
+        "compiled core (COMPILE_MODELS=auto); demucs' own separate_tensor 1.016 and 1.056 in "
+        "the same runs (./run.sh bench bench_predictor --seconds 30 --compile off|auto). An "
+        "earlier, faster machine measured 0.404 eager and 0.331 compiled",
     ),
     "htdemucs_ft": _card(
         4 * HTDEMUCS_PARAMS,
@@ -77,6 +77,9 @@ CARDS: dict[str, ModelCard] = {
         published_sdr="vocals 6.25, drums 6.04, bass 5.07, other 4.28 dB",
         sdr_source=UMX_README,
         licence="MIT",
+        rtf_cpu=0.399,
+        rtf_note="four Open-Unmix targets with Wiener filtering, 30 s of music, nothing else "
+        "running (2026-12-02; ./run.sh bench bench_predictor --seconds 30 --model umxhq)",
     ),
     "umx": _card(
         UMX_PARAMS,
@@ -84,6 +87,7 @@ CARDS: dict[str, ModelCard] = {
         "16 kHz-band AAC MUSDB18)",
         sdr_source=UMX_README,
         licence="MIT",
+        rtf_note="the same architecture and size as umxhq: about its speed (not measured)",
     ),
     # RoFormers: MSST's docs/pretrained_models.md; parameters counted on the package's network
     # for the published config (prediction/roformer_separator.py).
@@ -108,7 +112,12 @@ CARDS: dict[str, ModelCard] = {
         sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models (MUSDB18HQ)': trained "
         "on MUSDB18-HQ only",
         licence="not stated",
-        rtf_note="4 stems (drums, bass, other, vocals); config config_bs_roformer_384_8_2_485100"
+        rtf_cpu=16.70,
+        rtf_note="full size at random weights, 30 s of music (one job chunk: 11 s of context on "
+        "each side weigh more than on a song), 2 torch threads, nothing else running, "
+        "2026-12-02 (./run.sh bench bench_roformer --config bs_musdb18 --seconds 30 "
+        "--no-reference); peak 5.6 GB. "
+        "4 stems (drums, bass, other, vocals); config config_bs_roformer_384_8_2_485100"
         ".yaml: dim 384, depth 8, mask MLPs x2, 11 s chunks; parameters counted on that network "
         "as MSST's configs/sage/ variant of the same name gives it",
     ),
@@ -117,9 +126,12 @@ CARDS: dict[str, ModelCard] = {
         published_sdr="MUSDB18 test: avg 8.22 dB (per stem not published)",
         sdr_source="MSST docs/mel_roformer_experiments.md: trained on MUSDB18-HQ only",
         licence="not stated",
-        rtf_note="4 stems (drums, bass, other, vocals); config "
-        "model_mel_band_roformer_ep_1_sdr_8.2175.yaml: dim 256, depth 4, 60 mel bands, mask MLPs "
-        "x1, 8 s chunks",
+        rtf_cpu=4.91,
+        rtf_note="full size at random weights, 60 s of music, 2 torch threads, nothing else "
+        "running, 2026-12-02 (./run.sh bench bench_roformer --config mel_musdb18 --seconds 60 "
+        "--no-reference; 5.32 on 20 s); peak 4.2 GB. 4 stems (drums, bass, other, vocals); "
+        "config model_mel_band_roformer_ep_1_sdr_8.2175.yaml: dim 256, depth 4, 60 mel bands, "
+        "mask MLPs x1, 8 s chunks",
     ),
     "dsp": _card(
         None,
