@@ -96,7 +96,11 @@ CARDS: dict[str, ModelCard] = {
         published_sdr="vocals 10.87 dB (Multisong dataset)",
         sdr_source="MSST docs/pretrained_models.md (ZFTurbo/Music-Source-Separation-Training)",
         licence="not stated",
-        rtf_note="vocals + other (mix minus vocals); see bench/bench_roformer.py",
+        rtf_cpu=29.39,
+        rtf_note="full size at random weights, 30 s of music (one job chunk: 8 s of context on "
+        "each side weigh more than on a song), 2 torch threads, nothing else running, "
+        "2026-12-02 (./run.sh bench bench_roformer --config viperx --seconds 30 "
+        "--no-reference); peak 4.7 GB. Vocals + other (mix minus vocals)",
     ),
     "mel_band_roformer_kj": _card(
         None,

@@ -390,29 +390,36 @@ def test_a_stalled_download_fails_with_a_timeout(client, upload, online, hub, mo
     assert not [p.name for p in checkpoints.iterdir() if p.name.startswith(HANGS)]
 
 
+def in_process_settings(hub, tmp_path: Path, monkeypatch, **extra) -> Settings:
+    """Settings for a predictor run in this process against the fake hub (started if need
+    be), its caches under `tmp_path`; Demucs' module globals, which the predictor points at
+    the hub, are restored after the test."""
+    import demucs.pretrained
+
+    if hub.server is None:
+        hub.start()
+    monkeypatch.setattr(demucs.pretrained, "ROOT_URL", demucs.pretrained.ROOT_URL)
+    monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", demucs.pretrained.REMOTE_ROOT)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return Settings(
+        _env_file=None,
+        models_dir=tmp_path,
+        hf_endpoint=f"http://127.0.0.1:{hub.port}",
+        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
+        demucs_remote_root=str(hub.remote_root),
+        **extra,
+    )
+
+
 def test_auto_fetch_off_asks_no_hub(hub, tmp_path, monkeypatch):
     """In process: the predictor with AUTO_FETCH=false neither offers nor fetches."""
-    import demucs.pretrained
     from fastapi.testclient import TestClient
 
     from gateway.options import JobOptions, resolve_options
     from prediction.channel_predictor import create_app
 
-    if hub.server is None:
-        hub.start()
-    # the predictor points Demucs' module globals at the fake hub: restore them after
-    monkeypatch.setattr(demucs.pretrained, "ROOT_URL", demucs.pretrained.ROOT_URL)
-    monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", demucs.pretrained.REMOTE_ROOT)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    settings = Settings(
-        _env_file=None,
-        models_dir=tmp_path,
-        auto_fetch=False,
-        hf_endpoint=f"http://127.0.0.1:{hub.port}",
-        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
-        demucs_remote_root=str(hub.remote_root),
-    )
+    settings = in_process_settings(hub, tmp_path, monkeypatch, auto_fetch=False)
     before = sum(hub.requests.values())
     with TestClient(create_app(settings)) as predictor:
         infos = {i["name"]: i for i in predictor.get("/models").json()}
@@ -435,30 +442,21 @@ def test_the_predictor_fetches_the_default_model_at_start(hub, tmp_path, monkeyp
     and downloads htdemucs (what model=auto picks first) in the background, slowly here, then
     loads it; a job's fetch meanwhile joins that download. PREFETCH_MODELS=none fetches nothing
     until asked."""
-    import demucs.pretrained
     from fastapi.testclient import TestClient
 
     from prediction.channel_predictor import create_app
 
-    if hub.server is None:
-        hub.start()
-    monkeypatch.setattr(demucs.pretrained, "ROOT_URL", demucs.pretrained.ROOT_URL)
-    monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", demucs.pretrained.REMOTE_ROOT)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    good = f"/demucs/t/{hub.names[GOOD]}"
-    monkeypatch.setattr(hub, "slow", hub.slow | {good})  # ~4 s: the start is seen mid-download
-    settings = Settings(
-        _env_file=None,
-        models_dir=tmp_path,
+    settings = in_process_settings(
+        hub,
+        tmp_path,
+        monkeypatch,
         auto_fetch=True,
         hf_hub_offline=False,
-        hf_endpoint=f"http://127.0.0.1:{hub.port}",
-        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
-        demucs_remote_root=str(hub.remote_root),
         compile_models="off",
         prefetch_models=prefetch,
     )
+    good = f"/demucs/t/{hub.names[GOOD]}"
+    monkeypatch.setattr(hub, "slow", hub.slow | {good})  # ~4 s: the start is seen mid-download
     before = hub.downloads(good)
     landed = tmp_path / "torch" / "hub" / "checkpoints" / hub.names[GOOD]
     with TestClient(create_app(settings)) as predictor:
