@@ -97,8 +97,8 @@ class ProgressView:
                 self.progress.update(song.task, completed=percent)
             self.progress.update(song.task, stage=stage)
             return
-        if stage in ("downloading", "done", "failed"):
-            percent = None  # said by the line that follows
+        if stage in ("downloading", "done", "failed") or stage.startswith("downloading model"):
+            percent = None  # said by the line that follows, or by the stage itself
         shown = (plain_step(stage), None if percent is None else percent // PLAIN_STEP)
         if shown != song.shown:
             song.shown = shown

@@ -135,6 +135,9 @@ function eta(c, job) {
   return dt > 2 && dp > 0 ? (dt / dp) * (1 - job.progress) : null;
 }
 
+// The job's stage while its model's weights download on first use (prediction/download.py).
+const DOWNLOADING = /^downloading model \(([\d.]+) of ([\d.]+) MB\)$/;
+
 function showJob(c, job) {
   c.job = job;
   c.li.dataset.jobId = job.id;
@@ -142,14 +145,15 @@ function showJob(c, job) {
   c.title.textContent = job.filename || c.filename;
   const pct = Math.round((job.progress || 0) * 100);
   const left = fmtEta(eta(c, job));
+  const dl = job.status === "running" ? DOWNLOADING.exec(job.stage || "") : null;
   const texts = {
     queued: "Waiting for its turn…",
-    running: `${job.stage} — ${pct}%${left ? `, ${left}` : ""}${job.ready_s > 0 ? `; ready to ${fmtTime(job.ready_s, 0)} of ${fmtTime(job.duration_s, 0)}` : ""}`,
+    running: dl ? `Downloading the model's weights (first use only): ${dl[1]} of ${dl[2]} MB` : `${job.stage} — ${pct}%${left ? `, ${left}` : ""}${job.ready_s > 0 ? `; ready to ${fmtTime(job.ready_s, 0)} of ${fmtTime(job.duration_s, 0)}` : ""}`,
     done: `Done: ${(job.stems || []).join(", ")} (${fmtTime(job.duration_s)})`,
     failed: "Failed",
   };
   c.status.textContent = `${texts[job.status] || job.status}${job.model ? ` · model ${job.model}` : ""}`;
-  c.bar.value = job.status === "done" ? 1 : job.progress || 0;
+  c.bar.value = job.status === "done" ? 1 : dl && Number(dl[2]) > 0 ? Number(dl[1]) / Number(dl[2]) : job.progress || 0;
   c.bar.hidden = job.status === "done" || job.status === "failed";
   const notes = (job.notes || []).map((n) => el("li", { class: "note", text: `ℹ ${n}` }));
   const warns = (job.warnings || []).map((w) => el("li", { class: "warn", text: `⚠ ${w}` }));

@@ -24,6 +24,7 @@ README_SHOTS = (
     "page-progress.png",
     "page-done-mixer.png",
     "page-progressive.png",
+    "page-downloading.png",
 )
 
 if not CHROMIUM.exists():

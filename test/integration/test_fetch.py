@@ -55,8 +55,16 @@ class FakeHub:
     those in `hanging`; answers HEAD as the Hugging Face hub does (ETag, X-Repo-Commit,
     Content-Length); everything else is 404."""
 
-    def __init__(self, port: int, files: dict[str, bytes], hanging: set[str], slow: set[str]):
+    def __init__(
+        self,
+        port: int,
+        files: dict[str, bytes],
+        hanging: set[str],
+        slow: set[str],
+        pause_s: float = SLOW_PAUSE_S,
+    ):
         self.port, self.files, self.hanging, self.slow = port, files, hanging, slow
+        self.pause_s = pause_s  # between the pieces of a slow file
         self.requests: Counter[str] = Counter()
         self.server: ThreadingHTTPServer | None = None
         self.release = threading.Event()
@@ -96,7 +104,7 @@ class FakeHub:
                 for k in range(0, len(body), piece):
                     self.wfile.write(body[k : k + piece])
                     self.wfile.flush()
-                    time.sleep(SLOW_PAUSE_S)
+                    time.sleep(hub.pause_s)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
@@ -159,27 +167,39 @@ def hf_files(remote_root: Path) -> dict[str, bytes]:
     return files
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    """The fake hub (not started: the first test runs offline) and its remote root folder."""
+def demucs_remote(root: Path, names: dict[str, str]) -> Path:
+    """A copy of Demucs' remote folder (its bag YAMLs and files.txt) in `root`, where each
+    signature in `names` is the file named there, under `t/` of the legacy root URL."""
     import demucs.pretrained
 
-    root = tmp_path_factory.mktemp("remote")
     for bag in Path(demucs.pretrained.REMOTE_ROOT).glob("*.yaml"):
         shutil.copy(bag, root)
-    good = th_bytes(htdemucs(FOUR, seed=0, **SMALL))
-    corrupt_claims = hashlib.sha256(good).hexdigest()[:8]  # the name claims good's hash
-    names = {
-        GOOD: f"{GOOD}-{hashlib.sha256(good).hexdigest()[:8]}.th",
-        CORRUPT: f"{CORRUPT}-{corrupt_claims}.th",
-        HANGS: f"{HANGS}-0badf00d.th",
-    }
     lines = [
         line
         for line in (Path(demucs.pretrained.REMOTE_ROOT) / "files.txt").read_text().splitlines()
         if line.split("-", 1)[0] not in names
     ]
     (root / "files.txt").write_text("\n".join([*lines, "root: t/", *names.values()]) + "\n")
+    return root
+
+
+def legacy_name(sig: str, body: bytes) -> str:
+    """A legacy Demucs file's name: its signature and its SHA-256's first 8 hex digits."""
+    return f"{sig}-{hashlib.sha256(body).hexdigest()[:8]}.th"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """The fake hub (not started: the first test runs offline) and its remote root folder."""
+
+    good = th_bytes(htdemucs(FOUR, seed=0, **SMALL))
+    corrupt_claims = hashlib.sha256(good).hexdigest()[:8]  # the name claims good's hash
+    names = {
+        GOOD: legacy_name(GOOD, good),
+        CORRUPT: f"{CORRUPT}-{corrupt_claims}.th",
+        HANGS: f"{HANGS}-0badf00d.th",
+    }
+    root = demucs_remote(tmp_path_factory.mktemp("remote"), names)
     files = {
         f"/demucs/t/{names[GOOD]}": good,
         f"/demucs/t/{names[CORRUPT]}": good[:-1000] + b"x" * 1000,
@@ -202,6 +222,20 @@ def hub(tmp_path_factory):
     fake.stop()
 
 
+def online_settings(hub: FakeHub) -> dict[str, str]:
+    """A stack's settings that fetch on first use from `hub` alone."""
+    return {
+        "auto_fetch": "true",  # the test session's default is off (test/conftest.py)
+        "hf_hub_offline": "0",
+        "hf_endpoint": f"http://127.0.0.1:{hub.port}",
+        "demucs_root_url": f"http://127.0.0.1:{hub.port}/demucs/",
+        "demucs_remote_root": str(hub.remote_root),
+        "umx_root_url": f"http://127.0.0.1:{hub.port}/zenodo",
+        "roformer_root_url": f"http://127.0.0.1:{hub.port}/roformer",
+        "network_check_ttl_s": "1",
+    }
+
+
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fetch_models")
@@ -212,15 +246,8 @@ def client(hub, models_dir, tmp_path_factory):
     stack = start_stack(
         tmp_path_factory.mktemp("fetch_data"),
         models_dir,
-        auto_fetch="true",  # the test session's default is off (test/conftest.py)
-        hf_hub_offline="0",
-        hf_endpoint=f"http://127.0.0.1:{hub.port}",
-        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
-        demucs_remote_root=str(hub.remote_root),
-        umx_root_url=f"http://127.0.0.1:{hub.port}/zenodo",
-        roformer_root_url=f"http://127.0.0.1:{hub.port}/roformer",
+        **online_settings(hub),
         fetch_timeout_s=FETCH_TIMEOUT_S,
-        network_check_ttl_s=1,
         compile_models="off",
     )
     with httpx.Client(base_url=stack.url("gateway"), timeout=120) as c:
