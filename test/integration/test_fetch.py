@@ -429,14 +429,7 @@ def in_process_settings(hub, tmp_path: Path, monkeypatch, **extra) -> Settings:
     monkeypatch.setattr(demucs.pretrained, "REMOTE_ROOT", demucs.pretrained.REMOTE_ROOT)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    return Settings(
-        _env_file=None,
-        models_dir=tmp_path,
-        hf_endpoint=f"http://127.0.0.1:{hub.port}",
-        demucs_root_url=f"http://127.0.0.1:{hub.port}/demucs/",
-        demucs_remote_root=str(hub.remote_root),
-        **extra,
-    )
+    return Settings(_env_file=None, models_dir=tmp_path, **{**online_settings(hub), **extra})
 
 
 def test_auto_fetch_off_asks_no_hub(hub, tmp_path, monkeypatch):
@@ -474,13 +467,7 @@ def test_the_predictor_fetches_the_default_model_at_start(hub, tmp_path, monkeyp
     from prediction.channel_predictor import create_app
 
     settings = in_process_settings(
-        hub,
-        tmp_path,
-        monkeypatch,
-        auto_fetch=True,
-        hf_hub_offline=False,
-        compile_models="off",
-        prefetch_models=prefetch,
+        hub, tmp_path, monkeypatch, compile_models="off", prefetch_models=prefetch
     )
     good = f"/demucs/t/{hub.names[GOOD]}"
     monkeypatch.setattr(hub, "slow", hub.slow | {good})  # ~4 s: the start is seen mid-download
