@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from common import constants as C
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the services the gateway calls; each has a `<name>_port` and a `<name>_urls` setting
+DOWNSTREAM_SERVICES = ("fft", "cqt", "tone", "predictor", "fuser")
 
 
 def split_urls(value: str) -> list[str]:
@@ -36,12 +38,13 @@ class Settings(BaseSettings):
     predictor_port: int = 8005
     fuser_port: int = 8006
 
-    # where the other services are; comma-separated replica lists
-    fft_urls: str = "http://127.0.0.1:8001"
-    cqt_urls: str = "http://127.0.0.1:8002"
-    tone_urls: str = "http://127.0.0.1:8004"
-    predictor_urls: str = "http://127.0.0.1:8005"
-    fuser_urls: str = "http://127.0.0.1:8006"
+    # where the other services are; comma-separated replica lists. Empty: this machine at the
+    # service's port setting (FFT_PORT …), so moving the ports moves what the gateway calls too
+    fft_urls: str = ""
+    cqt_urls: str = ""
+    tone_urls: str = ""
+    predictor_urls: str = ""
+    fuser_urls: str = ""
 
     data_dir: Path = REPO_ROOT / "data"
     models_dir: Path = REPO_ROOT / "models"
@@ -129,13 +132,18 @@ class Settings(BaseSettings):
 
     @property
     def urls(self) -> dict[str, list[str]]:
+        """Each downstream service's replica URLs: its `*_urls` setting, else its port here."""
         return {
-            "fft": split_urls(self.fft_urls),
-            "cqt": split_urls(self.cqt_urls),
-            "tone": split_urls(self.tone_urls),
-            "predictor": split_urls(self.predictor_urls),
-            "fuser": split_urls(self.fuser_urls),
+            name: split_urls(getattr(self, f"{name}_urls"))
+            or [f"http://{self.local_host}:{getattr(self, f'{name}_port')}"]
+            for name in DOWNSTREAM_SERVICES
         }
+
+    @property
+    def local_host(self) -> str:
+        """The address a service of this machine answers on: the bind address, or loopback when
+        it binds every interface."""
+        return "127.0.0.1" if self.bind_host in ("", "0.0.0.0", "::") else self.bind_host
 
     @property
     def jobs_dir(self) -> Path:

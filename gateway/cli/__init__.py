@@ -15,7 +15,6 @@ command), `jobs` (status, list, delete, models); here the command line and `main
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,12 +30,14 @@ from gateway.cli.api import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    PORT_ENV,
     UP_HINT,
     URL_ENV,
     Api,
     Refused,
     Unreachable,
     UsageError,
+    default_url,
     error_message,
     no_job,
 )
@@ -101,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
-        default=os.environ.get(URL_ENV, DEFAULT_URL),
-        help=f"the gateway (default: env {URL_ENV}, else {DEFAULT_URL})",
+        default=default_url(),
+        help=f"the gateway (default: env {URL_ENV}, else http://127.0.0.1:${PORT_ENV}, else "
+        f"{DEFAULT_URL})",
     )
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument(

@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import httpx
 
 URL_ENV = "AUDIOSPLIT_URL"
 API_KEY_ENV = "AUDIOSPLIT_API_KEY"
+PORT_ENV = "GATEWAY_PORT"  # the stack's own setting: `./run.sh up` with GATEWAY_PORT=9000 …
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def default_url(env: Mapping[str, str] = os.environ) -> str:
+    """AUDIOSPLIT_URL, else this machine's gateway at GATEWAY_PORT (where `./run.sh up` put it
+    when that is set too), else DEFAULT_URL."""
+    if env.get(URL_ENV, "").strip():
+        return env[URL_ENV].strip().rstrip("/")
+    port = env.get(PORT_ENV, "").strip()
+    return f"http://127.0.0.1:{port}" if port.isdigit() else DEFAULT_URL
 # gateway.access.API_KEY_HEADER (a unit test keeps them equal); importing it would pull in
 # FastAPI, half a second at every start
 API_KEY_HEADER = "X-API-Key"
