@@ -8,6 +8,7 @@ service needs; `/health` answers 200 from then on (503 before).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -122,9 +123,12 @@ def create_service_app(
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request):
+        # the pid lets a launcher tell its own process from another program on the same port
         if not request.app.state.ready:
-            return JSONResponse({"status": "starting", "service": name}, status_code=503)
-        return {"status": "ok", "service": name}
+            return JSONResponse(
+                {"status": "starting", "service": name, "pid": os.getpid()}, status_code=503
+            )
+        return {"status": "ok", "service": name, "pid": os.getpid()}
 
     @app.get("/ready", tags=["ops"])
     async def ready(request: Request):
