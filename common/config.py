@@ -29,106 +29,275 @@ def split_urls(value: str) -> list[str]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
+    # Every field carries its description: the docs' settings table is generated from them
+    # (docs/hooks.py) and a unit test fails when one lacks it.
+
     # where this process listens (run.sh and compose set these per service)
-    bind_host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    fft_port: int = 8001
-    cqt_port: int = 8002
-    tone_port: int = 8004
-    predictor_port: int = 8005
-    fuser_port: int = 8006
+    bind_host: str = Field(
+        default="127.0.0.1",
+        description="The address every service started here listens on; `0.0.0.0` for every "
+        "interface (the services then call each other on 127.0.0.1).",
+    )
+    gateway_port: int = Field(
+        default=8000,
+        description="The gateway's port; also how the `audiosplit` command finds the gateway "
+        "when `AUDIOSPLIT_URL` is not set.",
+    )
+    fft_port: int = Field(
+        default=8001,
+        description="The fft service's port: where it listens, and where it is called unless "
+        "`FFT_URLS` is set.",
+    )
+    cqt_port: int = Field(
+        default=8002,
+        description="The cqt service's port: where it listens, and where it is called unless "
+        "`CQT_URLS` is set.",
+    )
+    tone_port: int = Field(
+        default=8004,
+        description="The tone identifier's port: where it listens, and where fft calls it unless "
+        "`TONE_URLS` is set.",
+    )
+    predictor_port: int = Field(
+        default=8005,
+        description="The channel predictor's port: where it listens, and where it is called "
+        "unless `PREDICTOR_URLS` is set.",
+    )
+    fuser_port: int = Field(
+        default=8006,
+        description="The channel fuser's port: where it listens, and where it is called unless "
+        "`FUSER_URLS` is set.",
+    )
 
-    # where the other services are; comma-separated replica lists. Empty: this machine at the
-    # service's port setting (FFT_PORT …), so moving the ports moves what the gateway calls too
-    fft_urls: str = ""
-    cqt_urls: str = ""
-    tone_urls: str = ""
-    predictor_urls: str = ""
-    fuser_urls: str = ""
+    # where the other services are; comma-separated replica lists
+    fft_urls: str = Field(
+        default="",
+        description="Where the fft service is: comma-separated replica URLs, or a host name that "
+        "resolves to several addresses. Empty: this machine at `FFT_PORT`.",
+    )
+    cqt_urls: str = Field(
+        default="",
+        description="Where the cqt service is (as `FFT_URLS`). Empty: this machine at `CQT_PORT`.",
+    )
+    tone_urls: str = Field(
+        default="",
+        description="Where the tone identifier is (as `FFT_URLS`). Empty: this machine at "
+        "`TONE_PORT`.",
+    )
+    predictor_urls: str = Field(
+        default="",
+        description="Where the channel predictor is (as `FFT_URLS`). Empty: this machine at "
+        "`PREDICTOR_PORT`.",
+    )
+    fuser_urls: str = Field(
+        default="",
+        description="Where the channel fuser is (as `FFT_URLS`). Empty: this machine at "
+        "`FUSER_PORT`.",
+    )
 
-    data_dir: Path = REPO_ROOT / "data"
-    models_dir: Path = REPO_ROOT / "models"
+    data_dir: Path = Field(
+        default=REPO_ROOT / "data",
+        description="Jobs, uploads, results, logs and the SQLite job store, so a restart finds "
+        "its jobs.",
+    )
+    models_dir: Path = Field(
+        default=REPO_ROOT / "models",
+        description="Model weights (`TORCH_HOME` and `HF_HOME` point under it unless set) and "
+        "inductor's cache.",
+    )
 
-    # the job store: empty = the SQLite file `<data dir>/jobs.sqlite3` (where it always lived),
-    # or `postgresql://user:pass@host:5432/db` (psycopg 3) so several gateways share the work
-    database_url: str = ""
-    # a job is run by one gateway at a time under a lease of this many seconds, renewed every
-    # third of it; a dead gateway's job is taken over within lease_s + claim_poll_s
-    lease_s: float = Field(default=30.0, gt=0, le=300)
-    claim_poll_s: float = Field(default=2.0, gt=0, le=60)  # how often idle workers look for work
-    # how long a store call retries while the database is unreachable (restarting) before failing
-    db_retry_s: float = Field(default=20.0, ge=0)
-    # names this gateway in leases; empty: hostname:port (stable across restarts, so a gateway
-    # that comes back takes its own jobs again at once instead of waiting for the lease)
-    gateway_id: str = ""
+    # the job store, leases
+    database_url: str = Field(
+        default="",
+        description="The job store. Empty: the SQLite file `<data dir>/jobs.sqlite3` (where it "
+        "always lived); or `postgresql://user:pass@host:5432/db` (psycopg 3) so several gateways "
+        "share the work.",
+    )
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="A job is run by one gateway at a time under a lease of this many seconds, "
+        "renewed every third of it; a dead gateway's job is taken over within "
+        "`LEASE_S + CLAIM_POLL_S`.",
+    )
+    claim_poll_s: float = Field(
+        default=2.0, gt=0, le=60, description="How often idle workers look for work (seconds)."
+    )
+    db_retry_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="How long a store call retries while the database is unreachable "
+        "(restarting) before failing.",
+    )
+    gateway_id: str = Field(
+        default="",
+        description="Names this gateway in leases. Empty: `hostname:port` (stable across "
+        "restarts, so a gateway that comes back takes its own jobs again at once instead of "
+        "waiting for the lease).",
+    )
 
-    # where a job's durable files live (common/storage.py): empty = under the data dir, or
-    # `s3://bucket/prefix` (S3_ENDPOINT_URL for a non-AWS server; credentials from the standard
-    # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_DEFAULT_REGION, read by boto3 itself)
-    storage_url: str = ""
-    s3_endpoint_url: str = ""
-    # how long a storage call retries while the object store is unreachable before the job
-    # fails with a storage error
-    storage_retry_s: float = Field(default=60.0, ge=0)
+    # where a job's durable files live (common/storage.py)
+    storage_url: str = Field(
+        default="",
+        description="Where a job's durable files live. Empty: under the data dir; or "
+        "`s3://bucket/prefix` (credentials from the standard `AWS_ACCESS_KEY_ID` / "
+        "`AWS_SECRET_ACCESS_KEY` / `AWS_DEFAULT_REGION`, read by boto3 itself).",
+    )
+    s3_endpoint_url: str = Field(
+        default="",
+        description="The S3 server of `STORAGE_URL` when it is not AWS, e.g. `http://host:8333`.",
+    )
+    storage_retry_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a storage call retries while the object store is unreachable "
+        "before the job fails with a storage error.",
+    )
 
     # limits
-    max_upload_bytes: int = C.MAX_UPLOAD_BYTES
-    max_duration_s: float = C.MAX_DURATION_S
-    min_duration_s: float = C.MIN_DURATION_S
+    max_upload_bytes: int = Field(
+        default=C.MAX_UPLOAD_BYTES,
+        description="The largest upload, enforced while streaming (413 past it).",
+    )
+    max_duration_s: float = Field(
+        default=C.MAX_DURATION_S, description="The longest song, in seconds (422 past it)."
+    )
+    min_duration_s: float = Field(
+        default=C.MIN_DURATION_S,
+        description="The shortest song, in seconds: shorter uploads carry nothing to separate.",
+    )
 
     # orchestration
-    job_concurrency: int = Field(default=2, ge=1)  # jobs separated at once
-    chunk_concurrency: int = Field(default=2, ge=1)  # chunks of one job in flight
-    request_timeout_s: float = 600.0  # one chunk on a slow CPU can take minutes
-    chunk_retries: int = Field(default=3, ge=0)
-    # how long a job waits for a service that refuses connections (restarting, loading a model)
-    downstream_grace_s: float = Field(default=300.0, ge=0)
-    default_model: str = "auto"
-    # seconds between the starts of analysis windows (each 10.24 s long); rounded down to the
-    # analysis frame grid (23.2 ms). Less than 10.24 overlaps windows: more AST forwards.
-    analysis_hop_s: float = Field(default=C.ANALYSIS_WINDOW_S, ge=1.0, le=C.ANALYSIS_WINDOW_S)
+    job_concurrency: int = Field(default=2, ge=1, description="Jobs separated at once.")
+    chunk_concurrency: int = Field(default=2, ge=1, description="Chunks of one job in flight.")
+    request_timeout_s: float = Field(
+        default=600.0,
+        description="How long (seconds) one of the gateway's calls to a service may take: one "
+        "chunk on a slow CPU can take minutes.",
+    )
+    chunk_retries: int = Field(
+        default=3,
+        ge=0,
+        description="How many times a failed call to the predictor or the fuser is retried before "
+        "the job fails.",
+    )
+    downstream_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a job waits for a service that refuses connections (restarting, "
+        "loading a model).",
+    )
+    default_model: str = Field(
+        default="auto",
+        description="The model of a job that names none: `auto`, a model name, or an ensemble.",
+    )
+    analysis_hop_s: float = Field(
+        default=C.ANALYSIS_WINDOW_S,
+        ge=1.0,
+        le=C.ANALYSIS_WINDOW_S,
+        description="Seconds between the starts of analysis windows (each 10.24 s long); rounded "
+        "down to the analysis frame grid (23.2 ms). Less than 10.24 overlaps windows: more AST "
+        "forwards.",
+    )
 
     # retention, access
-    retention_hours: float = Field(default=24.0, gt=0)  # results older than this are deleted
-    sweep_every_s: float = Field(default=600.0, gt=0)
-    api_keys: str = ""  # comma-separated; empty: no key needed
-    rate_limit_per_minute: int = Field(default=0, ge=0)  # job submissions per client; 0: off
-    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
+    retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Done and failed jobs are deleted with their files this many hours after "
+        "their last change.",
+    )
+    sweep_every_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="How often the gateway sweeps expired jobs (it also sweeps at start-up).",
+    )
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated API keys, sent as `X-API-Key`; empty: no key needed.",
+    )
+    rate_limit_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Job submissions a minute per client address, shared by the gateways on one "
+        "database; 0: off.",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins allowed to call the API from a browser.",
+    )
 
     # prediction
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    torch_threads: int = 0  # 0: all cores
-    # torch threads of the tone identifier; 0: as torch_threads
-    tone_threads: int = Field(default=0, ge=0)
-    # windows per request and forward; 0: per device (1 on CPU, where batching measured
-    # slower; GPU_BATCH on an accelerator)
-    predictor_batch_size: int = Field(default=0, ge=0)
-    # HTDemucs with its core compiled by torch.compile: auto (on the CPU when a C++ compiler
-    # is found) | on | off; the compile (~1.5 min, seconds from its cache) happens at load
-    compile_models: str = "auto"
-    # first use fetches: missing weights are downloaded by the library's own download when a
-    # hub answers (false: never; `./run.sh fetch-models` or copied files only)
-    auto_fetch: bool = True
-    # at start, the predictor fetches these weights in the background where they are missing
-    # and fetchable (as above), then loads them: auto = what model=auto picks first (htdemucs;
-    # DEFAULT_MODEL's models where it names some); a comma-separated list of names; none: off
-    prefetch_models: str = "auto"
-    hf_endpoint: str = "https://huggingface.co"  # huggingface_hub reads the same HF_ENDPOINT
-    hf_hub_offline: bool = False  # HF_HUB_OFFLINE=1: no hub is asked, as huggingface_hub does
-    # Demucs' legacy download root (empty: demucs.pretrained.ROOT_URL, dl.fbaipublicfiles.com)
-    demucs_root_url: str = ""
-    # a folder like demucs/remote (files.txt and <name>.yaml) naming Demucs' legacy files
-    # (empty: the package's own; a mirror or a test hub of other files sets it)
-    demucs_remote_root: str = ""
-    # a mirror of Open-Unmix's zenodo files: <root>/records/<record>/files/<file> (empty: zenodo)
-    umx_root_url: str = ""
-    # a mirror of the RoFormer registry's files: <root>/<file name> for each checkpoint and
-    # config (empty: the URLs as published, prediction/roformer_separator.py)
-    roformer_root_url: str = ""
-    fetch_timeout_s: float = Field(default=60.0, gt=0)  # a download stalled this long fails
-    network_check_ttl_s: float = Field(default=60.0, ge=0)  # how long "hub answers" is trusted
+    device: str = Field(default="auto", description="`auto` | `cpu` | `cuda` | `cuda:N` | `mps`.")
+    torch_threads: int = Field(default=0, description="Torch threads; 0: all cores.")
+    tone_threads: int = Field(
+        default=0, ge=0, description="Torch threads of the tone identifier; 0: as `TORCH_THREADS`."
+    )
+    predictor_batch_size: int = Field(
+        default=0,
+        ge=0,
+        description="Windows per request and forward; 0: per device (1 on CPU, where batching "
+        "measured slower; 4 on an accelerator).",
+    )
+    compile_models: str = Field(
+        default="auto",
+        description="HTDemucs with its core compiled by `torch.compile`: `auto` (on the CPU when "
+        "a C++ compiler is found) | `on` | `off`; the compile (~1.5 min, seconds from its cache) "
+        "happens at load.",
+    )
+    auto_fetch: bool = Field(
+        default=True,
+        description="First use fetches: missing weights are downloaded by the library's own "
+        "download when a hub answers (false: never; `./run.sh fetch-models` or copied files only).",
+    )
+    prefetch_models: str = Field(
+        default="auto",
+        description="At start, the predictor fetches these weights in the background where they "
+        "are missing and fetchable, then loads them: `auto` = what `model=auto` picks first "
+        "(htdemucs; `DEFAULT_MODEL`'s models where it names some); a comma-separated list of "
+        "names; `none`: off.",
+    )
+    hf_endpoint: str = Field(
+        default="https://huggingface.co",
+        description="The Hugging Face hub; huggingface_hub reads the same `HF_ENDPOINT`.",
+    )
+    hf_hub_offline: bool = Field(
+        default=False,
+        description="`HF_HUB_OFFLINE=1`: no hub is asked, as huggingface_hub does.",
+    )
+    demucs_root_url: str = Field(
+        default="",
+        description="Demucs' legacy download root (empty: `demucs.pretrained.ROOT_URL`, "
+        "dl.fbaipublicfiles.com).",
+    )
+    demucs_remote_root: str = Field(
+        default="",
+        description="A folder like `demucs/remote` (`files.txt` and `<name>.yaml`) naming Demucs' "
+        "legacy files (empty: the package's own; a mirror or a test hub of other files sets it).",
+    )
+    umx_root_url: str = Field(
+        default="",
+        description="A mirror of Open-Unmix's zenodo files: "
+        "`<root>/records/<record>/files/<file>` (empty: zenodo).",
+    )
+    roformer_root_url: str = Field(
+        default="",
+        description="A mirror of the RoFormer registry's files: `<root>/<file name>` for each "
+        "checkpoint and config (empty: the URLs as published, `prediction/roformer_separator.py`).",
+    )
+    fetch_timeout_s: float = Field(
+        default=60.0, gt=0, description="A download stalled this long (seconds) fails."
+    )
+    network_check_ttl_s: float = Field(
+        default=60.0, ge=0, description='How long (seconds) a "hub answers" check is trusted.'
+    )
 
-    log_level: str = "INFO"
+    log_level: str = Field(
+        default="INFO",
+        description="The log level of every service (`DEBUG`, `INFO`, `WARNING`, `ERROR`); logs "
+        "are one JSON object per line on stderr.",
+    )
 
     @property
     def urls(self) -> dict[str, list[str]]:
