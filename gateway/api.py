@@ -25,6 +25,7 @@ from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
 from common.errors import Conflict, InvalidOption, NotFound
 from gateway.access import check_api_key
 from gateway.jobfiles import job_files, link_results
+from gateway.messages import public_model, result_notice
 from gateway.options import parse_options, resolve_options
 from gateway.partial import done_piece, progress_headers, wav_range
 from gateway.results import Answer, stem_answer, zip_answer
@@ -105,6 +106,7 @@ def job_json(job: JobRecord, now: float | None = None) -> dict:
         "stage": job.stage,
         "model": job.model,
         "model_reason": job.model_reason,
+        "notice": result_notice(job.model),  # one sentence about the whole result, or None
         "stems": job.stems,
         "channels": channel_layout(job.stems),
         "eta_s": eta_s(job, time.time() if now is None else now),
@@ -376,7 +378,7 @@ async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
 @router.get("/models", tags=["models"], summary="The models and whether their weights are here")
 async def list_models(gw: Gw) -> dict:
     infos = await gw.model_infos()
-    return {"models": [i.model_dump(exclude={"version"}) for i in infos.values()]}
+    return {"models": [public_model(i) for i in infos.values()]}  # reasons without paths
 
 
 def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:

@@ -20,6 +20,7 @@ from common.interfaces import ENSEMBLE_METHODS as METHODS
 from common.interfaces import SeparatorInfo
 from common.resultstore import read_stored_record, result_key
 from common.storage import Storage
+from gateway.messages import unavailable_message
 
 MAX_MEMBERS = 4
 
@@ -67,7 +68,7 @@ def check_members(
     """(stem, output stems) the members can all give; raises when one cannot or lacks weights."""
     for name in names:
         if not (infos[name].available or getattr(infos[name], "fetchable", False)):
-            raise ModelUnavailable(f"ensemble member {name}: {infos[name].reason}")
+            raise ModelUnavailable(f"in the ensemble, {unavailable_message(infos[name])}")
     if stems != "all":
         lacking = [n for n in names if stems not in infos[n].stems]
         if lacking:

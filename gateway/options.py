@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 from common.constants import AUTO_CHAIN, MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
 from gateway.ensemble import check_members, parse_members, parse_method
+from gateway.messages import auto_reason, unavailable_message, weights_state
+
+log = logging.getLogger("audiosplit.options")
 
 QUALITIES = ("preview", "render")
 MAX_SHIFTS = 10
@@ -102,16 +106,15 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
         chain = AUTO_CHAIN[options.quality]
         name = next(n for n in chain if infos[n].available or infos[n].fetchable)
         skipped = [infos[n] for n in chain[: chain.index(name)]]
-        if skipped:
-            why = "; ".join(i.reason for i in skipped)
-            reason = f"model=auto, quality={options.quality}: {name}, because {why}"
-        else:
-            reason = f"model=auto, quality={options.quality}: {name} ({infos[name].reason})"
+        reason = auto_reason(options.quality, infos[name], skipped)
+        for info in skipped:  # the full story, paths and all, is for the server's log
+            log.info("model=auto passed over %s: %s", info.name, info.reason)
     else:
         name = options.model
         if not (infos[name].available or infos[name].fetchable):
-            raise ModelUnavailable(infos[name].reason)
-        reason = f"asked for by name ({infos[name].reason})"
+            log.warning("model %s asked for but unavailable: %s", name, infos[name].reason)
+            raise ModelUnavailable(unavailable_message(infos[name]))
+        reason = f"asked for by name ({weights_state(infos[name])})"
     info = infos[name]
     if options.stems == "all":
         stem, stems = None, list(info.stems)

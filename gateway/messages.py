@@ -1,0 +1,112 @@
+"""What the gateway tells its clients about models, in one place: the notice a `dsp` result
+carries, the one-line reason for the model that ran, and server paths kept out of both.
+
+Full reasons (with the server's file paths) are for the gateway's log; the API, the page and
+the CLI get short, pathless sentences built from the same facts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from common.interfaces import SeparatorInfo
+
+# Measured with `.venv/bin/python bench/bench_dsp.py` on falcon69 (a real song's 6 s excerpt
+# with its true stems, ../shared/testdata): simple SDR in dB, vocals 2.25, mean of the four
+# stems 4.06 (README, Figures). htdemucs: Demucs v4's README, 9.00 dB on MUSDB18-HQ's test set,
+# mean of the four stems (published, not measured here: no weights on the development machine).
+DSP_VOCALS_SDR_DB = 2.3
+DSP_MEAN_SDR_DB = 4.1
+HTDEMUCS_PUBLISHED_SDR_DB = 9.0
+DSP_NOTICE = (
+    "{who} the classical-DSP separator `dsp` (no trained model), far below the neural models: "
+    f"{DSP_VOCALS_SDR_DB:.1f} dB SDR on vocals ({DSP_MEAN_SDR_DB:.1f} dB over the four stems) "
+    "on a real test song, where Demucs publishes "
+    f"{HTDEMUCS_PUBLISHED_SDR_DB:.1f} dB for htdemucs (four stems, MUSDB18-HQ); for real stems run "
+    "`./run.sh fetch-models` on a machine with a network, or put the weights under models/ "
+    "(see models/README.md)."
+)
+
+
+def result_notice(model: str) -> str | None:
+    """The one sentence about a whole result a person must not miss, or None.
+
+    `model`: the job's model as it ran ("dsp", "htdemucs", or an ensemble "htdemucs,dsp").
+    """
+    members = [m.strip() for m in model.split(",") if m.strip()]
+    if "dsp" not in members:
+        return None
+    who = "These stems come from" if len(members) == 1 else "This ensemble's stems are partly from"
+    return DSP_NOTICE.format(who=who)
+
+
+def weights_state(info: SeparatorInfo, plural: bool = False) -> str:
+    """A model's weights in a few words, without paths: "weights present", "weights are
+    missing and …" (`plural`: phrased to follow "htdemucs's")."""
+    are = "are " if plural else ""
+    if info.family == "dsp":
+        return "needs no weights"
+    if info.available:
+        return f"weights {are}present"
+    if info.fetchable:
+        return f"weights {are}not here yet: downloaded on first use"
+    return f"weights {are}missing and {why_not_fetched(info.reason)}"
+
+
+def why_not_fetched(reason: str) -> str:
+    """Why the predictor will not fetch missing weights, from its full reason, in words."""
+    if "AUTO_FETCH=false" in reason:
+        return "fetching is off (AUTO_FETCH=false)"
+    if "HF_HUB_OFFLINE" in reason:
+        return "the hubs are switched off (HF_HUB_OFFLINE=1)"
+    if "no network" in reason:
+        return "there is no network to fetch them"
+    return "not fetched automatically"
+
+
+def auto_reason(quality: str, chosen: SeparatorInfo, skipped: list[SeparatorInfo]) -> str:
+    """`model_reason` for model=auto, one line: which model, and why the better ones were
+    passed over ("model=auto, quality=preview: dsp, because htdemucs's weights are missing
+    and there is no network to fetch them")."""
+    head = f"model=auto, quality={quality}: {chosen.name}"
+    if not skipped:
+        return f"{head} ({weights_state(chosen)})"
+    why = "; ".join(f"{i.name}'s {weights_state(i, plural=True)}" for i in skipped)
+    return f"{head}, because {why}"
+
+
+def unavailable_message(info: SeparatorInfo) -> str:
+    """The 422 for a model asked for by name whose weights cannot be had: what to do."""
+    return (
+        f"model {info.name} cannot run here: its {weights_state(info, plural=True)}; the server's "
+        f"admin can run `./run.sh fetch-models {info.name}` on a machine with a network, or put "
+        "its weights under models/ (see models/README.md)"
+    )
+
+
+def public_model(info: SeparatorInfo) -> dict:
+    """`GET /api/models`' entry of one model: the predictor's facts, its reason pathless."""
+    entry = info.model_dump(exclude={"version"})
+    entry["reason"] = weights_state(info)
+    return entry
+
+
+def server_paths(*paths: str | Path | None) -> list[str]:
+    """Absolute forms of the directories whose names must not reach a client, longest first
+    (so that a path inside another is replaced whole)."""
+    found = set()
+    for p in paths:
+        if p:
+            found.add(str(Path(p).expanduser().resolve()))
+            found.add(str(Path(p).expanduser().absolute()))
+    return sorted((f for f in found if f not in ("/", "")), key=len, reverse=True)
+
+
+def without_paths(text: str, paths: Iterable[str]) -> str:
+    """`text` with every server path (and whatever follows it up to a space, quote or
+    bracket) replaced by "<server path>"."""
+    for root in paths:
+        text = re.sub(re.escape(root) + r"[^\s'\"()\[\],;]*", "<server path>", text)
+    return text
