@@ -113,19 +113,32 @@ class Gateway:
                 log.exception("retention sweep failed; trying again later")
 
     async def downstream_checks(self) -> dict[str, str]:
-        """Every replica of every downstream service answers /health (for `/ready`)."""
+        """Every replica this gateway sends work to now (its pools' current replicas, after
+        DNS) answers /health as the service it should be, and the tone identifier the fft
+        service forwards to (the same TONE_URLS / TONE_PORT settings). For `/ready`."""
 
-        async def check(url: str) -> str:
+        async def check(service: str, url: str) -> str:
             try:
                 r = await self.client.get(url + "/health", timeout=2.0)
             except httpx.HTTPError as e:
                 return f"unreachable: {type(e).__name__}"
-            return "ok" if r.status_code == 200 else f"/health answered {r.status_code}"
+            if r.status_code != 200:
+                return f"/health answered {r.status_code}"
+            try:
+                answered = r.json().get("service")
+            except (ValueError, AttributeError):
+                answered = None
+            if answered != service:
+                return f"answers as {answered!r}, not as the {service} service: another program?"
+            return "ok"
 
         targets = {
-            f"{name} {url}": url for name, urls in self.settings.urls.items() for url in urls
+            f"{name} {url}": (name, url)
+            for name, pool in vars(self.pools).items()
+            for url in (pool.replicas or pool.urls)
         }
-        results = await asyncio.gather(*(check(u) for u in targets.values()))
+        targets.update({f"tone {url}": ("tone", url) for url in self.settings.urls["tone"]})
+        results = await asyncio.gather(*(check(*t) for t in targets.values()))
         return dict(zip(targets, results, strict=True))
 
     async def close(self) -> None:

@@ -164,15 +164,25 @@ class Stack:
                         f"{name} exited with {proc.returncode} during start; "
                         f"see {self.log_dir / (name + '.log')}"
                     )
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(self.url(name) + "/health", timeout=2).status_code == 200:
-                        pending.discard(name)
+                if self._answers_as_itself(name):
+                    pending.discard(name)
             if pending and time.monotonic() > deadline:
                 raise TimeoutError(
                     f"not healthy after {timeout:.0f}s: {', '.join(sorted(pending))}"
                 )
             if pending:
                 time.sleep(0.3)
+
+    def _answers_as_itself(self, name: str) -> bool:
+        """The instance's port answers /health 200 from the very process this stack started
+        (its pid), not from another program that holds the port or took it meanwhile."""
+        try:
+            response = httpx.get(self.url(name) + "/health", timeout=2)
+            body = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return False
+        service = self.instances[name].service.name
+        return body.get("service") == service and body.get("pid") == self.procs[name].pid
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send `sig` to a service's whole process group (the fault tests use -9)."""

@@ -26,6 +26,8 @@ def default_url(env: Mapping[str, str] = os.environ) -> str:
         return env[URL_ENV].strip().rstrip("/")
     port = env.get(PORT_ENV, "").strip()
     return f"http://127.0.0.1:{port}" if port.isdigit() else DEFAULT_URL
+
+
 # gateway.access.API_KEY_HEADER (a unit test keeps them equal); importing it would pull in
 # FastAPI, half a second at every start
 API_KEY_HEADER = "X-API-Key"

@@ -137,3 +137,11 @@ def test_model_takes_auto_a_name_or_an_ensemble():
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["separate", "a.wav", "--model", "htdemucs,nope"])
     assert exit_info.value.code == 2
+
+
+def test_the_default_url_follows_gateway_port():
+    assert cli_api.default_url({}) == cli.DEFAULT_URL
+    assert cli_api.default_url({"GATEWAY_PORT": "9100"}) == "http://127.0.0.1:9100"
+    both = {"GATEWAY_PORT": "9100", cli.URL_ENV: "http://gw:9000/"}
+    assert cli_api.default_url(both) == "http://gw:9000"  # AUDIOSPLIT_URL wins
+    assert cli_api.default_url({"GATEWAY_PORT": "not-a-port"}) == cli.DEFAULT_URL
