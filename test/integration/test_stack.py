@@ -1,15 +1,18 @@
 """`run.sh up`'s launcher: all six services healthy, then all gone on Ctrl-C or SIGTERM."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from gateway.stack import SERVICES
+from gateway.stack import SERVICES, Instance, Stack, free_port
 from test.stackutil import REPO, stack_settings
 
 
@@ -75,3 +78,37 @@ def test_a_taken_port_stops_up_at_once_naming_it(tmp_path):
     assert f"port {settings.fuser_port} for the fuser is taken" in result.stderr
     assert "FUSER_PORT=" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "data" / "logs" / "gateway.log").exists()  # nothing was started
+
+
+def test_a_port_answered_by_another_process_is_not_healthy(tmp_path):
+    """A foreign /health that even names the right service does not make the stack ready: the
+    answer must come from the process the stack started (the race where the service failed
+    to bind and something else answers meanwhile)."""
+
+    class Impostor(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"status": "ok", "service": "fft", "pid": 1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    port = free_port()
+    impostor = ThreadingHTTPServer(("127.0.0.1", port), Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    settings, _ = stack_settings(tmp_path / "data", tmp_path / "models")
+    fft = next(s for s in SERVICES if s.name == "fft")
+    stack = Stack(settings, instances=[Instance("fft", fft, port)])
+    stack.procs["fft"] = subprocess.Popen(["sleep", "30"])  # alive, never answers
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+        with pytest.raises(TimeoutError, match="fft"):
+            stack.wait_healthy(timeout=2)
+    finally:
+        stack.procs["fft"].kill()
+        stack.procs["fft"].wait()
+        impostor.shutdown()
+        impostor.server_close()
