@@ -131,8 +131,8 @@ class Analyser:
             warnings.append(f"analysis failed on {failed} of {len(windows)} windows")
         if track_info.get("errors"):
             warnings.append("track analysis failed: " + "; ".join(track_info["errors"]))
-        if tone["status"] == "unavailable":
-            warnings.append(f"instrument labels unavailable: {tone['reason']}")
+        # AST missing is a fact of the server, not of this job: the analysis' tone_model says
+        # it (and the tone identifier's log, once); the job's warnings do not repeat it
         return Analysis(list(windows), track_info, tone, warnings)
 
     async def _call(self, pool: ReplicaPool, path: str, body: bytes, headers: dict):
@@ -243,9 +243,9 @@ def tone_model(windows: list[dict]) -> dict:
     """Whether AST labelled the windows: ok when any window got labels, else why not."""
     tones = [w["tone"] for w in windows if w.get("tone")]
     if any(t["status"] == "ok" for t in tones):
-        return {"name": AST_MODEL_ID, "status": "ok", "reason": ""}
+        return {"name": AST_MODEL_ID, "status": "ok", "available": True, "reason": ""}
     reason = next((t["reason"] for t in tones if t["reason"]), "no window reached the model")
-    return {"name": AST_MODEL_ID, "status": "unavailable", "reason": reason}
+    return {"name": AST_MODEL_ID, "status": "unavailable", "available": False, "reason": reason}
 
 
 def with_stem_activity(
@@ -268,10 +268,16 @@ def with_stem_activity(
 def failed_analysis(error: BaseException) -> Analysis:
     """What is written when the analysis itself broke (a bug): the job still succeeds."""
     log.exception("analysis failed", exc_info=error)
-    message = f"{type(error).__name__}: {error}"
+    # our bug: its text (which may name server paths) is for the log, not the client
+    message = f"internal error ({type(error).__name__}; the gateway's log says why)"
     return Analysis(
         windows=[],
         track={"errors": [message]},
-        tone_model={"name": AST_MODEL_ID, "status": "unavailable", "reason": message},
+        tone_model={
+            "name": AST_MODEL_ID,
+            "status": "unavailable",
+            "available": False,
+            "reason": "the analysis failed (the gateway's log says why)",
+        },
         warnings=[f"analysis failed: {message}"],
     )

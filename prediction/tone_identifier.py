@@ -6,8 +6,9 @@ top 5 AudioSet labels and, from all 527, a score per stem family (`common.instru
 AudioSet is multi-label, so scores are independent sigmoids, not a softmax.
 
 The model (`AST_MODEL_ID`) is loaded once, from the local Hugging Face cache only. Without its
-weights the service still turns healthy and answers every request `unavailable`, saying where
-the weights should be: analysis never fails a job. `GET /info` says which case holds.
+weights the service still turns healthy and answers every request `unavailable` with a short
+reason saying how to get them (where they should be goes to its log, once, at start): analysis
+never fails a job. `GET /info` says which case holds, and where the cache is.
 
 Run: `uvicorn --factory prediction.tone_identifier:create_app`.
 """
@@ -39,6 +40,7 @@ from common.wire import decode
 log = logging.getLogger("audiosplit.tone")
 
 TOP_K = 5
+MISSING_WEIGHTS = "AST weights not installed (./run.sh fetch-models ast)"
 
 
 @dataclass
@@ -88,14 +90,17 @@ def pick_device(requested: str) -> str:
 
 
 def load_tone_model(settings: Settings) -> ToneModel:
-    """Load AST from the local cache; never raises (a missing model is a documented state)."""
+    """Load AST from the local cache; never raises (a missing model is a documented state).
+
+    The model's `reason` travels to clients (every window's `tone`, the analysis' `tone_model`):
+    it says what is missing and what to do, without the server's paths; the full story, paths
+    included, is logged here once, at start."""
     cache = hub_cache_dir(settings)
     try:
         from transformers import ASTForAudioClassification
     except ImportError as e:
-        return ToneModel(
-            cache, reason=f"transformers is not installed ({e}); pip install .[models]"
-        )
+        log.warning("instrument labels off: transformers is not installed (%s)", e)
+        return ToneModel(cache, reason="transformers is not installed (pip install .[models])")
     device = "cpu"
     try:
         model = ASTForAudioClassification.from_pretrained(
@@ -104,22 +109,29 @@ def load_tone_model(settings: Settings) -> ToneModel:
         device = pick_device(settings.device)
         model = model.to(device).eval()
     except OSError:
-        return ToneModel(
-            cache, reason=f"AST weights not found under {cache}; run ./run.sh fetch-models ast"
+        log.warning(
+            "instrument labels off: %s weights not found under %s; run "
+            "./run.sh fetch-models ast where the network allows, or copy them there",
+            AST_MODEL_ID,
+            cache,
         )
-    except Exception as e:  # a corrupt or incompatible checkpoint: degrade, and say why
-        log.exception("loading %s from %s failed", AST_MODEL_ID, cache)
+        return ToneModel(cache, reason=MISSING_WEIGHTS)
+    except Exception:  # a corrupt or incompatible checkpoint: degrade, and say why
+        log.exception("instrument labels off: loading %s from %s failed", AST_MODEL_ID, cache)
         return ToneModel(
-            cache, device, reason=f"AST weights under {cache} could not be loaded on {device}: {e}"
+            cache,
+            device,
+            reason=f"AST weights could not be loaded on {device} (the tone identifier's log "
+            "says why)",
         )
     config = model.config
     labels = [config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)]
     MODELS_LOADED.labels("ast", device).set(1)
-    log.info("loaded %s on %s (%d labels)", AST_MODEL_ID, device, len(labels))
+    log.info("loaded %s from %s on %s (%d labels)", AST_MODEL_ID, cache, device, len(labels))
     return ToneModel(
         cache,
         device=device,
-        reason=f"loaded from {cache}",
+        reason="loaded",
         model=model,
         labels=labels,
         n_frames=config.max_length,
@@ -143,7 +155,7 @@ def identify(tone: ToneModel, values: np.ndarray) -> ToneResult:
             logits = tone.model(input_values=x).logits[0]
     except RuntimeError as e:  # out of memory, a broken device: this window goes unlabelled
         log.exception("AST inference failed")
-        return ToneResult(status="unavailable", reason=f"AST inference failed: {e}")
+        return ToneResult(status="unavailable", reason=f"AST inference failed: {type(e).__name__}")
     scores = torch.sigmoid(logits.float()).cpu().numpy()
     return ToneResult(
         status="ok",

@@ -97,6 +97,19 @@ def test_tone_model_is_ok_when_any_window_was_labelled():
     assert tone_model([{"tone": missing}, {"tone": ok}])["status"] == "ok"
     assert tone_model([{"tone": missing}])["reason"] == "AST weights not found"
     assert tone_model([{"tone": None}])["status"] == "unavailable"
+    assert tone_model([{"tone": missing}])["available"] is False
+    assert tone_model([{"tone": ok}])["available"] is True
+
+
+def test_a_broken_analysis_tells_the_client_no_exception_text(caplog):
+    from gateway.analysis import failed_analysis
+
+    analysis = failed_analysis(OSError("[Errno 2] No such file: '/srv/data/jobs/x/a.raw'"))
+    said = str([analysis.track, analysis.tone_model, analysis.warnings])
+    assert "/srv/data" not in said and "Errno" not in said
+    assert analysis.warnings == [
+        "analysis failed: internal error (OSError; the gateway's log says why)"
+    ]
 
 
 def test_a_window_whose_calls_failed_is_marked_with_the_errors():

@@ -5,6 +5,7 @@ answers 5 labels and a score per stem family, on the input `ASTFeatureExtractor`
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +65,19 @@ def test_without_weights_the_service_is_healthy_and_unavailable(tmp_path, empty_
         result = ToneResult.model_validate_json(response.content)
         assert result.status == "unavailable"
         assert result.labels == []
-        assert f"AST weights not found under {empty_hf_home / 'hub'}" in result.reason
-        assert "./run.sh fetch-models ast" in result.reason
+        # the client hears what to do; where the weights go is in the log, said once
+        assert result.reason == "AST weights not installed (./run.sh fetch-models ast)"
+        assert str(tmp_path) not in result.reason
         info = client.get("/info").json()
         assert info["loaded"] is False and info["reason"] == result.reason
+
+
+def test_where_the_weights_should_be_is_logged_once(tmp_path, empty_hf_home, caplog):
+    caplog.set_level(logging.WARNING, logger="audiosplit.tone")
+    tone = tone_identifier.load_tone_model(settings(tmp_path))
+    logged = [r.getMessage() for r in caplog.records if r.name == "audiosplit.tone"]
+    assert len(logged) == 1 and str(empty_hf_home / "hub") in logged[0]
+    assert "fetch-models ast" in logged[0] and str(tmp_path) not in tone.reason
 
 
 def test_hf_home_defaults_to_the_models_dir(tmp_path, monkeypatch):
