@@ -97,10 +97,11 @@ function card(key, filename, created) {
     status: el("p", { class: "job-status", "aria-live": "polite" }),
     bar: el("progress", { max: "1", value: "0", "aria-label": `Progress of ${filename}` }),
     info: el("ul", { class: "notes" }),
+    notice: el("p", { class: "notice", role: "note", hidden: true }),
     alert: el("p", { class: "error", role: "alert" }),
     actions: el("p", { class: "actions" }),
   };
-  c.li.append(el("p", { class: "job-head" }, c.title, " ", c.when), c.status, c.bar, c.info, c.alert, c.actions);
+  c.li.append(el("p", { class: "job-head" }, c.title, " ", c.when), c.status, c.bar, c.notice, c.info, c.alert, c.actions);
   $("jobs").prepend(c.li);
   $("jobs-empty").hidden = true;
   state.cards[key] = c;
@@ -135,6 +136,11 @@ function eta(c, job) {
   return dt > 2 && dp > 0 ? (dt / dp) * (1 - job.progress) : null;
 }
 
+/** The server's sentence as text nodes, its `backticked` names (a model, a command) as code. */
+function withCode(text) {
+  return text.split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : part));
+}
+
 // The job's stage while its model's weights download on first use (prediction/download.py).
 const DOWNLOADING = /^downloading model \(([\d.]+) of ([\d.]+) MB\)$/;
 
@@ -156,17 +162,20 @@ function showJob(c, job) {
   c.bar.value = job.status === "done" ? 1 : dl && Number(dl[2]) > 0 ? Number(dl[1]) / Number(dl[2]) : job.progress || 0;
   c.bar.hidden = job.status === "done" || job.status === "failed";
   const notes = (job.notes || []).map((n) => el("li", { class: "note", text: `ℹ ${n}` }));
-  const warns = (job.warnings || []).map((w) => el("li", { class: "warn", text: `⚠ ${w}` }));
+  // What the job's stems are worth, when it says (the dsp separator ran): once, on its card.
+  c.notice.replaceChildren(...withCode(job.notice || ""));
+  c.notice.hidden = !job.notice;
+  const warns = (job.warnings || []).filter((w) => w !== job.notice).map((w) => el("li", { class: "warn", text: `⚠ ${w}` }));
   const members = membersText(job);
   const how = ensembleHow(job) === "median" ? " (weighted median)" : "";
   const ensemble = members ? [el("li", { class: "members", text: `Ensemble${how}: ${members}` })] : [];
   c.info.replaceChildren(...ensemble, ...notes, ...warns);
   c.alert.textContent = job.status === "failed" ? `${c.title.textContent} failed: ${job.error?.message || "unknown error"}` : "";
   const actions = [];
-  if (job.status === "done") actions.push(button("Open", `Open ${c.title.textContent} in the player`, () => openJob(job.id), "open"));
+  if (job.status === "done") actions.push(button("Open", `Open ${c.title.textContent} in the player`, () => openJob(job.id, { reveal: true }), "open"));
   const here = state.job?.id === job.id;
   if (listenable(job) && !here) {
-    actions.push(button("Listen now", `Listen to ${c.title.textContent} while it separates`, () => openJob(job.id, { autoplay: true }), "open"));
+    actions.push(button("Listen now", `Listen to ${c.title.textContent} while it separates`, () => openJob(job.id, { autoplay: true, reveal: true }), "open"));
   }
   actions.push(button("Delete", `Delete ${c.title.textContent} from the server`, () => deleteJob(c)));
   c.actions.replaceChildren(...actions);

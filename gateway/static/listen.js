@@ -54,8 +54,19 @@ function title(job) {
   return `${job.filename} — ${job.stems.length} stems by ${by}, ${fmtTime(job.duration_s)}`;
 }
 
-/** Opens job `id`; autoplay: start playing at once (a running job the page follows). */
-export async function openJob(id, { autoplay = false } = {}) {
+/** Brings the player to the top of the view and gives it the focus, so that Space plays
+ *  (not the button that opened it, which would open the job again). */
+function revealPlayer() {
+  const player = $("player");
+  player.scrollIntoView({ block: "start" });
+  player.focus({ preventScroll: true });
+}
+
+/**
+ * Opens job `id`. autoplay: start playing at once (a running job the page follows); reveal:
+ * scroll the player into view and focus it (a person asked for it: the Open button).
+ */
+export async function openJob(id, { autoplay = false, reveal = false } = {}) {
   closePlayer();
   const seq = openSeq;
   state.loading = true;
@@ -64,6 +75,7 @@ export async function openJob(id, { autoplay = false } = {}) {
   $("track-info").textContent = "";
   const status = $("player-status");
   status.textContent = "Loading the stems…";
+  if (reveal) revealPlayer();
   try {
     const job = await getJob(id);
     if (seq !== openSeq) return;
@@ -74,6 +86,9 @@ export async function openJob(id, { autoplay = false } = {}) {
     else if (listenable(job)) await openLive(job, seq, autoplay);
     else if (job.status === "failed") throw new Error(`the job failed: ${job.error?.message || "unknown error"}`);
     else throw new Error(`the job is ${job.status} and none of it is final yet`);
+    // Again now that the player is its full height: at first it was a line, which a short
+    // page may not have been able to scroll to the top.
+    if (reveal && seq === openSeq) revealPlayer();
   } catch (e) {
     if (seq !== openSeq) return;
     state.error = e.message;
@@ -111,12 +126,10 @@ async function openDone(job, seq) {
   audio.view = new MixerView(audio.player, job, analysis, note);
   $("player-body").hidden = false;
   state.timings = { ...timings, load_ms: t1 - t0, build_ms: performance.now() - t1 };
-  status.textContent = "Ready. Press Space or ▶ to play.";
   state.ready = state.playable = true;
 }
 
 async function openLive(job, seq, autoplay) {
-  const status = $("player-status");
   const live = new LiveStems(audio.ctx, job);
   await live.grow(job);
   if (seq !== openSeq) return;
@@ -128,13 +141,9 @@ async function openLive(job, seq, autoplay) {
   audio.view = new MixerView(player, job, null, "The analysis is shown when the job is done.", { live: true });
   $("player-body").hidden = false;
   state.playable = true;
-  status.textContent = "Playing while it separates: the rest is added as it becomes final.";
-  if (autoplay) {
-    await player.play().catch(() => {});
-    if (audio.ctx.state !== "running") status.textContent = "The first seconds are ready: press Space or ▶ to listen while it separates.";
-  } else {
-    status.textContent = "The first seconds are ready: press Space or ▶ to listen while it separates.";
-  }
+  // Not awaited: where the browser holds the audio back until a key or click, play() waits
+  // for that, and the job is followed meanwhile. The status line says which it is.
+  if (autoplay) player.play().catch(() => {});
   followLive(live, seq);
 }
 
@@ -153,7 +162,7 @@ async function followLive(live, seq) {
       if (job.status === "failed") throw new Error(`the job failed: ${job.error?.message || "unknown error"}`);
       const grew = await live.grow(job);
       if (seq !== openSeq) return;
-      if (unreachable) $("player-status").textContent = "Playing while it separates: the rest is added as it becomes final.";
+      if (unreachable) view.say("");
       unreachable = false;
       const heardNow = player.playing && !player.waiting && player.position() > 0;
       if (heardNow && !state.live.heard) state.live.heard = { status: job.status, position: player.position(), ready_s: player.ready };
@@ -166,13 +175,13 @@ async function followLive(live, seq) {
     } catch (e) {
       if (seq !== openSeq) return;
       if (e instanceof TypeError) { // fetch's way of saying the network failed: poll again
-        $("player-status").textContent = "The server cannot be reached; retrying…";
+        view.say("The server cannot be reached; retrying…");
         unreachable = true;
         continue;
       }
       state.error = e.message;
       state.live.status = "failed";
-      $("player-status").textContent = `Stopped following the job: ${e.message}`;
+      view.say(`Stopped following the job: ${e.message}`);
       view.grow(job, e.message);
       return;
     }
@@ -185,7 +194,7 @@ async function followLive(live, seq) {
   state.analysis = analysis;
   $("player-title").textContent = title(job);
   view.finish(job, analysis, note);
-  $("player-status").textContent = "Done: the player holds the finished stems.";
+  view.say("Separated: the player holds the finished stems.");
   state.ready = true;
 }
 

@@ -41,6 +41,7 @@ export class MixerView {
     this.pendingKey = null;
     this.frame = 0;
     this.drawnAt = 0;
+    this.note = "";
     this.build(analysisNote);
     this.onKey = (e) => this.key(e);
     document.addEventListener("keydown", this.onKey);
@@ -297,7 +298,26 @@ export class MixerView {
     $("loop-info").textContent = p.loop ? `selection ${fmtTime(p.loop.start)}–${fmtTime(p.loop.end)}` : "";
     this.showSelection(p.loop);
     this.showReady();
+    this.showStatus();
     this.drawClock();
+  }
+
+  /** A word from the page, said after the transport's state on the status line ("": none). */
+  say(note) {
+    this.note = note;
+    this.showStatus();
+  }
+
+  /** The status line: what the transport does now, and what Space does from there. */
+  showStatus() {
+    const p = this.player;
+    const at = p.position();
+    let text;
+    if (p.playing && p.waiting) text = "Waiting for the next seconds to be separated — Space pauses.";
+    else if (p.playing) text = this.live ? "Playing while it separates — Space pauses." : "Playing — Space pauses.";
+    else if (at > 0) text = `Paused at ${fmtTime(at)} — Space or ▶ plays on from there.`;
+    else text = this.live ? "Ready: the first seconds are separated — Space or ▶ plays them." : "Ready — Space or ▶ plays.";
+    $("player-status").textContent = this.note ? `${text} ${this.note}` : text;
   }
 
   /** "Ready to 1:20 of 4:05" and a shaded band over what is not final yet, on every row. */

@@ -25,6 +25,7 @@ README_SHOTS = (
     "page-done-mixer.png",
     "page-progressive.png",
     "page-downloading.png",
+    "page-dsp-notice.png",
 )
 
 if not CHROMIUM.exists():

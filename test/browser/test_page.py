@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -119,19 +120,70 @@ def test_analysis_is_on_the_timeline(done):
     assert page.locator("canvas.beats").count() == 1
 
 
+# Every text of the page, shown or not, and every attribute's value.
+ALL_TEXT_JS = """() => [document.body.innerText, document.documentElement.textContent,
+  ...[...document.querySelectorAll("*")].flatMap(e => [...e.attributes].map(a => a.value))
+].join("\\n")"""
+
+
+def test_a_dsp_job_says_once_what_its_stems_are_and_no_server_path_shows(done, stack, shots):
+    """No weights here, so auto ran dsp: the job's card says once, in the job's own sentence
+    (a measured figure and how to get the neural models' stems), what these stems are worth;
+    not as a warning, not in the player. Nothing on the page names a directory of the server."""
+    page, job = done
+    assert job["model"] == "dsp", job
+    notice = job.get("notice")
+    assert notice and "dsp" in notice.lower(), job
+    item = card(page, job["id"])
+    expect(item.locator(".notice")).to_have_count(1)
+    shown = notice.replace("`", "")  # the names in backticks are shown as code
+    expect(item.get_by_role("note")).to_have_text(shown)
+    assert item.locator(".notice code").first.inner_text() == "dsp"
+    expect(page.locator("#player .notice")).to_have_count(0)
+    assert page.evaluate("document.body.innerText").count(shown) == 1
+    rect = page.evaluate(
+        """() => { const r = (id) => document.getElementById(id).getBoundingClientRect();
+             return {top: r("jobs-h").top + scrollY, bottom: r("keys-help").bottom + scrollY,
+                     left: r("main").left, width: r("main").width}; }"""
+    )
+    margin = 12
+    clip = {
+        "x": max(0, rect["left"] - margin),
+        "y": rect["top"] - margin,
+        "width": rect["width"] + 2 * margin,
+        "height": rect["bottom"] - rect["top"] + 2 * margin,
+    }
+    shots(page, "page-dsp-notice.png", full_page=True, clip=clip)
+    page.locator("#models-details summary").click()  # the models' list rendered too
+    text = page.evaluate(ALL_TEXT_JS)
+    page.locator("#models-details summary").click()
+    settings = stack.settings
+    for folder in {settings.data_dir, settings.models_dir}:
+        for spelling in {str(folder), str(Path(folder).resolve())}:
+            assert spelling not in text, f"the page shows the server's {spelling}"
+
+
 def test_play_advances_the_shared_clock_and_pause_stops_it(done):
+    """The status line says what the transport does: ready, playing (the audio clock seen
+    moving), paused where it stopped."""
     page, _ = done
+    status = page.locator("#player-status")
+    expect(status).to_have_text("Ready — Space or ▶ plays.")
     page.click("#play")
     page.wait_for_function("() => window.audiosplit.player.playing")
     page.wait_for_function("() => window.audiosplit.position() > 0.2", timeout=WAIT_MS)
     moved = page.evaluate("window.audiosplit.ctx.currentTime")
     page.wait_for_function(f"() => window.audiosplit.ctx.currentTime > {moved}")
     expect(page.locator("#clock")).not_to_have_text("0:00.0 / 0:10.0")
+    expect(status).to_have_text("Playing — Space pauses.")
+    assert page.evaluate("window.audiosplit.ctx.currentTime") > moved  # still playing
     page.click("#play")
     page.wait_for_function("() => !window.audiosplit.player.playing")
     at = page.evaluate("window.audiosplit.position()")
     page.wait_for_timeout(300)
     assert page.evaluate("window.audiosplit.position()") == at  # paused: the clock holds
+    clock = page.locator("#clock").inner_text().split(" / ")[0]
+    expect(status).to_have_text(f"Paused at {clock} — Space or ▶ plays on from there.")
 
 
 RMS_JS = """async (opts) => {
@@ -188,13 +240,16 @@ def test_space_toggles_play_and_arrows_seek(done):
     assert page.evaluate("window.audiosplit.player.playing") is False
     page.keyboard.press("Space")
     page.wait_for_function("() => window.audiosplit.player.playing")
+    expect(page.locator("#player-status")).to_have_text("Playing — Space pauses.")
     page.keyboard.press("Space")
     page.wait_for_function("() => !window.audiosplit.player.playing")
+    expect(page.locator("#player-status")).to_contain_text("Paused at")
     page.keyboard.press("Home")
     page.keyboard.press("ArrowRight")
     assert page.evaluate("window.audiosplit.position()") == pytest.approx(5.0)
     page.keyboard.press("ArrowLeft")
     assert page.evaluate("window.audiosplit.position()") == pytest.approx(0.0)
+    expect(page.locator("#player-status")).to_have_text("Ready — Space or ▶ plays.")
 
 
 def test_clicking_seeks_and_dragging_selects_a_loop(done):
@@ -285,16 +340,32 @@ def test_every_download_link_gives_a_file_of_the_right_length(done, base_url, tm
     assert failures == [], failures
 
 
+def open_brings_the_player_into_view(page: Page, job_id: str) -> None:
+    """Clicks the job's Open: the player, below the fold, comes into view with the focus, so
+    Space plays it (and does not press Open again)."""
+    item = card(page, job_id)
+    expect(item.get_by_role("button", name="Open")).to_be_visible(timeout=WAIT_MS)
+    item.get_by_role("button", name="Open").click()
+    page.wait_for_function(READY, timeout=WAIT_MS)
+    assert page.evaluate("window.audiosplit.state.job.id") == job_id
+    below = "() => { const p = document.getElementById('player');"
+    below += " return p.getBoundingClientRect().top + scrollY > innerHeight; }"
+    assert page.evaluate(below)  # where it is, it was out of view before the click
+    for what in ("#player-h", "#player-status", "#play"):
+        expect(page.locator(what)).to_be_in_viewport()
+    assert page.evaluate("document.activeElement.id") == "player"
+    page.keyboard.press("Space")
+    page.wait_for_function("() => window.audiosplit.player.playing")
+    page.keyboard.press("Space")
+    page.wait_for_function("() => !window.audiosplit.player.playing")
+
+
 def test_history_finds_the_job_after_a_reload_and_reopens_it(done, context):
     _, job = done
     page = new_page(context)
     goto_page(page)
-    item = card(page, job["id"])
-    expect(item).to_contain_text("generated song.wav")
-    expect(item.get_by_role("button", name="Open")).to_be_visible(timeout=WAIT_MS)
-    item.get_by_role("button", name="Open").click()
-    page.wait_for_function(READY, timeout=WAIT_MS)
-    assert page.evaluate("window.audiosplit.state.job.id") == job["id"]
+    expect(card(page, job["id"])).to_contain_text("generated song.wav")
+    open_brings_the_player_into_view(page, job["id"])
     page.close()
 
 
@@ -363,8 +434,12 @@ def test_phone_width_has_no_horizontal_scroll(browser, base_url, done, shots):
     goto_page(page)
     expect(page.locator("#go")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
-    page.evaluate(f"window.audiosplit.openJob({job['id']!r})")
-    page.wait_for_function(READY, timeout=WAIT_MS)
+    page.evaluate(
+        "(h) => localStorage.setItem('audiosplit.jobs', JSON.stringify([h]))",
+        {"id": job["id"], "filename": job["filename"], "created": job["created_at"]},
+    )
+    page.reload()
+    open_brings_the_player_into_view(page, job["id"])
     page.wait_for_timeout(300)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     shots(page, "page-phone.png", full_page=True)
