@@ -341,3 +341,33 @@ class TrackRhythm(Message):
     rhythm_reason: str = ""
     downbeats_reason: str = ""
     loudness_lufs: float | None  # integrated over the whole track, BS.1770
+
+
+# --- what every service answers ---------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable, machine-readable: e.g. not_found, invalid_option.")
+    message: str = Field(description="For a person: what was expected and what was found.")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of every service (`common.service.error_body`)."""
+
+    error: ErrorDetail
+
+
+class HealthAnswer(BaseModel):
+    """`GET /health`: 200 once the service can take work, 503 (`starting`) before."""
+
+    status: Literal["ok", "starting"]
+    service: str
+    pid: int = Field(description="The process answering, so a launcher knows it is its own.")
+
+
+class ReadyAnswer(BaseModel):
+    """`GET /ready`: 200 when every check is "ok", else 503."""
+
+    status: Literal["ready", "not_ready"]
+    service: str
+    checks: dict[str, str] = Field(description='Per check, "ok" or what is wrong.')

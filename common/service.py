@@ -1,12 +1,14 @@
-"""The one app factory every service is built with: health, metrics, errors, logging.
+"""The one app factory every service is built with: health, metrics, errors, logging, docs.
 
 A service module defines its routes and a lifespan that loads its model into `app.state`, then
 calls `create_service_app`. `app.state.ready` turns True when the lifespan has loaded what the
-service needs; `/health` answers 200 from then on (503 before).
+service needs; `/health` answers 200 from then on (503 before). `/docs` (Swagger UI) and
+`/redoc` render the service's `/openapi.json` with scripts and styles the service serves itself.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -19,8 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from common.apidocs import add_docs, spec_as_answered
 from common.config import Settings
 from common.errors import AudiosplitError
+from common.interfaces import HealthAnswer, ReadyAnswer
 from common.logs import JOB_ID_HEADER, REQUEST_ID_HEADER, job_id_var, request_id_var, setup_logging
 from common.metrics import REQUEST_LATENCY, metrics_response
 
@@ -53,9 +57,10 @@ def create_service_app(
         description=description,
         version="0.1.0",
         lifespan=lifespan,
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN: see add_docs
         redoc_url=None,
     )
+    app.openapi = functools.partial(spec_as_answered, app)
     app.state.settings = settings
     app.state.service = name
     app.state.ready = lifespan is None
@@ -121,16 +126,26 @@ def create_service_app(
             status_code=500,
         )
 
-    @app.get("/health", tags=["ops"])
+    @app.get(
+        "/health",
+        tags=["ops"],
+        response_model=HealthAnswer,
+        responses={503: {"model": HealthAnswer, "description": "Starting: not loaded yet."}},
+    )
     async def health(request: Request):
         # the pid lets a launcher tell its own process from another program on the same port
         if not request.app.state.ready:
             return JSONResponse(
                 {"status": "starting", "service": name, "pid": os.getpid()}, status_code=503
             )
-        return {"status": "ok", "service": name, "pid": os.getpid()}
+        return JSONResponse({"status": "ok", "service": name, "pid": os.getpid()})
 
-    @app.get("/ready", tags=["ops"])
+    @app.get(
+        "/ready",
+        tags=["ops"],
+        response_model=ReadyAnswer,
+        responses={503: {"model": ReadyAnswer, "description": "A check is not ok."}},
+    )
     async def ready(request: Request):
         checks = {"loaded": "ok" if request.app.state.ready else "starting"}
         if request.app.state.ready and readiness is not None:
@@ -145,4 +160,6 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    if docs:
+        add_docs(app)
     return app

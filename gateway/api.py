@@ -1,4 +1,4 @@
-"""The public REST API: submit, poll, download, list, delete."""
+"""The public REST API: submit, poll, list, delete (the downloads: gateway/downloads.py)."""
 
 from __future__ import annotations
 
@@ -13,32 +13,63 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
-from urllib.parse import quote
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Security
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 
 from common.audio import decode_audio_to_file
-from common.constants import CLIP_MODES, RESULT_FORMATS, SAMPLE_RATE
-from common.errors import Conflict, InvalidOption, NotFound
+from common.constants import SAMPLE_RATE
+from common.errors import NotFound
 from gateway.access import check_api_key
 from gateway.jobfiles import job_files, link_results
 from gateway.messages import public_model, result_notice
 from gateway.options import parse_options, resolve_options
-from gateway.partial import done_piece, progress_headers, wav_range
-from gateway.results import Answer, stem_answer, zip_answer
-from gateway.store import JobRecord
+from gateway.schemas import (
+    Job,
+    JobList,
+    ModelList,
+    error_responses,
+    job_submission_body,
+)
+from gateway.store import STATUSES, JobRecord
 from gateway.upload import receive_upload
 
-router = APIRouter(prefix="/api", tags=["jobs"], dependencies=[Depends(check_api_key)])
+# The spec's security scheme. `check_api_key` does the checking; this dependency only puts the
+# header in the spec (auto_error=False: it refuses nothing itself).
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    auto_error=False,
+    description="Needed only where the gateway has API keys switched on (setting API_KEYS; "
+    "off by default, and then every /api route answers without one). /health, /ready, "
+    "/metrics, /docs and the page never need it.",
+)
+
+
+def api_router(tag: str) -> APIRouter:
+    """A router of /api routes (this module's; gateway/downloads.py's): API key, the 401."""
+    return APIRouter(
+        prefix="/api",
+        tags=[tag],
+        dependencies=[Security(API_KEY), Depends(check_api_key)],
+        responses=error_responses(401),
+        # operation ids = the functions' names: a generated client's `create_job`, `get_stem`
+        generate_unique_id_function=lambda route: route.name,
+    )
+
+
+router = api_router("jobs")
 
 T = TypeVar("T")
 JOB_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-def job_id_param(job_id: Annotated[str, PathParam(description="job id")]) -> str:
+def job_id_param(
+    job_id: Annotated[str, PathParam(description="The job's id, as POST /api/jobs answered it.")],
+) -> str:
     """A malformed id names no job: 404 like an unknown one (not a 422 about its shape)."""
     if not JOB_ID.fullmatch(job_id):
         raise NotFound(f"no job {job_id[:80]!r}")
@@ -46,30 +77,6 @@ def job_id_param(job_id: Annotated[str, PathParam(description="job id")]) -> str
 
 
 JobId = Annotated[str, Depends(job_id_param)]
-Format = Annotated[
-    Literal[RESULT_FORMATS],  # type: ignore[valid-type]
-    Query(
-        description="wav: 32-bit float (never clipped); wav16, wav24: PCM; flac: 24-bit, "
-        "flac16: 16-bit; mp3: 320 kbit/s"
-    ),
-]
-Clip = Annotated[
-    Literal[CLIP_MODES],  # type: ignore[valid-type]
-    Query(
-        description="for all formats but wav, samples beyond full scale: rescale (the whole "
-        "set scaled so its loudest sample fits, as Demucs does) or clamp"
-    ),
-]
-STEM_NAME = re.compile(r"[a-z0-9_]{1,32}")
-
-
-def stem_param(stem: Annotated[str, PathParam(description="stem name")]) -> str:
-    if not STEM_NAME.fullmatch(stem):
-        raise NotFound(f"no stem {stem[:80]!r}")
-    return stem
-
-
-StemName = Annotated[str, Depends(stem_param)]
 
 
 def get_gateway(request: Request):
@@ -145,10 +152,44 @@ def eta_s(job: JobRecord, now: float) -> float | None:
     return round(elapsed * (1.0 - job.progress) / job.progress, 1)
 
 
-@router.post("/jobs", status_code=202, summary="Upload a song and start separating it")
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Upload a song and start separating it",
+    response_model=Job,
+    responses={
+        202: {
+            "description": "Accepted: the job, queued (or born done when the same audio was "
+            "separated with the same options before).",
+            "headers": {
+                "Location": {"description": "The job's URL.", "schema": {"type": "string"}}
+            },
+        },
+        **error_responses(
+            400,
+            413,
+            415,
+            422,
+            429,
+            502,
+            503,
+            507,
+            why={
+                422: "A form field is not accepted (invalid_option, unknown_model), the model "
+                "asked for by name cannot be had (model_unavailable), or the audio is too short "
+                "or too long (audio_rejected).",
+                502: "The channel predictor could not be asked which models it has "
+                "(upstream_error).",
+            },
+        ),
+    },
+    # The body is read by `receive_upload` as a stream (the size cap applies while it
+    # arrives), not by FastAPI: the spec's form is the one that parser's options accept.
+    openapi_extra=job_submission_body(),
+)
 async def create_job(request: Request, gw: Gw) -> JSONResponse:
-    """multipart/form-data: `file` (the audio) and optional fields `model`, `quality`, `stems`,
-    `shifts`, `overlap`, `analysis`. Answers 202 with the job once the audio is decoded."""
+    """The song in the multipart field `file`, options in the other fields. Answers 202 with
+    the job once the audio is decoded; poll the job's URL (`Location`) until it is `done`."""
     settings = gw.settings
     client = request.client.host if request.client else "unknown"
     await to_thread.run_sync(gw.rate_limiter.check, client)
@@ -239,171 +280,72 @@ def reuse_result(gw, cached: JobRecord, job_id: str, filename: str) -> JobRecord
     return job
 
 
-@router.get("/jobs", summary="List jobs, newest first")
+# The JSON routes answer a JSONResponse of the dict they build: `response_model` documents it
+# without FastAPI's response filtering, so nothing the model lacks is dropped.
+@router.get(
+    "/jobs",
+    summary="List jobs, newest first",
+    response_model=JobList,
+    responses=error_responses(422, 503),
+)
 async def list_jobs(
     gw: Gw,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
-    status: Literal["queued", "running", "done", "failed"] | None = None,
-) -> dict:
+    status: Literal[STATUSES] | None = None,  # type: ignore[valid-type]
+) -> JSONResponse:
     jobs = await store_call(gw.store.list, limit=limit, offset=offset, status=status)
-    return {"jobs": [job_json(j) for j in jobs]}
+    return JSONResponse({"jobs": [job_json(j) for j in jobs]})
 
 
-@router.get("/jobs/{job_id}", summary="A job's status")
-async def get_job(job_id: JobId, gw: Gw) -> dict:
-    return job_json(await store_call(gw.store.get, job_id))
+@router.get(
+    "/jobs/{job_id}",
+    summary="A job's status",
+    response_model=Job,
+    responses=error_responses(404, 503, why={404: "No such job (not_found)."}),
+)
+async def get_job(job_id: JobId, gw: Gw) -> JSONResponse:
+    return JSONResponse(job_json(await store_call(gw.store.get, job_id)))
 
 
-@router.get("/status/{job_id}", summary="Alias of GET /api/jobs/{id}")
-async def get_status(job_id: JobId, gw: Gw) -> dict:
-    return job_json(await store_call(gw.store.get, job_id))
+@router.get(
+    "/status/{job_id}",
+    summary="Alias of GET /api/jobs/{id}",
+    response_model=Job,
+    responses=error_responses(404, 503, why={404: "No such job (not_found)."}),
+)
+async def get_status(job_id: JobId, gw: Gw) -> JSONResponse:
+    return await get_job(job_id, gw)
 
 
-@router.delete("/jobs/{job_id}", status_code=204, summary="Delete a job and its files")
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=204,
+    summary="Delete a job and its files",
+    responses={
+        204: {"description": "Deleted."},
+        **error_responses(404, 503, 507, why={404: "No such job (not_found)."}),
+    },
+)
 async def delete_job(job_id: JobId, gw: Gw) -> None:
     await store_call(gw.store.get, job_id)
     await store_call(gw.store.delete, job_id)
     await to_thread.run_sync(job_files(gw.settings, job_id).delete)
 
 
-async def done_job(gw, job_id: str) -> JobRecord:
-    job = await store_call(gw.store.get, job_id)
-    if job.status != "done":
-        raise Conflict(f"job {job_id} is {job.status}, its results are not ready", code="not_ready")
-    return job
-
-
-FromFrame = Annotated[
-    int,
-    Query(
-        ge=0,
-        le=2**40,
-        description="only frames [from_frame, ready) of the result (44.1 kHz frames), e.g. "
-        "the part of a running job's prefix a player does not have yet; float WAV only",
+@router.get(
+    "/models",
+    tags=["models"],
+    summary="The models and whether their weights are here",
+    response_model=ModelList,
+    responses=error_responses(
+        502, why={502: "The channel predictor could not be asked (upstream_error)."}
     ),
-]
-
-
-@router.get(
-    "/jobs/{job_id}/result",
-    summary="All stems as one multi-channel 32-bit float WAV (while the job runs: the final "
-    "prefix so far)",
 )
-async def get_result(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
-    job = await store_call(gw.store.get, job_id)
-    files = job_files(gw.settings, job_id)
-    name = f"{stem_of(job.filename)}_stems.wav"
-    if job.status != "done" or from_frame:
-        return await to_thread.run_sync(wav_range, files, job, None, from_frame, name)
-    await to_thread.run_sync(files.fetch, files.result_path)  # into the cache, once
-    response = file_response(files.result_path, name, "audio/wav")
-    response.headers.update(progress_headers(done_piece(job, 0)))
-    return response
-
-
-@router.get("/result/{job_id}", summary="Alias of GET /api/jobs/{id}/result")
-async def get_result_alias(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
-    return await get_result(job_id, gw, from_frame)
-
-
-@router.get("/jobs/{job_id}/stems/{stem}", summary="One stem")
-async def get_stem(
-    job_id: JobId,
-    stem: StemName,
-    gw: Gw,
-    format: Format = "wav",
-    clip: Clip = "rescale",
-    from_frame: FromFrame = 0,
-) -> Response:
-    job = await store_call(gw.store.get, job_id)
-    if stem not in job.stems:
-        raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
-    files = job_files(gw.settings, job_id)
-    if job.status != "done" or from_frame:  # a frame range: the running job's prefix
-        if format != "wav" and job.status == "done":
-            raise InvalidOption("from_frame works with format=wav (32-bit float) only")
-        if format != "wav":
-            raise Conflict(
-                f"job {job_id} is {job.status}: format={format} is available when the job is "
-                "done (while it runs, format=wav gives the final part so far)",
-                code="not_ready",
-            )
-        name = f"{stem_of(job.filename)}_{stem}.wav"
-        return await to_thread.run_sync(wav_range, files, job, stem, from_frame, name)
-    # made from result.wav while it is sent (a FLAC or MP3 is encoded first), never kept
-    answer = await to_thread.run_sync(stem_answer, files, job, stem, format, clip)
-    name = f"{stem_of(job.filename)}_{stem}.{answer.ext}"
-    return streamed(answer, name, progress_headers(done_piece(job, 0)))
-
-
-@router.get(
-    "/jobs/{job_id}/download.zip",
-    summary="All stems (24-bit FLAC unless `format` says otherwise) and the analysis, zipped",
-)
-async def download_zip(
-    job_id: JobId, gw: Gw, format: Format = "flac", clip: Clip = "rescale"
-) -> StreamingResponse:
-    """Streamed as it is zipped (its length is known only at the end), never stored."""
-    job = await done_job(gw, job_id)
-    files = job_files(gw.settings, job_id)
-    chunks = await to_thread.run_sync(zip_answer, files, job, job_json(job), format, clip)
-    disposition = attachment(f"{stem_of(job.filename)}_stems.zip")
-    return StreamingResponse(
-        chunks, media_type="application/zip", headers={"Content-Disposition": disposition}
-    )
-
-
-@router.get(
-    "/jobs/{job_id}/analysis",
-    summary="What is playing where: the track's key, tempo, beats, chords, loudness; per window "
-    "labels, stems present, stem levels, key",
-)
-async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
-    job = await store_call(gw.store.get, job_id)
-    files = job_files(gw.settings, job_id)
-    path = files.analysis_path
-    if not job.options.get("resolved", {}).get("analysis", True):
-        raise NotFound(
-            f"job {job_id} ran without analysis (analysis=false was asked); submit the song "
-            "again with analysis=true to get one",
-            code="no_analysis",
-        )
-    if not await to_thread.run_sync(files.fetch, path):
-        why = "it failed" if job.status == "failed" else "it is written when the job is done"
-        raise NotFound(f"job {job_id} is {job.status}: no analysis yet ({why})", code="not_ready")
-    return FileResponse(path, media_type="application/json")
-
-
-@router.get("/models", tags=["models"], summary="The models and whether their weights are here")
-async def list_models(gw: Gw) -> dict:
+async def list_models(gw: Gw) -> JSONResponse:
     infos = await gw.model_infos()
-    return {"models": [public_model(i) for i in infos.values()]}  # reasons without paths
-
-
-def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:
-    """An answer made while it is sent, with its length known up front (players and progress
-    bars want it) and the download name a FileResponse would give."""
-    headers = {
-        **headers,
-        "Content-Length": str(answer.size),
-        "Content-Disposition": attachment(filename),
-    }
-    return StreamingResponse(answer.chunks, media_type=answer.media_type, headers=headers)
-
-
-def attachment(filename: str) -> str:
-    """Content-Disposition as Starlette's FileResponse writes it."""
-    quoted = quote(filename)
-    if quoted != filename:
-        return f"attachment; filename*=utf-8''{quoted}"
-    return f'attachment; filename="{filename}"'
-
-
-def file_response(path: Path, filename: str, media_type: str) -> FileResponse:
-    if not path.exists():
-        raise NotFound("the result file is gone (deleted or expired)")
-    return FileResponse(path, media_type=media_type, filename=filename)
+    # reasons without paths
+    return JSONResponse({"models": [public_model(i) for i in infos.values()]})
 
 
 def safe_filename(name: str) -> str:
@@ -414,7 +356,3 @@ def safe_filename(name: str) -> str:
     stem, suffix = Path(name).stem, Path(name).suffix
     name = re.sub(r"\s+", " ", stem).strip(" .")[:100] + suffix[:10]
     return name if Path(name).stem else "audio"
-
-
-def stem_of(filename: str) -> str:
-    return (Path(filename).stem or "audio").replace(" ", "_")

@@ -22,7 +22,8 @@ from common.interfaces import SeparatorInfo
 from common.replicas import ReplicaPool, expect_ok
 from common.service import create_service_app
 from gateway.access import RateLimiter
-from gateway.api import router
+from gateway.api import router as api_router
+from gateway.downloads import router as downloads_router
 from gateway.jobfiles import drop_stale_caches, job_files
 from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools
@@ -172,7 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         "gateway",
         settings,
-        routers=[page_router, router],
+        routers=[page_router, api_router, downloads_router],
         lifespan=lifespan,
         description="Upload a song, get its stems back. See the README for the API.",
         readiness=lambda app: app.state.gateway.downstream_checks(),

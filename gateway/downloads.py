@@ -1,0 +1,274 @@
+"""The public REST API's downloads: the multi-channel WAV, one stem, the ZIP, the analysis."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import quote
+
+from anyio import to_thread
+from fastapi import Depends, Query
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, Response, StreamingResponse
+
+from common.audio import media_type
+from common.constants import CLIP_MODES, RESULT_FORMATS
+from common.errors import Conflict, InvalidOption, NotFound
+from gateway.api import Gw, JobId, api_router, job_json, store_call
+from gateway.jobfiles import job_files
+from gateway.partial import done_piece, progress_headers, wav_range
+from gateway.results import Answer, stem_answer, zip_answer
+from gateway.schemas import Analysis, binary, error_responses
+from gateway.store import JobRecord
+
+router = api_router("results")
+
+Format = Annotated[
+    Literal[RESULT_FORMATS],  # type: ignore[valid-type]
+    Query(
+        description="wav: 32-bit float (never clipped); wav16, wav24: PCM; flac: 24-bit, "
+        "flac16: 16-bit; mp3: 320 kbit/s"
+    ),
+]
+Clip = Annotated[
+    Literal[CLIP_MODES],  # type: ignore[valid-type]
+    Query(
+        description="for all formats but wav, samples beyond full scale: rescale (the whole "
+        "set scaled so its loudest sample fits, as Demucs does) or clamp"
+    ),
+]
+STEM_NAME = re.compile(r"[a-z0-9_]{1,32}")
+
+
+def stem_param(stem: Annotated[str, PathParam(description="One of the job's `stems`.")]) -> str:
+    if not STEM_NAME.fullmatch(stem):
+        raise NotFound(f"no stem {stem[:80]!r}")
+    return stem
+
+
+StemName = Annotated[str, Depends(stem_param)]
+
+
+async def done_job(gw, job_id: str) -> JobRecord:
+    job = await store_call(gw.store.get, job_id)
+    if job.status != "done":
+        raise Conflict(f"job {job_id} is {job.status}, its results are not ready", code="not_ready")
+    return job
+
+
+FromFrame = Annotated[
+    int,
+    Query(
+        ge=0,
+        le=2**40,
+        description="only frames [from_frame, ready) of the result (44.1 kHz frames), e.g. "
+        "the part of a running job's prefix a player does not have yet; float WAV only",
+    ),
+]
+
+
+# The result routes' answers, besides their audio: how much of the result is final.
+PROGRESS_HEADERS = {
+    name: {"description": description, "schema": {"type": kind}}
+    for name, description, kind in (
+        ("X-Audiosplit-Partial", "true when the answer is less than the whole result", "string"),
+        ("X-Audiosplit-Ready-Frames", "frames of the result that are final so far", "integer"),
+        ("X-Audiosplit-Ready-S", "the same in seconds", "number"),
+        ("X-Audiosplit-From-Frame", "the result's frame the answer starts at", "integer"),
+    )
+}
+RESULT_ERRORS = error_responses(
+    404,
+    409,
+    422,
+    503,
+    507,
+    why={
+        404: "No such job or stem, or its result is gone (not_found).",
+        409: "No part of the result is final yet, the job failed, or (stems) a format other "
+        "than wav was asked for while the job runs (not_ready).",
+        422: "A query parameter is not accepted, e.g. from_frame past the end "
+        "(invalid_request, invalid_option).",
+    },
+)
+
+
+class WavResponse(Response):
+    media_type = "audio/wav"  # for the spec: these routes answer their own responses
+
+
+@router.get(
+    "/jobs/{job_id}/result",
+    summary="All stems as one multi-channel 32-bit float WAV (while the job runs: the final "
+    "prefix so far)",
+    response_class=WavResponse,
+    responses={
+        **binary(
+            "audio/wav",
+            description="32-bit float WAV, 44.1 kHz, 2 channels per stem (the job's "
+            "`channels`), as many frames as the input (while running: the final prefix).",
+            headers=PROGRESS_HEADERS,
+        ),
+        **RESULT_ERRORS,
+    },
+)
+async def get_result(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
+    job = await store_call(gw.store.get, job_id)
+    files = job_files(gw.settings, job_id)
+    name = f"{stem_of(job.filename)}_stems.wav"
+    if job.status != "done" or from_frame:
+        return await to_thread.run_sync(wav_range, files, job, None, from_frame, name)
+    await to_thread.run_sync(files.fetch, files.result_path)  # into the cache, once
+    response = file_response(files.result_path, name, "audio/wav")
+    response.headers.update(progress_headers(done_piece(job, 0)))
+    return response
+
+
+@router.get(
+    "/result/{job_id}",
+    summary="Alias of GET /api/jobs/{id}/result",
+    response_class=WavResponse,
+    responses={
+        **binary(
+            "audio/wav", description="As GET /api/jobs/{id}/result.", headers=PROGRESS_HEADERS
+        ),
+        **RESULT_ERRORS,
+    },
+)
+async def get_result_alias(job_id: JobId, gw: Gw, from_frame: FromFrame = 0) -> Response:
+    return await get_result(job_id, gw, from_frame)
+
+
+@router.get(
+    "/jobs/{job_id}/stems/{stem}",
+    summary="One stem (while the job runs: the final prefix so far, format=wav)",
+    response_class=WavResponse,
+    responses={
+        **binary(
+            *sorted({media_type(f) for f in RESULT_FORMATS}),
+            description="The stem, stereo, 44.1 kHz, in the format asked for.",
+            headers=PROGRESS_HEADERS,
+        ),
+        **RESULT_ERRORS,
+    },
+)
+async def get_stem(
+    job_id: JobId,
+    stem: StemName,
+    gw: Gw,
+    format: Format = "wav",
+    clip: Clip = "rescale",
+    from_frame: FromFrame = 0,
+) -> Response:
+    job = await store_call(gw.store.get, job_id)
+    if stem not in job.stems:
+        raise NotFound(f"job {job_id} has no stem {stem!r}; its stems: {', '.join(job.stems)}")
+    files = job_files(gw.settings, job_id)
+    if job.status != "done" or from_frame:  # a frame range: the running job's prefix
+        if format != "wav" and job.status == "done":
+            raise InvalidOption("from_frame works with format=wav (32-bit float) only")
+        if format != "wav":
+            raise Conflict(
+                f"job {job_id} is {job.status}: format={format} is available when the job is "
+                "done (while it runs, format=wav gives the final part so far)",
+                code="not_ready",
+            )
+        name = f"{stem_of(job.filename)}_{stem}.wav"
+        return await to_thread.run_sync(wav_range, files, job, stem, from_frame, name)
+    # made from result.wav while it is sent (a FLAC or MP3 is encoded first), never kept
+    answer = await to_thread.run_sync(stem_answer, files, job, stem, format, clip)
+    name = f"{stem_of(job.filename)}_{stem}.{answer.ext}"
+    return streamed(answer, name, progress_headers(done_piece(job, 0)))
+
+
+@router.get(
+    "/jobs/{job_id}/download.zip",
+    summary="All stems (24-bit FLAC unless `format` says otherwise) and the analysis, zipped",
+    response_class=StreamingResponse,
+    responses={
+        **binary("application/zip", description="A ZIP of the stems, the job and its analysis."),
+        **error_responses(
+            404,
+            409,
+            422,
+            503,
+            507,
+            why={
+                404: "No such job, or its result is gone (not_found).",
+                409: "The job is not done (not_ready).",
+            },
+        ),
+    },
+)
+async def download_zip(
+    job_id: JobId, gw: Gw, format: Format = "flac", clip: Clip = "rescale"
+) -> StreamingResponse:
+    """Streamed as it is zipped (its length is known only at the end), never stored."""
+    job = await done_job(gw, job_id)
+    files = job_files(gw.settings, job_id)
+    chunks = await to_thread.run_sync(zip_answer, files, job, job_json(job), format, clip)
+    disposition = attachment(f"{stem_of(job.filename)}_stems.zip")
+    return StreamingResponse(
+        chunks, media_type="application/zip", headers={"Content-Disposition": disposition}
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/analysis",
+    summary="What is playing where: the track's key, tempo, beats, chords, loudness; per window "
+    "labels, stems present, stem levels, key",
+    response_model=Analysis,
+    responses=error_responses(
+        404,
+        503,
+        507,
+        why={
+            404: "No such job (not_found), it ran with analysis=false (no_analysis), or its "
+            "analysis is not written yet (not_ready)."
+        },
+    ),
+)
+async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
+    job = await store_call(gw.store.get, job_id)
+    files = job_files(gw.settings, job_id)
+    path = files.analysis_path
+    if not job.options.get("resolved", {}).get("analysis", True):
+        raise NotFound(
+            f"job {job_id} ran without analysis (analysis=false was asked); submit the song "
+            "again with analysis=true to get one",
+            code="no_analysis",
+        )
+    if not await to_thread.run_sync(files.fetch, path):
+        why = "it failed" if job.status == "failed" else "it is written when the job is done"
+        raise NotFound(f"job {job_id} is {job.status}: no analysis yet ({why})", code="not_ready")
+    return FileResponse(path, media_type="application/json")
+
+
+def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:
+    """An answer made while it is sent, with its length known up front (players and progress
+    bars want it) and the download name a FileResponse would give."""
+    headers = {
+        **headers,
+        "Content-Length": str(answer.size),
+        "Content-Disposition": attachment(filename),
+    }
+    return StreamingResponse(answer.chunks, media_type=answer.media_type, headers=headers)
+
+
+def attachment(filename: str) -> str:
+    """Content-Disposition as Starlette's FileResponse writes it."""
+    quoted = quote(filename)
+    if quoted != filename:
+        return f"attachment; filename*=utf-8''{quoted}"
+    return f'attachment; filename="{filename}"'
+
+
+def file_response(path: Path, filename: str, media_type: str) -> FileResponse:
+    if not path.exists():
+        raise NotFound("the result file is gone (deleted or expired)")
+    return FileResponse(path, media_type=media_type, filename=filename)
+
+
+def stem_of(filename: str) -> str:
+    return (Path(filename).stem or "audio").replace(" ", "_")

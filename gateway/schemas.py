@@ -1,0 +1,307 @@
+"""The public API's documented shapes (`/openapi.json`, `/docs`, `/redoc`): the upload form of
+`POST /api/jobs`, the job, error, analysis and model list answers, and what each error status
+means.
+
+The routes build plain dicts and answer them as they are (a `JSONResponse` skips FastAPI's
+response validation, which would drop a field these models lack); `test/unit/gateway/
+test_openapi*.py` checks the dicts against these models so that the two cannot drift apart.
+Answers allow fields added later: clients should ignore what they do not know.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from common.constants import DSP_STEMS, MODEL_NAMES
+from common.interfaces import ENSEMBLE_METHODS, ErrorBody, ErrorDetail, SeparatorInfo
+from gateway.options import MAX_OVERLAP, MAX_SHIFTS, QUALITIES
+from gateway.store import STATUSES
+
+# --- POST /api/jobs: the multipart form ------------------------------------------------------
+
+
+class JobSubmission(BaseModel):
+    """The song in `file`, every other field optional. The upload is written to disk as it
+    arrives, and refused (413) as soon as it passes the size cap."""
+
+    # Not read by FastAPI: gateway/upload.py streams the body, gateway/options.py checks the
+    # fields; the enums and bounds below are that parser's own constants.
+
+    model_config = ConfigDict(title="JobSubmission")
+
+    file: bytes = Field(
+        description="The song: any common audio format (WAV, FLAC, MP3, Ogg, M4A, ...); "
+        "decoded and checked before the answer."
+    )
+    model: str = Field(
+        "auto",
+        description="`auto`: the best separator whose weights are present or can be fetched, "
+        "else the weightless `dsp` one (the job's `model_reason` says which and why); a model "
+        f"name ({', '.join(MODEL_NAMES)}); or 2 to 4 names, comma-separated: an ensemble "
+        "(see `ensemble_weights`, `ensemble_method`).",
+        examples=["auto", "htdemucs", "dsp", "htdemucs,mdx_extra"],
+    )
+    quality: Literal[QUALITIES] = Field(  # type: ignore[valid-type]
+        "preview",
+        description="`preview`: shifts 0 (with model=auto: htdemucs); `render`: shifts 1 "
+        "(with model=auto: htdemucs_ft). An explicit `model` or `shifts` wins over it.",
+    )
+    stems: str = Field(
+        "all",
+        description="`all`: every stem of the model; or one stem name of the model (e.g. "
+        f"{', '.join(DSP_STEMS)}), which gives that stem and its complement `no_<stem>`.",
+        examples=["all", "vocals"],
+    )
+    shifts: int = Field(
+        None,
+        ge=0,
+        le=MAX_SHIFTS,
+        description="Random time shifts averaged (Demucs' `shifts`); default from `quality`.",
+    )
+    overlap: float = Field(
+        None,
+        ge=0.0,
+        le=MAX_OVERLAP,
+        description="Overlap of neighbouring chunks, a fraction of a segment; default: the "
+        "model's own (0.25 for Demucs).",
+    )
+    analysis: bool = Field(
+        True,
+        description="Whether to analyse the song (key, tempo, beats, chords, labels per "
+        "window): `GET /api/jobs/{id}/analysis`.",
+    )
+    ensemble_weights: str = Field(
+        None,
+        description="With an ensemble `model`: one positive weight per member, "
+        "comma-separated (e.g. `1,2`); default: equal weights.",
+        examples=["1,2"],
+    )
+    ensemble_method: Literal[ENSEMBLE_METHODS] = Field(  # type: ignore[valid-type]
+        None,  # avg_wave, but only an ensemble may name it (422 with one model)
+        description="With an ensemble `model` only: per stem, the members' weighted mean "
+        "(`avg_wave`, the default) or weighted median (`median_wave`) waveform.",
+    )
+
+
+def job_submission_body() -> dict:
+    """`POST /api/jobs`'s requestBody for the spec (`openapi_extra`): the form above, with no
+    `default: null` for the fields whose default depends on other fields."""
+    schema = JobSubmission.model_json_schema()
+    for prop in schema["properties"].values():
+        if prop.get("default", ...) is None:
+            del prop["default"]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Channel(Answer):
+    channel: int = Field(ge=0, description="Channel of the multi-channel result WAV.")
+    stem: str
+    side: Literal["left", "right"]
+
+
+class JobLinks(Answer):
+    """Where the job's results are; a link is present once it answers."""
+
+    self_: str = Field(alias="self")
+    analysis: str | None = Field(None, description="Unless the job was sent analysis=false.")
+    result: str | None = Field(
+        None, description="The multi-channel WAV: once done, or while running its final prefix."
+    )
+    stems: dict[str, str] | None = Field(None, description="Per stem, its URL.")
+    zip: str | None = Field(None, description="Once done: all stems and the analysis.")
+
+
+class EnsembleShare(Answer):
+    model: str
+    weight: float
+    share: float = Field(description="The weight over the sum of the weights.")
+
+
+class JobOptionsUsed(Answer):
+    """The options the job runs with, defaults filled in."""
+
+    stem: str | None = Field(None, description="The one stem asked for; null: all.")
+    shifts: int | None = None
+    overlap: float | None = Field(None, description="null: each ensemble member's own.")
+    analysis: bool | None = None
+    members: list[EnsembleShare] | None = Field(None, description="An ensemble's members.")
+    ensemble_method: Literal[ENSEMBLE_METHODS] | None = None  # type: ignore[valid-type]
+
+
+class Job(Answer):
+    """A job, as `POST /api/jobs` and `GET /api/jobs/{id}` answer it."""
+
+    id: str
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    progress: float = Field(ge=0.0, le=1.0, description="Chunks done / chunks planned.")
+    stage: str = Field(description="What it does now: queued, planning, separating, ...")
+    model: str = Field(description="The model that runs (a comma list: an ensemble).")
+    model_reason: str = Field(description="Why that model, for a person.")
+    notice: str | None = Field(
+        description="One sentence about the whole result a person must not miss (e.g. that "
+        "the weightless dsp separator made it), or null."
+    )
+    stems: list[str] = Field(description="The stems produced, in channel order.")
+    channels: list[Channel] = Field(description="Stem and side of each result channel.")
+    eta_s: float | None = Field(description="Seconds left from the pace so far; null: unknown.")
+    peak: float | None = Field(
+        description="Once done: the stems' absolute peak (float WAVs may exceed 1.0)."
+    )
+    error: ErrorDetail | None = Field(description="Why it failed; null unless failed.")
+    warnings: list[str]
+    notes: list[str]
+    created_at: str = Field(description="UTC, ISO 8601.", examples=["2026-01-31T12:00:00Z"])
+    updated_at: str = Field(description="UTC, ISO 8601.")
+    duration_s: float = Field(description="Length of the song, seconds.")
+    ready_s: float = Field(description="Seconds from the start of the result that are final.")
+    filename: str = Field(description="The upload's file name, made safe.")
+    options: JobOptionsUsed
+    links: JobLinks
+
+
+class JobList(Answer):
+    jobs: list[Job] = Field(description="Newest first.")
+
+
+# GET /api/models: what the predictor knows of each model, as it says it (less the wire
+# version): made from the predictor's own message so that the two stay one.
+ModelInfo = create_model(
+    "ModelInfo",
+    __base__=Answer,
+    __doc__=SeparatorInfo.__doc__,
+    **{
+        name: (f.annotation, f)
+        for name, f in SeparatorInfo.model_fields.items()
+        if name != "version"
+    },
+)
+
+
+class ModelList(Answer):
+    models: list[ModelInfo]  # type: ignore[valid-type]
+
+
+class Key(Answer):
+    tonic: str = Field(examples=["C#"])
+    mode: Literal["major", "minor"]
+    confidence: float
+
+
+class TimedChord(Answer):
+    start_s: float
+    end_s: float
+    chord: str = Field(description='"C", "C#m", ... ; "N": no chord.')
+
+
+class TrackAnalysis(Answer):
+    """The whole track; a part that could not be measured is null, `reasons` says why."""
+
+    duration_s: float | None = None
+    key: Key | None = None
+    tempo_bpm: float | None = None
+    tempo_confidence: float | None = None
+    beats_s: list[float] | None = None
+    downbeats_s: list[float] | None = None
+    chords: list[TimedChord] | None = None
+    loudness_lufs: float | None = None
+    peak_dbfs: float | None = None
+    reasons: dict[str, str] = {}
+    errors: list[str] | None = Field(None, description="Parts of the analysis that failed.")
+
+
+class Label(Answer):
+    label: str = Field(description="An AudioSet class name.")
+    score: float
+
+
+class WindowAnalysis(Answer):
+    """One analysis window (10.24 s)."""
+
+    index: int
+    start_s: float
+    duration_s: float
+    labels: list[Label] = []
+    stems_present: dict[str, float] | None = None
+    stems_present_source: Literal["ast", "stem_activity"] | None = None
+    stem_activity: dict[str, float] | None = Field(None, description="Per stem, RMS in dBFS.")
+    key: Key | None = None
+    key_reason: str | None = None
+    chroma: list[float] | None = None
+    rms_db: float | None = None
+    peak_db: float | None = None
+    loudness_lufs: float | None = None
+    spectral_centroid_hz: float | None = None
+    spectral_rolloff_hz: float | None = None
+    errors: list[str] | None = None
+
+
+class ToneModel(Answer):
+    """Whether the AudioSet labeller (AST) labelled the windows, and if not why."""
+
+    name: str
+    status: Literal["ok", "unavailable"]
+    available: bool | None = None
+    reason: str = ""
+
+
+class Analysis(Answer):
+    """`GET /api/jobs/{id}/analysis`."""
+
+    track: TrackAnalysis
+    windows: list[WindowAnalysis]
+    tone_model: ToneModel
+
+
+# --- error statuses ---------------------------------------------------------------------------
+
+ERROR_MEANINGS = {
+    400: "The body is no multipart/form-data with one `file` (bad_request, bad_content_type, "
+    "bad_multipart).",
+    401: "API keys are on (API_KEYS) and X-API-Key is missing or unknown (unauthorized).",
+    404: "No such job, or none of its files (not_found).",
+    409: "The job's results are not ready: it is queued, running or failed (not_ready).",
+    413: "The upload is larger than the size cap (upload_too_large).",
+    415: "The upload is no audio that can be decoded (undecodable_audio).",
+    422: "A parameter or form field has a value that is not accepted (invalid_request, "
+    "invalid_option).",
+    429: "Too many submissions from this client (rate_limited): wait `Retry-After` seconds.",
+    502: "A service behind the gateway failed or could not be reached (upstream_error).",
+    503: "The job database did not answer in time (store_unavailable); try again.",
+    507: "The job storage failed: disk full, object storage unreachable (storage_error).",
+}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+
+
+def error_responses(*codes: int, why: dict[int, str] | None = None) -> dict[int | str, dict]:
+    """The `responses=` entries of these error statuses, each with the error body; `why`
+    replaces a status's generic meaning where a route has a more precise one."""
+    why = why or {}
+    responses: dict[int | str, dict] = {}
+    for code in codes:
+        responses[code] = {"model": ErrorBody, "description": why.get(code, ERROR_MEANINGS[code])}
+        if code == 429:
+            responses[code]["headers"] = RETRY_AFTER
+    return responses
+
+
+def binary(*media_types: str, description: str, headers: dict | None = None) -> dict:
+    """A 200 answer of bytes in one of `media_types` (an audio file, a ZIP)."""
+    content = {m: {"schema": {"type": "string", "format": "binary"}} for m in media_types}
+    answer = {"description": description, "content": content}
+    if headers:
+        answer["headers"] = headers
+    return {200: answer}
