@@ -16,6 +16,7 @@ Writing lives in `common.audio_encode`, re-exported here.
 from __future__ import annotations
 
 import codecs
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from common.stereo import (
     StereoSink,
     stereo_downmix_matrix,
 )
+
+log = logging.getLogger("audiosplit.audio")
 
 __all__ = [
     "DecodedAudio",
@@ -71,6 +74,7 @@ _WAVE_SPEAKERS += ("TFL", "TFC", "TFR", "TBL", "TBC", "TBR")  # bit order of a W
 _MASK_RE = re.compile(r"Channel Mask\s*:\s*0x([0-9A-Fa-f]+)")
 # libsndfile's header log says so when a WAV's data chunk claims more bytes than the file has.
 _SHORT_DATA_RE = re.compile(r"^data\s*:\s*(\d+) \(should be (\d+)\)", re.MULTILINE)
+_OGG_NO_EOS_RE = re.compile(r"^Ogg\s*:\s*Last page lacks an end-of-stream bit", re.MULTILINE)
 _UNKNOWN_SIZE = 0xFFFFFFFF  # RIFF size of a WAV written while streaming: not a truncation
 _NOT_AUDIO = (
     (b"\x89PNG", "a PNG image"),
@@ -206,9 +210,11 @@ def _decode_checked(
             raise AudioRejected(
                 "The audio is too large to decode on this server; upload a shorter file."
             ) from e
-        # the promise above: a decoder's own error becomes a 415
+        # the promise above: a decoder's own error becomes a 415; its text (a library's words,
+        # maybe a server path) is for the log
+        log.warning("decoding %s failed: %s: %s", path.name, type(e).__name__, e)
         raise AudioDecodeError(
-            f"The file could not be decoded as audio ({type(e).__name__}: {e}). {_FORMATS_HINT}"
+            f"The file could not be decoded as audio: the decoder stopped on it. {_FORMATS_HINT}"
         ) from e
 
 
@@ -217,7 +223,8 @@ def _decode(path: Path, max_duration_s: float, open_output: _NewOutput) -> _Deco
         with open(path, "rb") as f:
             head = f.read(_HEAD_BYTES)
     except OSError as e:
-        raise AudioDecodeError(f"The uploaded file could not be read: {e.strerror}.") from e
+        log.error("reading the upload %s failed: %s", path, e)
+        raise AudioDecodeError("The uploaded file could not be read back on the server.") from e
     if not head:
         raise AudioDecodeError(
             f"The file is empty (0 bytes): nothing was uploaded, or the upload broke off. "
@@ -260,6 +267,7 @@ def _decode_soundfile(
         if declared_s is None and declared is not None:
             declared_s = declared / rate
         warnings += _truncation_warnings(declared_s, sink.source_seconds)
+        warnings += _ogg_cut_warnings(f.extra_info, sink.source_seconds)
         sink.flush()
         return _Decoded(sink, (rate, f.channels, f"{f.format}/{f.subtype}"), warnings)
 
@@ -287,6 +295,17 @@ def _wav_declared_seconds(extra_info: str, decoded_s: float) -> float | None:
     return decoded_s * claimed / present
 
 
+def _ogg_cut_warnings(extra_info: str, decoded_s: float) -> list[str]:
+    """An Ogg stream announces no length: one cut short shows as a last page without the
+    end-of-stream mark every complete stream ends with (libsndfile's header log says so)."""
+    if not _OGG_NO_EOS_RE.search(extra_info):
+        return []
+    return [
+        f"The file looks truncated: its Ogg stream breaks off after {_clock(decoded_s)} "
+        "without the end-of-stream mark; only the audio before that point was decoded."
+    ]
+
+
 def _decode_ffmpeg(
     path: Path, head: bytes, max_duration_s: float, open_output: _NewOutput
 ) -> _Decoded:
@@ -294,7 +313,8 @@ def _decode_ffmpeg(
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
         what = _what_broken_header(head) or _what_it_is(head)
-        message = f"The file is not decodable audio: {what} (FFmpeg: {e.strerror}). {_FORMATS_HINT}"
+        log.info("FFmpeg cannot open the upload: %s", e.strerror)
+        message = f"The file is not decodable audio: {what}. {_FORMATS_HINT}"
         raise AudioDecodeError(message) from e
     with container:
         stream = _audio_stream(container, head)
@@ -396,8 +416,11 @@ def _feed_frames(frames: list[av.AudioFrame], sink: _StereoSink) -> None:
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
     """(frames, channels) float32; integer formats scaled to [-1, 1), floats kept as they are."""
-    data = frame.to_ndarray()
-    data = data.T if frame.format.is_planar else data.reshape(-1, frame.layout.nb_channels)
+    if frame.format.name in ("s64", "s64p"):  # PyAV's to_ndarray has no 64-bit integers
+        data = _int64_samples(frame)
+    else:
+        data = frame.to_ndarray()
+        data = data.T if frame.format.is_planar else data.reshape(-1, frame.layout.nb_channels)
     if data.dtype.kind == "f":
         return data.astype(np.float32, copy=False)
     full_scale = float(2 ** (8 * data.dtype.itemsize - 1))
@@ -406,6 +429,15 @@ def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
         samples -= full_scale
     samples *= 1.0 / full_scale
     return samples
+
+
+def _int64_samples(frame: av.AudioFrame) -> np.ndarray:
+    """(frames, channels) int64 of a 64-bit integer PCM frame (a 64-bit WAV), packed or planar."""
+    channels, n = frame.layout.nb_channels, frame.samples
+    if frame.format.is_planar:
+        planes = [np.frombuffer(p, dtype="<i8", count=n) for p in frame.planes[:channels]]
+        return np.stack(planes, axis=1)
+    return np.frombuffer(frame.planes[0], dtype="<i8", count=n * channels).reshape(n, channels)
 
 
 def _sample_warnings(sink: _StereoSink) -> list[str]:

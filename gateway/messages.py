@@ -7,10 +7,12 @@ the CLI get short, pathless sentences built from the same facts.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from common.config import REPO_ROOT, Settings
 from common.interfaces import SeparatorInfo
 
 # Measured with `.venv/bin/python bench/bench_dsp.py` on falcon69 (a real song's 6 s excerpt
@@ -102,6 +104,12 @@ def server_paths(*paths: str | Path | None) -> list[str]:
             found.add(str(Path(p).expanduser().resolve()))
             found.add(str(Path(p).expanduser().absolute()))
     return sorted((f for f in found if f not in ("/", "")), key=len, reverse=True)
+
+
+def settings_paths(settings: Settings) -> list[str]:
+    """The server's own directories: data, models, the weight caches, the repository."""
+    caches = (os.environ.get(v) for v in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE"))
+    return server_paths(settings.data_dir, settings.models_dir, REPO_ROOT, *caches)
 
 
 def without_paths(text: str, paths: Iterable[str]) -> str:

@@ -18,7 +18,7 @@ from anyio import to_thread
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
 from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
-from common.errors import ModelUnavailable, UpstreamError
+from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
 from common.interfaces import (
     ChunkSpec,
     EnsembleJob,
@@ -40,6 +40,7 @@ from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
+from gateway.messages import settings_paths, without_paths
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
 from gateway.store import JobStore
@@ -73,11 +74,19 @@ class Pipeline:
         self.store = store
         self.pools = pools
         self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
+        self.paths = settings_paths(settings)  # kept out of what a job tells its client
 
     async def run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)
         try:
             await self._run(job_id)
+        except AudiosplitError as e:  # becomes the job's error: the client's, so no paths
+            public = without_paths(e.message, self.paths)
+            if public != e.message:
+                log.warning("job failed: %s", e.message)  # the whole message, for the admin
+                e.message = public
+                e.args = (public,)
+            raise
         finally:
             job_id_var.reset(token)
 
@@ -335,6 +344,7 @@ class Pipeline:
         """Add the predictor's warnings (device fallbacks) to the job, each once."""
         if not new:
             return
+        new = [without_paths(w, self.paths) for w in new]
         job = self.store.get(job_id)
         merged = job.warnings + [w for w in dict.fromkeys(new) if w not in job.warnings]
         if merged != job.warnings:
