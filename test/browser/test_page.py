@@ -140,7 +140,11 @@ def test_a_dsp_job_says_once_what_its_stems_are_and_no_server_path_shows(done, s
     expect(item.get_by_role("note")).to_have_text(shown)
     assert item.locator(".notice code").first.inner_text() == "dsp"
     expect(page.locator("#player .notice")).to_have_count(0)
-    assert page.evaluate("document.body.innerText").count(shown) == 1
+    shown_text = page.evaluate("document.body.innerText")
+    assert shown_text.count(shown) == 1
+    # No AST weights here either: said once, beside the analysis, not again on the card.
+    assert shown_text.count("instrument labels unavailable") == 1, shown_text
+    expect(item.locator(".warn")).to_have_count(0)
     rect = page.evaluate(
         """() => { const r = (id) => document.getElementById(id).getBoundingClientRect();
              return {top: r("jobs-h").top + scrollY, bottom: r("keys-help").bottom + scrollY,

@@ -154,6 +154,8 @@ def test_a_long_song_plays_while_it_separates_and_ends_as_the_result(
         timeout=WAIT_MS,
     )
     job_id = page.evaluate("window.audiosplit.state.job.id")
+    status = page.locator("#player-status")
+    expect(status).to_contain_text("Space pauses")  # playing (or waiting for more), not "Ready"
     heard = httpx.get(f"{base_url}/api/jobs/{job_id}").json()
     assert heard["status"] == "running", heard  # playing, and the job still separates
     first_ready = page.evaluate("window.audiosplit.player.ready")
@@ -196,6 +198,7 @@ def test_a_long_song_plays_while_it_separates_and_ends_as_the_result(
     )
     assert muted["mute"] is True and muted["gain"] < 1e-3, muted
     expect(info).to_be_hidden()
+    expect(status).to_contain_text("Separated: the player holds the finished stems.")
     expect(page.locator("#dl-zip")).to_be_attached()
     # The player holds exactly the finished stems: the pieces, joined, are the stem files.
     job = httpx.get(f"{base_url}/api/jobs/{job_id}").json()
