@@ -33,8 +33,13 @@ def check_api_key(request: Request) -> None:
     if not keys:
         return
     given = request.headers.get(API_KEY_HEADER, "")
-    if not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+    if not given:
         raise Unauthorized("this service needs an API key: send it in the X-API-Key header")
+    if not any(secrets.compare_digest(given.encode(), k.encode()) for k in keys):
+        raise Unauthorized(
+            "the X-API-Key given is not a valid key for this service: check it for typos, or "
+            "ask the server's admin for one"
+        )
 
 
 class RateLimiter:

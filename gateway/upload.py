@@ -4,6 +4,7 @@ bytes arrive (a 10 GB upload is refused at 500 MB, not after), the small form fi
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from common.errors import BadRequest, StorageError, UploadTooLarge
 from common.metrics import UPLOAD_BYTES
+
+log = logging.getLogger("audiosplit.upload")
 
 MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 32
@@ -57,10 +60,15 @@ class _Receiver:
     def on_headers_finished(self) -> None:
         _, params = parse_options_header(self._headers.get("content-disposition", b""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
-        if b"filename" in params and name == "file":
+        if b"filename" in params and name != "file":
+            raise BadRequest(
+                f"the song goes in form field 'file' (got a file in {name[:40]!r})",
+                code="wrong_field",
+            )
+        if name == "file":  # with a file name (a browser, curl -F file=@x) or without (-F file=<x)
             if self._file is not None:
                 raise BadRequest("send one file per job (field `file`)")
-            self.upload.filename = params[b"filename"].decode("utf-8", "replace")
+            self.upload.filename = params.get(b"filename", b"").decode("utf-8", "replace")
             self.upload.path = self.dest
             self._file = open(self.dest, "wb")  # noqa: SIM115 - closed in close()
             self._in_file = True
@@ -137,8 +145,9 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload
             UPLOAD_BYTES.inc(len(chunk))
             parser.write(chunk)
         parser.finalize()
-    except OSError as e:
-        raise StorageError(f"cannot store the upload: {e}") from e
+    except OSError as e:  # its text names the server's path: the log gets it, not the client
+        log.error("cannot store the upload at %s: %s", dest, e)
+        raise StorageError(f"cannot store the upload: {e.strerror or 'the disk refused it'}") from e
     except (BadRequest, UploadTooLarge):
         raise
     except Exception as e:  # the parser's own errors: a malformed body

@@ -28,7 +28,12 @@ def test_api_key_required_when_configured(tmp_path):
     with TestClient(app_with(tmp_path, api_keys="k1, k2")) as c:
         r = c.get("/api/jobs")
         assert r.status_code == 401 and "X-API-Key" in r.json()["error"]["message"]
-        assert c.get("/api/jobs", headers={"X-API-Key": "wrong"}).status_code == 401
+        wrong = c.get("/api/jobs", headers={"X-API-Key": "wrong"})
+        assert wrong.status_code == 401
+        assert wrong.json()["error"]["message"].startswith(
+            "the X-API-Key given is not a valid key for this service"
+        )
+        assert "needs an API key" in r.json()["error"]["message"]  # missing: names the header
         assert c.get("/api/jobs", headers={"X-API-Key": "k2"}).status_code == 200
         assert c.get("/health").status_code == 200  # ops endpoints stay open
         assert c.get("/").status_code == 200
