@@ -36,7 +36,7 @@ from common.wire import decode, encode
 from transforms import chords
 from transforms.features import check_window
 from transforms.key import KeyResult, chroma_frames, estimate_key, summed
-from transforms.rhythm import FRAME_S, to_analysis_rate
+from transforms.rhythm import FRAME_S, length_below, to_analysis_rate
 from transforms.window import resolve
 
 MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
@@ -52,8 +52,8 @@ def key_of(result: KeyResult) -> Key | None:
 
 
 def too_short(n_samples: int, minimum_s: float, what: str) -> str:
-    seconds = n_samples / SAMPLE_RATE
-    return f"{seconds:.1f} s of audio; {what} needs at least {minimum_s:g} s"
+    length = length_below(n_samples / SAMPLE_RATE, minimum_s)
+    return f"{length} of audio; {what} needs at least {minimum_s:g} s"
 
 
 def window_tonal(audio: np.ndarray, window: AnalysisWindow) -> tuple[np.ndarray, WindowTonal]:

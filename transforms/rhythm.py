@@ -75,7 +75,8 @@ def track_tempo(envelope: np.ndarray, accent: np.ndarray, duration_s: float) -> 
     """Tempo (BPM), its confidence in [0, 1] and beat times (s) from a track's onset strength
     and accent envelopes `(n_frames,)`."""
     if duration_s < MIN_TEMPO_S:
-        reason = f"the track is {duration_s:.1f} s; a tempo needs at least {MIN_TEMPO_S:g} s"
+        length = length_below(duration_s, MIN_TEMPO_S)
+        reason = f"the track is {length}; a tempo needs at least {MIN_TEMPO_S:g} s"
         return Tempo(None, None, None, reason)
     if envelope.size == 0 or float(np.max(envelope)) < MIN_ONSET:
         return Tempo(None, None, None, "no onsets: the track is silent or has no attacks")
@@ -96,6 +97,16 @@ def track_tempo(envelope: np.ndarray, accent: np.ndarray, duration_s: float) -> 
     times = beats * FRAME_S
     beats_s = [round(float(t), 3) for t in times]
     return Tempo(round(fitted_bpm(times), 2), round(confidence, 3), beats_s)
+
+
+def length_below(seconds: float, minimum_s: float) -> str:
+    """A length shorter than `minimum_s`, written so that it reads shorter: 5.96 s is "5.96 s",
+    not the "6.0 s" one decimal gives (which a "needs at least 6 s" next to it contradicts)."""
+    for decimals in (1, 2, 3):
+        shown = f"{seconds:.{decimals}f}"
+        if float(shown) < minimum_s:
+            return f"{shown} s"
+    return f"just under {minimum_s:g} s"
 
 
 def beat_track(envelope: np.ndarray, bpm: float | None = None) -> tuple[float, np.ndarray]:

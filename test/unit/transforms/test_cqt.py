@@ -94,3 +94,12 @@ def test_bad_audio_is_a_400(client, audio):
     response = post(client, audio)
     assert response.status_code == 400
     assert "error" in response.json()
+
+
+def test_too_short_reads_shorter_than_the_minimum():
+    from common.constants import SAMPLE_RATE
+    from transforms.cqt import too_short
+
+    assert too_short(int(3.96 * SAMPLE_RATE), 4.0, "a key") == (
+        "3.96 s of audio; a key needs at least 4 s"
+    )

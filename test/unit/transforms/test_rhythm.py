@@ -58,3 +58,22 @@ def test_the_metrical_level_follows_the_accents():
     assert rhythm.metrical_level(accent, quarters[::2].astype(float)) == 2.0
     eighths = np.sort(np.concatenate([quarters, quarters[:-1] + 10])).astype(float)
     assert rhythm.metrical_level(accent, eighths) == 0.5
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(5.96, "5.96 s"), (5.999, "5.999 s"), (5.9999, "just under 6 s"), (2.0, "2.0 s")],
+)
+def test_a_length_below_the_minimum_reads_below_it(seconds, shown):
+    assert rhythm.length_below(seconds, 6.0) == shown
+
+
+def test_a_tempo_at_exactly_the_minimum_length_is_measured():
+    """6.0 s is enough (the limit is 'at least 6 s'); 5.96 s is refused and says 5.96, not
+    the '6.0 s' it used to say next to 'needs at least 6 s'."""
+    groove = musicgen.drum_pattern(120.0, 8.0)
+    exact = tempo_of(groove[:, : int(rhythm.MIN_TEMPO_S * musicgen.SR)])
+    assert "at least" not in exact.reason and exact.bpm is not None
+    short = tempo_of(groove[:, : int(5.96 * musicgen.SR)])
+    assert short.bpm is None
+    assert short.reason == "the track is 5.96 s; a tempo needs at least 6 s"
