@@ -23,25 +23,25 @@ DSP_VOCALS_SDR_DB = 2.3
 DSP_MEAN_SDR_DB = 4.1
 HTDEMUCS_PUBLISHED_SDR_DB = 9.0
 DSP_NOTICE = (
-    "{who} the classical-DSP separator `dsp` (no trained model), far below the neural models: "
-    f"{DSP_VOCALS_SDR_DB:.1f} dB SDR on vocals ({DSP_MEAN_SDR_DB:.1f} dB over the four stems) "
-    "on a real test song, where Demucs publishes "
-    f"{HTDEMUCS_PUBLISHED_SDR_DB:.1f} dB for htdemucs (four stems, MUSDB18-HQ); for real stems run "
-    "`./run.sh fetch-models` on a machine with a network, or put the weights under models/ "
-    "(see models/README.md)."
+    "{what} (`dsp`, no trained model), far below the neural models: "
+    f"{DSP_MEAN_SDR_DB:.1f} dB SDR over the four stems of a real test song (vocals "
+    f"{DSP_VOCALS_SDR_DB:.1f} dB), where Demucs publishes {HTDEMUCS_PUBLISHED_SDR_DB:.1f} dB for "
+    "htdemucs on MUSDB18-HQ; for real stems run `./run.sh fetch-models` on a machine with a "
+    "network, or put the weights under models/ (see models/README.md)."
 )
 
 
 def result_notice(model: str) -> str | None:
-    """The one sentence about a whole result a person must not miss, or None.
+    """The one sentence about a whole result a person must not miss, or None. Its clauses end
+    in ": " or "; " (a client may put each on a line of its own).
 
     `model`: the job's model as it ran ("dsp", "htdemucs", or an ensemble "htdemucs,dsp").
     """
     members = [m.strip() for m in model.split(",") if m.strip()]
     if "dsp" not in members:
         return None
-    who = "These stems come from" if len(members) == 1 else "This ensemble's stems are partly from"
-    return DSP_NOTICE.format(who=who)
+    what = "Classical-DSP stems" if len(members) == 1 else "Partly classical-DSP stems"
+    return DSP_NOTICE.format(what=what)
 
 
 def weights_state(info: SeparatorInfo, plural: bool = False) -> str:

@@ -38,7 +38,7 @@ def info(name, available=False, fetchable=False, reason=OFFLINE):
 @pytest.mark.parametrize("model", ["dsp", "htdemucs,dsp", "dsp,umxhq"])
 def test_a_dsp_result_carries_the_notice_with_the_measured_figure(model):
     notice = result_notice(model)
-    assert notice is not None and "classical-DSP" in notice
+    assert notice is not None and "lassical-DSP stems" in notice
     assert "2.3 dB" in notice and "9.0 dB for htdemucs" in notice  # measured vs published
     assert "./run.sh fetch-models" in notice and "models/README.md" in notice
     assert notice.count(". ") == 0 and len(notice) < 400  # one sentence
