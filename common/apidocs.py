@@ -21,6 +21,9 @@ from common.interfaces import ErrorBody
 DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
 DOCS_ASSETS_URL = "/docs-assets"
 FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+# every service's error answer (`common.service.error_body`), in every spec's components
+ERROR_BODY_REF = {"$ref": "#/components/schemas/ErrorBody"}
+ERROR_CONTENT = {"application/json": {"schema": ERROR_BODY_REF}}
 
 
 def add_docs(app: FastAPI) -> None:
@@ -57,10 +60,13 @@ def add_docs(app: FastAPI) -> None:
 
 
 def spec_as_answered(app: FastAPI) -> dict:
-    """`app.openapi()`: FastAPI's spec, its 422s as the service sends them (see
-    `validation_errors_as_sent`); built once."""
+    """`app.openapi()`: FastAPI's spec with the error body in its components (routes refer to
+    it as ERROR_CONTENT) and its 422s as the service sends them (`validation_errors_as_sent`);
+    built once."""
     if app.openapi_schema is None:
-        validation_errors_as_sent(FastAPI.openapi(app))  # FastAPI keeps it in openapi_schema
+        spec = FastAPI.openapi(app)  # FastAPI keeps it in app.openapi_schema
+        add_error_body(spec.setdefault("components", {}).setdefault("schemas", {}))
+        validation_errors_as_sent(spec)
     return app.openapi_schema
 
 
@@ -79,7 +85,7 @@ def validation_errors_as_sent(spec: dict) -> None:
             else:
                 responses["422"] = {
                     "description": "A parameter or the body is not accepted (invalid_request).",
-                    "content": {"application/json": {"schema": component_ref(components)}},
+                    "content": ERROR_CONTENT,
                 }
     for name in ("HTTPValidationError", "ValidationError"):
         components.pop(name, None)
@@ -100,10 +106,9 @@ def cannot_fail_validation(operation: dict) -> bool:
     )
 
 
-def component_ref(components: dict) -> dict:
-    """A $ref to ErrorBody, which (and what it refers to) is added to `components` if needed."""
+def add_error_body(components: dict) -> None:
+    """ErrorBody, and what it refers to, into a spec's `components.schemas`."""
     schema = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in schema.pop("$defs", {}).items():
         components.setdefault(name, definition)
     components.setdefault("ErrorBody", schema)
-    return {"$ref": "#/components/schemas/ErrorBody"}

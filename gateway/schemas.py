@@ -10,12 +10,14 @@ Answers allow fields added later: clients should ignore what they do not know.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from common.apidocs import ERROR_CONTENT
 from common.constants import DSP_STEMS, MODEL_NAMES
-from common.interfaces import ENSEMBLE_METHODS, ErrorBody, ErrorDetail, SeparatorInfo
+from common.interfaces import ENSEMBLE_METHODS, ErrorDetail, SeparatorInfo
 from gateway.options import MAX_OVERLAP, MAX_SHIFTS, QUALITIES
 from gateway.store import STATUSES
 
@@ -292,7 +294,12 @@ def error_responses(*codes: int, why: dict[int, str] | None = None) -> dict[int 
     why = why or {}
     responses: dict[int | str, dict] = {}
     for code in codes:
-        responses[code] = {"model": ErrorBody, "description": why.get(code, ERROR_MEANINGS[code])}
+        # the content spelled out, not `model`: FastAPI would give a model the media type of the
+        # route's own answer (audio/wav on the result routes)
+        responses[code] = {
+            "description": why.get(code, ERROR_MEANINGS[code]),
+            "content": copy.deepcopy(ERROR_CONTENT),
+        }
         if code == 429:
             responses[code]["headers"] = RETRY_AFTER
     return responses
