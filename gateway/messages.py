@@ -24,10 +24,11 @@ DSP_MEAN_SDR_DB = 4.1
 HTDEMUCS_PUBLISHED_SDR_DB = 9.0
 DSP_NOTICE = (
     "{what} (`dsp`, no trained model), far below the neural models: "
-    f"{DSP_MEAN_SDR_DB:.1f} dB SDR over the four stems of a real test song (vocals "
-    f"{DSP_VOCALS_SDR_DB:.1f} dB), where Demucs publishes {HTDEMUCS_PUBLISHED_SDR_DB:.1f} dB for "
-    "htdemucs on MUSDB18-HQ; for real stems run `./run.sh fetch-models` on a machine with a "
-    "network, or put the weights under models/ (see models/README.md)."
+    f"{DSP_MEAN_SDR_DB:.1f} dB SDR over the four stems of a real test song "
+    f"(vocals {DSP_VOCALS_SDR_DB:.1f} dB); "
+    f"Demucs publishes {HTDEMUCS_PUBLISHED_SDR_DB:.1f} dB for htdemucs (MUSDB18-HQ); "
+    "for real stems, run `./run.sh fetch-models` online, or copy weights into models/ "
+    "(models/README.md)."
 )
 
 
@@ -70,9 +71,10 @@ def why_not_fetched(reason: str) -> str:
 
 def auto_reason(quality: str, chosen: SeparatorInfo, skipped: list[SeparatorInfo]) -> str:
     """`model_reason` for model=auto, one line: which model, and why the better ones were
-    passed over ("model=auto, quality=preview: dsp, because htdemucs's weights are missing
-    and there is no network to fetch them")."""
-    head = f"model=auto, quality={quality}: {chosen.name}"
+    passed over ("model=auto: dsp, because htdemucs's weights are missing and there is no
+    network to fetch them"); the quality is named when it is not the default."""
+    head = "model=auto" + ("" if quality == "preview" else f", quality={quality}")
+    head = f"{head}: {chosen.name}"
     if not skipped:
         return f"{head} ({weights_state(chosen)})"
     why = "; ".join(f"{i.name}'s {weights_state(i, plural=True)}" for i in skipped)

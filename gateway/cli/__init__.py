@@ -242,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         parents=[common, as_json],
         help="the separators and whether their weights are here",
-        description="List the gateway's separators: available or why not, and their stems.",
+        description="List the gateway's separators: their stems, whether their weights are "
+        "here, their size and speed, in a table that fits 100 columns.",
+    )
+    models.add_argument(
+        "--long",
+        action="store_true",
+        help="every column: also the published SDR, the licence and the reason, as wide as "
+        "it takes (default: the compact table)",
     )
     models.set_defaults(run=run_models)
     return parser

@@ -9,10 +9,12 @@ import argparse
 import json
 import sys
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from gateway.cli.api import EXIT_FAILED, EXIT_OK, Api, Refused, no_job
+from gateway.cli.separate import notice_lines
 
 
 def table_console() -> Console:
@@ -22,6 +24,9 @@ def table_console() -> Console:
 
 def print_json(value) -> None:
     sys.stdout.write(json.dumps(value, indent=1) + "\n")
+
+
+SHORT_LIST = 60  # characters: a list of short items that fits this is shown on one line
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -35,10 +40,38 @@ def run_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(map(len, job))
     for key, value in job.items():
-        if not isinstance(value, str | int | float):
-            value = json.dumps(value) if value not in (None, [], {}) else "-"
-        sys.stdout.write(f"{key:<{width}}  {value}\n")
+        for i, line in enumerate(field_lines(key, value)):
+            sys.stdout.write(f"{key if i == 0 else '':<{width}}  {line}\n")
     return EXIT_OK if job["status"] != "failed" else EXIT_FAILED
+
+
+def field_lines(key: str, value) -> list[str]:
+    """A job field as lines, one fact each: a list an item a line, a mapping a key a line
+    (nested ones with dotted keys), the notice a clause a line."""
+    if value in (None, [], {}, ""):
+        return ["-"]
+    if key == "notice" and isinstance(value, str):
+        return [line.removeprefix("notice: ").strip() for line in notice_lines(value)]
+    if isinstance(value, dict):
+        return [f"{k}: {v}" for k, v in flat(value)]
+    if isinstance(value, list):
+        items = [v if isinstance(v, str) else json.dumps(v) for v in value]
+        joined = ", ".join(items)  # short items (stem names) are one fact: one line
+        return (
+            [joined] if len(joined) <= SHORT_LIST and not any(", " in i for i in items) else items
+        )
+    return [str(value)]
+
+
+def flat(mapping: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """{"stems": {"vocals": "/x"}} -> [("stems.vocals", "/x")]."""
+    out = []
+    for k, v in mapping.items():
+        if isinstance(v, dict) and v:
+            out += flat(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", v if isinstance(v, str) else json.dumps(v)))
+    return out
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -71,11 +104,56 @@ def run_delete(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+# `audiosplit models`: where a model's weights stand, in a word (the compact table)
+WEIGHTS_WORD = {"here": "here", "fetchable": "on use", "missing": "missing", "none": "built in"}
+MODELS_WIDTH = 100  # columns: the compact table fits a terminal of this width
+MODELS_KEY = (
+    "weights: here = present; on use = downloaded on first use; missing: run "
+    "./run.sh fetch-models NAME",
+    "--long: also the published SDR, the licence and the reason",
+)
+
+
+def weights_word(model: dict) -> str:
+    if model["family"] == "dsp":
+        return WEIGHTS_WORD["none"]
+    if model["available"]:
+        return WEIGHTS_WORD["here"]
+    return WEIGHTS_WORD["fetchable" if model.get("fetchable") else "missing"]
+
+
 def run_models(args: argparse.Namespace) -> int:
     models = Api(args.url).call("GET", "/api/models").json()["models"]
     if args.json:
         print_json(models)
         return EXIT_OK
+    if args.long:
+        table_console().print(long_models_table(models))
+        return EXIT_OK
+    console = Console(width=min(MODELS_WIDTH, table_console().width))
+    console.print(models_table(models))
+    sys.stdout.write("".join(line + "\n" for line in MODELS_KEY))
+    return EXIT_OK
+
+
+def models_table(models: list[dict]) -> Table:
+    """Name, stems, weights, size and speed: one short row a model, within 100 columns."""
+    table = Table("name", "stems", "weights", "size", "RTF", box=box.SIMPLE_HEAD, pad_edge=False)
+    for m in models:
+        card = m.get("card") or {}
+        size, rtf = card.get("weights_mb"), card.get("rtf_cpu")
+        table.add_row(
+            m["name"],
+            ",".join(m["stems"]),
+            weights_word(m),
+            f"{size:.0f} MB" if size else "—",
+            f"{rtf:.2f}" if rtf is not None else "—",
+        )
+    return table
+
+
+def long_models_table(models: list[dict]) -> Table:
+    """Everything the gateway says of each model (`--long`), as wide as it takes."""
     table = Table("name", "available", "stems", "published SDR", "licence", "RTF here", "reason")
     for m in models:
         card = m.get("card") or {}
@@ -89,5 +167,4 @@ def run_models(args: argparse.Namespace) -> int:
             f"{rtf:.3f}" if rtf is not None else "—",
             m["reason"],
         )
-    table_console().print(table)
-    return EXIT_OK
+    return table

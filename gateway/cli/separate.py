@@ -66,7 +66,7 @@ class ProgressView:
     def __init__(self, console: Console):
         self.console = console
         self.live = console.is_terminal
-        self.reasons: set[str] = set()  # the model reasons said so far
+        self.said: set[str] = set()  # what `once` has said
         self.progress = Progress(
             TextColumn("{task.fields[name]}"),
             TextColumn("[cyan]{task.fields[stage]:<11}"),
@@ -104,12 +104,26 @@ class ProgressView:
             song.shown = shown
             self.say(f"{song.path.name}: {stage}" + ("" if percent is None else f" {percent}%"))
 
+    def once(self, *lines: str) -> None:
+        """Say `lines` unless this run said them before (the same for every song)."""
+        if lines[0] not in self.said:
+            self.said.add(lines[0])
+            for line in lines:
+                self.say(line)
+
     def say(self, line: str) -> None:
         if self.live:
             self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
+
+
+def notice_lines(notice: str) -> list[str]:
+    """A job's notice, a clause a line ("notice: Classical-DSP stems …: " then the rest
+    indented): the gateway ends its clauses in ": " and "; "."""
+    clauses = re.split(r"(?<=[:;]) ", notice)
+    return [f"notice: {clauses[0]}", *(f"  {c}" for c in clauses[1:])]
 
 
 def plain_step(stage: str) -> str:
@@ -176,12 +190,11 @@ def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -
         finish(song, view, False, f"refused ({e.status}): {e.message}")
         return
     job = song.job
-    reason = job["model_reason"]
-    if reason in view.reasons:  # the same for every song of the call: said once
-        view.say(f"{song.path.name}: job {job['id']}, model {job['model']}")
-    else:
-        view.reasons.add(reason)
-        view.say(f"{song.path.name}: job {job['id']}, model {job['model']}: {reason}")
+    view.say(f"{song.path.name}: job {job['id']}, model {job['model']}")
+    # facts of the run rather than of a song: each said once, on lines of its own
+    view.once(f"why {job['model']}: {job['model_reason']}")
+    if job.get("notice"):
+        view.once(*notice_lines(job["notice"]))
 
 
 def download(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:

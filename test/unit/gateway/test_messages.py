@@ -53,8 +53,8 @@ def test_auto_falling_back_to_dsp_says_why_in_one_pathless_line():
     infos = {"htdemucs": info("htdemucs"), "dsp": info("dsp", available=True)}
     r = resolve_options(parse_options({}), infos)
     assert r.model_reason == (
-        "model=auto, quality=preview: dsp, because htdemucs's weights are missing and "
-        "there is no network to fetch them"
+        "model=auto: dsp, because htdemucs's weights are missing and there is no network to "
+        "fetch them"
     )
 
 
@@ -63,8 +63,15 @@ def test_auto_picking_a_fetchable_model_says_it_downloads_on_first_use():
     r = resolve_options(parse_options({}), infos)
     assert r.model == "htdemucs"
     assert r.model_reason == (
-        "model=auto, quality=preview: htdemucs (weights not here yet: downloaded on first use)"
+        "model=auto: htdemucs (weights not here yet: downloaded on first use)"
     )
+
+
+def test_auto_names_a_quality_other_than_the_default():
+    infos = {n: info(n) for n in ("htdemucs_ft", "htdemucs")}
+    infos["dsp"] = info("dsp", available=True)
+    r = resolve_options(parse_options({"quality": "render"}), infos)
+    assert r.model_reason.startswith("model=auto, quality=render: dsp, because htdemucs_ft's")
 
 
 def test_a_named_model_without_weights_is_refused_without_paths():
