@@ -61,13 +61,28 @@ def add_docs(app: FastAPI) -> None:
 
 def spec_as_answered(app: FastAPI) -> dict:
     """`app.openapi()`: FastAPI's spec with the error body in its components (routes refer to
-    it as ERROR_CONTENT) and its 422s as the service sends them (`validation_errors_as_sent`);
-    built once."""
+    it as ERROR_CONTENT), its 422s as the service sends them (`validation_errors_as_sent`) and
+    its titled request bodies named (`named_bodies`); built once."""
     if app.openapi_schema is None:
         spec = FastAPI.openapi(app)  # FastAPI keeps it in app.openapi_schema
         add_error_body(spec.setdefault("components", {}).setdefault("schemas", {}))
         validation_errors_as_sent(spec)
+        named_bodies(spec)
     return app.openapi_schema
+
+
+def named_bodies(spec: dict) -> None:
+    """A request body given inline with a title (`openapi_extra`: one FastAPI does not read)
+    becomes the component of that name, as FastAPI's own bodies are: a generated client then
+    calls its class by that name (`JobSubmission`, not `CreateJobJobSubmission`)."""
+    components = spec["components"]["schemas"]
+    for path_item in spec["paths"].values():
+        for operation in path_item.values():
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                title = media.get("schema", {}).get("title")
+                if title and title not in components:
+                    components[title] = media["schema"]
+                    media["schema"] = {"$ref": f"#/components/schemas/{title}"}
 
 
 def validation_errors_as_sent(spec: dict) -> None:

@@ -230,6 +230,13 @@ class Label(Answer):
     score: float
 
 
+class WindowTone(Answer):
+    """Whether AST labelled this window."""
+
+    status: Literal["ok", "unavailable"]
+    reason: str = ""
+
+
 class WindowAnalysis(Answer):
     """One analysis window (10.24 s)."""
 
@@ -248,6 +255,7 @@ class WindowAnalysis(Answer):
     loudness_lufs: float | None = None
     spectral_centroid_hz: float | None = None
     spectral_rolloff_hz: float | None = None
+    tone: WindowTone | None = None
     errors: list[str] | None = None
 
 

@@ -2,11 +2,10 @@
 client sends to any operation, the answer is never a 5xx (5xx is for our own bugs only).
 
 Deterministic (a fixed Hypothesis seed, no example database) and bounded: MAX_EXAMPLES cases
-per operation and generation mode. The gateway reads `POST /api/jobs` as a raw multipart stream,
-so its OpenAPI declares no body; the test adds the documented form (a `file` and the optional
-fields) to its copy of the schema so that the fuzzer sends uploads too. One finished job is
-created first and offered as an example id, so the result, stem, zip and analysis routes are
-reached with a job that exists, not only with ids that 404.
+per operation and generation mode. `POST /api/jobs` is fuzzed through the multipart form its
+spec documents (a `file` and every optional field, valid and not). One finished job is created
+first and offered as an example id, so the result, stem, zip and analysis routes are reached
+with a job that exists, not only with ids that 404.
 """
 
 from __future__ import annotations
@@ -30,19 +29,6 @@ MAX_EXAMPLES = 30  # per operation and mode: ~600 requests, ~15 s on 2 cores
 # A fixed seed, not `derandomize`: that one hashes the test function's source, so any edit to
 # this file would change every generated case.
 SEED = 20261123
-UPLOAD_FORM = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
-        "file": {"type": "string", "format": "binary"},
-        "model": {"type": "string"},
-        "quality": {"type": "string", "enum": ["preview", "render"]},
-        "stems": {"type": "string"},
-        "shifts": {"type": "integer", "minimum": 0, "maximum": 10},
-        "overlap": {"type": "number", "minimum": 0, "maximum": 0.9},
-        "analysis": {"type": "boolean"},
-    },
-}
 INTEGER_EXTREMES = (-(2**63) - 1, -1, 0, 2**31, 2**63 - 1, 2**63, 2**64, 10**30)
 REQUESTS = {"count": 0, "by_status": {}}  # what the fuzzer sent, reported at the end
 
@@ -72,15 +58,11 @@ def done_job_id(fuzz_stack) -> str:
     return job["id"]
 
 
-def with_upload_form_and_examples(raw: dict, job_id: str) -> dict:
-    """The gateway's schema, plus the multipart body of `POST /api/jobs` and `job_id` as the
-    example id of every GET (not of DELETE: the other operations still need the job)."""
-    paths = raw["paths"]
-    paths["/api/jobs"]["post"].setdefault(
-        "requestBody",
-        {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_FORM}}},
-    )
-    for operations in paths.values():
+def with_examples(raw: dict, job_id: str) -> dict:
+    """The gateway's schema, with `job_id` as the example id of every GET (not of DELETE: the
+    other operations still need the job)."""
+    assert "requestBody" in raw["paths"]["/api/jobs"]["post"]  # the form is fuzzed too
+    for operations in raw["paths"].values():
         for parameter in operations.get("get", {}).get("parameters", []):
             if parameter["name"] == "job_id":
                 parameter["example"] = job_id
@@ -93,7 +75,7 @@ def with_upload_form_and_examples(raw: dict, job_id: str) -> dict:
 def gateway_schema(fuzz_stack, done_job_id):
     url = fuzz_stack.url("gateway")
     raw = httpx.get(url + "/openapi.json", timeout=30).json()
-    schema = schemathesis.openapi.from_dict(with_upload_form_and_examples(raw, done_job_id))
+    schema = schemathesis.openapi.from_dict(with_examples(raw, done_job_id))
     schema.config.update(base_url=url, request_timeout=60)
     schema.config.generation.update(
         max_examples=MAX_EXAMPLES, deterministic=True, database="none", allow_x00=False

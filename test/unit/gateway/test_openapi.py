@@ -163,7 +163,9 @@ def test_the_api_key_scheme_covers_the_api_routes_only(spec):
 def test_the_upload_form_is_the_parsers(spec):
     body = spec["paths"]["/api/jobs"]["post"]["requestBody"]
     assert body["required"] is True and list(body["content"]) == ["multipart/form-data"]
-    form = body["content"]["multipart/form-data"]["schema"]
+    ref = body["content"]["multipart/form-data"]["schema"]
+    assert ref == {"$ref": "#/components/schemas/JobSubmission"}  # a named class in clients
+    form = spec["components"]["schemas"]["JobSubmission"]
     fields = form["properties"]
     assert set(fields) == KNOWN_FIELDS | {"file"} and form["required"] == ["file"]
     assert fields["file"] == {**fields["file"], "type": "string", "format": "binary"}
