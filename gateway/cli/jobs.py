@@ -130,9 +130,12 @@ def run_models(args: argparse.Namespace) -> int:
     if args.long:
         table_console().print(long_models_table(models))
         return EXIT_OK
-    console = Console(width=min(MODELS_WIDTH, table_console().width))
-    console.print(models_table(models))
-    sys.stdout.write("".join(line + "\n" for line in MODELS_KEY))
+    console = Console(width=min(MODELS_WIDTH, table_console().width), no_color=True)
+    with console.capture() as drawn:  # without the blank edges and trailing spaces
+        console.print(models_table(models))
+    lines = "\n".join(line.rstrip() for line in drawn.get().splitlines()).strip("\n")
+    lines = lines.splitlines()
+    sys.stdout.write("".join(line + "\n" for line in (*lines, *MODELS_KEY)))
     return EXIT_OK
 
 

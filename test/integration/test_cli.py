@@ -94,6 +94,30 @@ def test_separate_writes_the_stems_of_every_file_where_it_says(separated):
         assert not list(folder.glob("*.part"))
 
 
+def test_separate_says_each_fact_once_on_a_short_line(separated):
+    """Two songs, one run: the model's reason and the dsp notice once each (not per song), no
+    line of 400 characters (the reason used to be one, with the server's paths)."""
+    _, result = separated
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 120, result.stdout
+    assert sum(line.startswith("why dsp: model=auto: dsp, because") for line in lines) == 1
+    notice = [i for i, line in enumerate(lines) if line.startswith("notice: Classical-DSP")]
+    assert len(notice) == 1, result.stdout
+    assert "Demucs publishes" in " ".join(lines[notice[0] : notice[0] + 4])
+    assert "instrument labels" not in result.stdout  # AST's absence is not every job's news
+
+
+def test_models_fits_100_columns(url, tmp_path):
+    result = audiosplit("models", "--url", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 100, result.stdout
+    rows = {line.split()[0]: line for line in lines if line.strip()}
+    assert "built in" in rows["dsp"] and "missing" in rows["htdemucs"]
+    wide = audiosplit("models", "--long", "--url", url, cwd=tmp_path)
+    assert wide.returncode == 0 and "published SDR" in wide.stdout and "licence" in wide.stdout
+
+
 @pytest.mark.parametrize(
     "fmt, container, subtype",
     [

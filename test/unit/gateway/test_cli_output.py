@@ -69,6 +69,8 @@ def test_models_is_a_compact_table_within_100_columns(gateway, capsys):
     assert cli.main(["models", "--url", "http://gw"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 100, "\n".join(lines)
+    assert lines[0].split() == ["name", "stems", "weights", "size", "RTF"]
+    assert all(line == line.rstrip() and line for line in lines)
     rows = {line.split()[0]: line.split() for line in lines if line.split()}
     assert rows["htdemucs"][1:] == ["drums,bass,other,vocals", "here", "108", "MB", "0.90"]
     assert rows["htdemucs_6s"][1] == ",".join(SIX)  # the longest stem list fits too
