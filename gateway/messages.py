@@ -94,6 +94,8 @@ def public_model(info: SeparatorInfo) -> dict:
     """`GET /api/models`' entry of one model: the predictor's facts, its reason pathless."""
     entry = info.model_dump(exclude={"version"})
     entry["reason"] = weights_state(info)
+    if not (info.available or info.fetchable):
+        entry["reason"] += f"; an admin can run ./run.sh fetch-models {info.name}"
     return entry
 
 

@@ -105,7 +105,11 @@ def test_weights_state_names_why_not_fetched(reason, words):
 
 def test_api_models_entries_keep_every_field_but_the_path():
     entry = public_model(info("htdemucs"))
-    assert entry["reason"] == "weights missing and there is no network to fetch them"
+    assert entry["reason"] == (
+        "weights missing and there is no network to fetch them; an admin can run "
+        "./run.sh fetch-models htdemucs"
+    )
+    assert public_model(info("htdemucs", available=True))["reason"] == "weights present"
     assert entry["name"] == "htdemucs" and entry["available"] is False and "version" not in entry
 
 
