@@ -8,12 +8,14 @@ with no network.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from common.interfaces import ErrorBody
@@ -21,6 +23,13 @@ from common.interfaces import ErrorBody
 DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
 DOCS_ASSETS_URL = "/docs-assets"
 FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+# ReDoc's side menu always shows its maker's logo from a CDN (hidden when it fails to load):
+# the bundle is served with that one remote URL turned into a local image of the same words.
+REDOC_LOGO_URL = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_LOGO = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="80" height="14"><text x="0" y="11" '
+    'font-family="sans-serif" font-size="11" fill="#888">Redocly</text></svg>'
+)
 # every service's error answer (`common.service.error_body`), in every spec's components
 ERROR_BODY_REF = {"$ref": "#/components/schemas/ErrorBody"}
 ERROR_CONTENT = {"application/json": {"schema": ERROR_BODY_REF}}
@@ -28,6 +37,11 @@ ERROR_CONTENT = {"application/json": {"schema": ERROR_BODY_REF}}
 
 def add_docs(app: FastAPI) -> None:
     """`/docs` and `/redoc`, with `DOCS_ASSETS` mounted at `DOCS_ASSETS_URL`."""
+
+    @app.get(f"{DOCS_ASSETS_URL}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:  # before the mount, which would answer it otherwise
+        return Response(redoc_bundle(), media_type="text/javascript; charset=utf-8")
+
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
 
     def urls(request: Request) -> tuple[str, str]:
@@ -57,6 +71,14 @@ def add_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{assets}/favicon.png",
             with_google_fonts=False,
         )
+
+
+@functools.cache
+def redoc_bundle() -> bytes:
+    """redoc.standalone.js with no remote URL left in what it loads (REDOC_LOGO_URL)."""
+    bundle = (DOCS_ASSETS / "redoc.standalone.js").read_bytes()
+    local = f"data:image/svg+xml,{quote(REDOC_LOGO)}".encode()
+    return bundle.replace(REDOC_LOGO_URL, local)
 
 
 def spec_as_answered(app: FastAPI) -> dict:

@@ -129,6 +129,7 @@ def create_service_app(
     @app.get(
         "/health",
         tags=["ops"],
+        summary="Alive, and loaded what it needs to take work",
         response_model=HealthAnswer,
         responses={503: {"model": HealthAnswer, "description": "Starting: not loaded yet."}},
     )
@@ -143,6 +144,7 @@ def create_service_app(
     @app.get(
         "/ready",
         tags=["ops"],
+        summary="Ready: loaded, and what it depends on answers",
         response_model=ReadyAnswer,
         responses={503: {"model": ReadyAnswer, "description": "A check is not ok."}},
     )

@@ -175,7 +175,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         routers=[page_router, api_router, downloads_router],
         lifespan=lifespan,
-        description="Upload a song, get its stems back. See the README for the API.",
+        description="Upload a song (`POST /api/jobs`), poll its job until it is `done`, then "
+        "download its stems, the multi-channel result or a ZIP, and its analysis. Every error "
+        'is JSON `{"error": {"code", "message"}}`. An API key (header `X-API-Key`) is needed '
+        "only where the gateway has API_KEYS set.",
         readiness=lambda app: app.state.gateway.downstream_checks(),
     )
     origins = split_urls(settings.cors_origins)

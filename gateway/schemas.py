@@ -56,11 +56,13 @@ class JobSubmission(BaseModel):
         f"{', '.join(DSP_STEMS)}), which gives that stem and its complement `no_<stem>`.",
         examples=["all", "vocals"],
     )
+    # `examples`: what /docs' "Try it out" fills in (else it fills in the maximum)
     shifts: int = Field(
         None,
         ge=0,
         le=MAX_SHIFTS,
         description="Random time shifts averaged (Demucs' `shifts`); default from `quality`.",
+        examples=[0],
     )
     overlap: float = Field(
         None,
@@ -68,22 +70,23 @@ class JobSubmission(BaseModel):
         le=MAX_OVERLAP,
         description="Overlap of neighbouring chunks, a fraction of a segment; default: the "
         "model's own (0.25 for Demucs).",
+        examples=[0.25],
     )
     analysis: bool = Field(
         True,
         description="Whether to analyse the song (key, tempo, beats, chords, labels per "
         "window): `GET /api/jobs/{id}/analysis`.",
     )
+    # empty = not given: only an ensemble may give these two (a 422 with one model)
     ensemble_weights: str = Field(
-        None,
-        description="With an ensemble `model`: one positive weight per member, "
-        "comma-separated (e.g. `1,2`); default: equal weights.",
-        examples=["1,2"],
+        "",
+        description="With an ensemble `model` only: one positive weight per member, "
+        "comma-separated (e.g. `1,2`); empty: equal weights.",
     )
-    ensemble_method: Literal[ENSEMBLE_METHODS] = Field(  # type: ignore[valid-type]
-        None,  # avg_wave, but only an ensemble may name it (422 with one model)
+    ensemble_method: Literal[("", *ENSEMBLE_METHODS)] = Field(  # type: ignore[valid-type]
+        "",
         description="With an ensemble `model` only: per stem, the members' weighted mean "
-        "(`avg_wave`, the default) or weighted median (`median_wave`) waveform.",
+        "(`avg_wave`) or weighted median (`median_wave`) waveform; empty: avg_wave.",
     )
 
 

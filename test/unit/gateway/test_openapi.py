@@ -22,7 +22,7 @@ from gateway.api import job_json
 from gateway.app import create_app
 from gateway.jobfiles import JobFiles
 from gateway.messages import public_model
-from gateway.options import KNOWN_FIELDS, MAX_OVERLAP, MAX_SHIFTS, QUALITIES
+from gateway.options import KNOWN_FIELDS, MAX_OVERLAP, MAX_SHIFTS, QUALITIES, parse_options
 from gateway.store import JobRecord, StoreUnavailable
 
 # Every /api operation and every status it can answer. A route that gains or loses a status
@@ -175,7 +175,21 @@ def test_the_upload_form_is_the_parsers(spec):
     assert fields["analysis"] == {**fields["analysis"], "type": "boolean", "default": True}
     assert all(f.get("description") for f in fields.values())
     # a field whose default depends on others has none in the spec (a client would send it)
-    assert "default" not in fields["shifts"] and "default" not in fields["ensemble_method"]
+    assert "default" not in fields["shifts"] and "default" not in fields["overlap"]
+
+
+def test_the_upload_form_as_docs_fills_it_in_is_accepted(spec):
+    """Swagger UI's "Try it out" fills every field with its default, else its first example
+    (else a value of its own: the maximum, "string"); sent as filled in, the form is valid."""
+    form = spec["components"]["schemas"]["JobSubmission"]["properties"]
+    filled = {}
+    for name, field in form.items():
+        value = field["default"] if "default" in field else field.get("examples", [None])[0]
+        assert value is not None or name == "file", f"/docs would fill in {name} by itself"
+        if value != "" and name != "file":
+            filled[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    options = parse_options(filled)
+    assert options.model == "auto" and options.shifts == 0
 
 
 def test_operation_ids_are_the_route_functions(spec):
