@@ -202,9 +202,12 @@ def _decode_checked(
     except BaseException as e:
         for out in outputs:
             out.discard()
-        if isinstance(e, AudioDecodeError | AudioRejected | StorageError) or not isinstance(
-            e, Exception
-        ):
+        if isinstance(e, StorageError):  # the OS's words name the server's path: logged
+            log.error("storing the decoded upload failed: %s", e.message)
+            raise StorageError(
+                "cannot store the decoded audio: the server's disk refused it; try again later"
+            ) from e
+        if isinstance(e, AudioDecodeError | AudioRejected) or not isinstance(e, Exception):
             raise
         if isinstance(e, MemoryError):
             raise AudioRejected(
