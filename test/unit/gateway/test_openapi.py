@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 from fastapi.testclient import TestClient
 
+import gateway.api
 from common.config import Settings
 from common.errors import StorageError
 from common.interfaces import ErrorBody, SeparatorInfo
@@ -278,6 +279,18 @@ def test_the_success_statuses_answer_the_documented_shapes(client, app, spec, in
         schema = response_schema(spec, route, code)
         if schema is not None:
             strict_validate(r.json(), schema, spec)
+
+
+def test_response_models_document_and_never_filter(client, monkeypatch, infos):
+    """A field the documented models lack still reaches the client: the routes answer the
+    dicts they build (FastAPI's response_model filtering would drop it)."""
+    real_job, real_model = gateway.api.job_json, gateway.api.public_model
+    monkeypatch.setattr(gateway.api, "job_json", lambda *a: {**real_job(*a), "brand_new": 1})
+    monkeypatch.setattr(gateway.api, "public_model", lambda i: {**real_model(i), "brand_new": 2})
+    assert client.get(f"/api/jobs/{DONE}").json()["brand_new"] == 1
+    assert client.get(f"/api/status/{DONE}").json()["brand_new"] == 1
+    assert all(j["brand_new"] == 1 for j in client.get("/api/jobs").json()["jobs"])
+    assert all(m["brand_new"] == 2 for m in client.get("/api/models").json()["models"])
 
 
 # --- the JSON the routes build has nothing the spec lacks -------------------------------------
