@@ -27,6 +27,7 @@ from common.errors import AudiosplitError
 from common.interfaces import HealthAnswer, ReadyAnswer
 from common.logs import JOB_ID_HEADER, REQUEST_ID_HEADER, job_id_var, request_id_var, setup_logging
 from common.metrics import REQUEST_LATENCY, metrics_response
+from common.redact import settings_paths, without_paths
 
 log = logging.getLogger("audiosplit.service")
 
@@ -94,12 +95,21 @@ def create_service_app(
             request_id_var.reset(rid_token)
             job_id_var.reset(jid_token)
 
+    server_dirs = settings_paths(settings)
+
+    def public(message: str) -> str:
+        """The message without the server's paths; the whole of it goes to the log."""
+        shown = without_paths(message, server_dirs)
+        if shown != message:
+            log.warning("answered without its server paths: %s", message)
+        return shown
+
     @app.exception_handler(AudiosplitError)
     async def on_our_error(request: Request, exc: AudiosplitError):
         if exc.status >= 500:
             log.error("%s: %s", exc.code, exc.message)
         return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status, headers=exc.headers
+            error_body(exc.code, public(exc.message)), status_code=exc.status, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
@@ -114,7 +124,9 @@ def create_service_app(
     async def on_http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, public(str(exc.detail))),
+            status_code=exc.status_code,
+            headers=exc.headers,
         )
 
     @app.exception_handler(Exception)

@@ -1,5 +1,6 @@
 """What the gateway tells its clients about models, in one place: the notice a `dsp` result
-carries, the one-line reason for the model that ran, and server paths kept out of both.
+carries and the one-line reason for the model that ran, both without server paths
+(`common.redact` keeps them out of everything else a client reads).
 
 Full reasons (with the server's file paths) are for the gateway's log; the API, the page and
 the CLI get short, pathless sentences built from the same facts.
@@ -7,12 +8,6 @@ the CLI get short, pathless sentences built from the same facts.
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Iterable
-from pathlib import Path
-
-from common.config import REPO_ROOT, Settings
 from common.interfaces import SeparatorInfo
 
 # Measured with `.venv/bin/python bench/bench_dsp.py` on falcon69 (a real song's 6 s excerpt
@@ -97,28 +92,3 @@ def public_model(info: SeparatorInfo) -> dict:
     if not (info.available or info.fetchable):
         entry["reason"] += f"; an admin can run ./run.sh fetch-models {info.name}"
     return entry
-
-
-def server_paths(*paths: str | Path | None) -> list[str]:
-    """Absolute forms of the directories whose names must not reach a client, longest first
-    (so that a path inside another is replaced whole)."""
-    found = set()
-    for p in paths:
-        if p:
-            found.add(str(Path(p).expanduser().resolve()))
-            found.add(str(Path(p).expanduser().absolute()))
-    return sorted((f for f in found if f not in ("/", "")), key=len, reverse=True)
-
-
-def settings_paths(settings: Settings) -> list[str]:
-    """The server's own directories: data, models, the weight caches, the repository."""
-    caches = (os.environ.get(v) for v in ("TORCH_HOME", "HF_HOME", "HF_HUB_CACHE"))
-    return server_paths(settings.data_dir, settings.models_dir, REPO_ROOT, *caches)
-
-
-def without_paths(text: str, paths: Iterable[str]) -> str:
-    """`text` with every server path (and whatever follows it up to a space, quote or
-    bracket) replaced by "<server path>"."""
-    for root in paths:
-        text = re.sub(re.escape(root) + r"[^\s'\"()\[\],;]*", "<server path>", text)
-    return text

@@ -35,12 +35,12 @@ from common.interfaces import (
     SeparatorInfo,
 )
 from common.logs import job_id_var
+from common.redact import settings_paths, without_paths
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
-from gateway.messages import settings_paths, without_paths
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
 from gateway.store import JobStore

@@ -2,13 +2,8 @@ import pytest
 
 from common.errors import ModelUnavailable
 from common.interfaces import SeparatorInfo
-from gateway.messages import (
-    public_model,
-    result_notice,
-    server_paths,
-    weights_state,
-    without_paths,
-)
+from common.redact import server_paths, without_paths
+from gateway.messages import public_model, result_notice, weights_state
 from gateway.options import parse_options, resolve_options
 
 MODELS = "/srv/audiosplit/models"
