@@ -147,11 +147,9 @@ def create_service_app(
     )
     async def health(request: Request):
         # the pid lets a launcher tell its own process from another program on the same port
-        if not request.app.state.ready:
-            return JSONResponse(
-                {"status": "starting", "service": name, "pid": os.getpid()}, status_code=503
-            )
-        return JSONResponse({"status": "ok", "service": name, "pid": os.getpid()})
+        ready = request.app.state.ready
+        body = {"status": "ok" if ready else "starting", "service": name, "pid": os.getpid()}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get(
         "/ready",
