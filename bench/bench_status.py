@@ -37,7 +37,7 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.pglocal import PostgresServer, require_bindir, server_user  # noqa: E402
-from gateway.stack import free_port  # noqa: E402
+from common.ports import free_port  # noqa: E402
 from gateway.store import JobRecord, JobStore, db_now, jobs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.stack import free_port  # noqa: E402
+from common.ports import free_port  # noqa: E402
 from gateway.store import JobRecord, JobStore  # noqa: E402
 from test.postgres import PostgresServer, find_bindir, server_user  # noqa: E402
 

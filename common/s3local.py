@@ -16,13 +16,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from common.children import die_with_parent
+from common.ports import free_ports
 
 ACCESS_KEY = "audiosplit"
 SECRET_KEY = "audiosplit-secret"
@@ -40,19 +40,6 @@ def find_weed() -> Path | None:
         return Path(found)
     beside = Path(sys.executable).parent / "weed"
     return beside if beside.exists() else None
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class LocalS3:
@@ -74,7 +61,7 @@ class LocalS3:
         self.root = Path(root)
         self.bucket = bucket
         self.access_key, self.secret_key = access_key, secret_key
-        ports = _free_ports(2 * len(PORT_NAMES))
+        ports = free_ports(2 * len(PORT_NAMES))
         if s3_port:
             ports[6] = s3_port
         self.ports = {name: (ports[2 * i], ports[2 * i + 1]) for i, name in enumerate(PORT_NAMES)}

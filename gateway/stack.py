@@ -74,12 +74,6 @@ def one_of_each(settings: Settings) -> list[Instance]:
     return [Instance(s.name, s, getattr(settings, s.port_field)) for s in SERVICES]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Stack:
     def __init__(
         self,

@@ -27,7 +27,7 @@ from common.pglocal import (  # noqa: F401 - the tests' names for these
     server_user,
     wait_accepting,
 )
-from gateway.stack import free_port
+from common.ports import free_port
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ import numpy as np
 import soundfile as sf
 
 from common.config import Settings
-from gateway.stack import SERVICES, Stack, free_port
+from common.ports import free_port
+from gateway.stack import SERVICES, Stack
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

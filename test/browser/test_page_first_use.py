@@ -12,7 +12,7 @@ import sys
 import pytest
 from playwright.sync_api import expect
 
-from gateway.stack import free_port
+from common.ports import free_port
 from test.browser.test_page import READY, WAIT_MS, goto_page, new_page, upload
 from test.integration.test_cli import cli_env
 from test.integration.test_fetch import (

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from common.interfaces import (
     WindowFeatures,
     WindowTonal,
 )
+from common.ports import free_port
 from common.rawfile import RawArrayFile
 from common.replicas import ReplicaPool
 from common.wire import decode, encode
@@ -42,12 +42,6 @@ SERVICES = {
     "fft": "transforms.fft:create_app",
     "cqt": "transforms.cqt:create_app",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(urls: dict[str, str], procs: dict[str, subprocess.Popen], logs: Path) -> None:

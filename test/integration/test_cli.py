@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from common.constants import RESULT_FORMATS
-from gateway.stack import free_port
+from common.ports import free_port
 from test.songgen import make_song, mixture
 from test.stackutil import REPO, dsp_stack
 

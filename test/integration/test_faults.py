@@ -26,8 +26,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.ports import free_port
 from common.quality import sdr_db
-from gateway.stack import Stack, free_port
+from gateway.stack import Stack
 from prediction.dsp import separate_dsp
 from test.songgen import make_song, mixture
 from test.stackutil import (

@@ -35,7 +35,7 @@ import yaml
 from safetensors.torch import save as save_safetensors
 
 from common.config import Settings
-from gateway.stack import free_port
+from common.ports import free_port
 from prediction import roformer_networks as rn
 from prediction import roformer_separator as rs
 from prediction.umx_separator import HUB_FILES, RECORDS

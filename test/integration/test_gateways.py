@@ -30,8 +30,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.ports import free_port
 from common.s3local import LocalS3
-from gateway.stack import Stack, free_port
+from gateway.stack import Stack
 from gateway.store import JobStore
 from test.postgres import PostgresServer, wait_accepting
 from test.songgen import make_song, mixture

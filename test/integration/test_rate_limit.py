@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from gateway.stack import free_port
+from common.ports import free_port
 from test.stackutil import spawn_gateway, wait_process_healthy
 
 PER_MINUTE = 4

@@ -24,8 +24,8 @@ import soundfile as sf
 
 from common import s3local
 from common.pglocal import find_bindir
+from common.ports import free_port
 from common.s3local import find_weed
-from gateway.stack import free_port
 from test.songgen import make_song, mixture
 from test.stackutil import REPO, stack_settings, wait_job
 

@@ -12,7 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from gateway.stack import SERVICES, Instance, Stack, free_port
+from common.ports import free_port
+from gateway.stack import SERVICES, Instance, Stack
 from test.stackutil import REPO, stack_settings
 
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from common.ports import free_port
 from common.s3local import LocalS3
 from common.storage import S3Storage
-from gateway.stack import free_port
 from test.integration.test_progressive import assert_starts_of, follow
 from test.songgen import make_song, mixture
 from test.stackutil import (

@@ -10,7 +10,7 @@ import signal
 
 import httpx
 
-from gateway.stack import free_port
+from common.ports import free_port
 from test.postgres import wait_accepting
 from test.stackutil import spawn_gateway, wait_process_healthy
 

@@ -15,7 +15,7 @@ import pytest
 
 from common.config import Settings
 from common.errors import ModelUnavailable
-from gateway.stack import free_port
+from common.ports import free_port
 from prediction.channel_predictor import prefetch_names
 from prediction.download import Downloads, Expected, download_failed, fetch_refusal, fetch_url
 
