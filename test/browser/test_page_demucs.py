@@ -167,12 +167,18 @@ def test_a_long_song_plays_while_it_separates_and_ends_as_the_result(
     expect(info).to_contain_text(re.compile(rf"ready to \d:\d\d of {length}"))
     expect(page.locator(".lane .pending").first).to_be_visible()
     # Playback runs on past what was final when it started (the page notes it at a poll):
-    # the pieces joined while playing.
+    # the pieces joined while playing. It is sent to a second before the edge that is final
+    # now, so that it crosses in a second rather than after the whole first piece: the dsp
+    # job could end first (playback at 13 s of the first 15 on a loaded machine).
+    page.wait_for_function("() => window.audiosplit.state.live.heard", timeout=WAIT_MS)
+    edge = page.evaluate("window.audiosplit.player.ready")
+    page.evaluate(f"window.audiosplit.player.seek({edge - 1.0})")
     page.wait_for_function(
-        "() => window.audiosplit.state.live.joined || window.audiosplit.state.ready",
+        f"() => (window.audiosplit.state.live.joined && window.audiosplit.position() > {edge})"
+        " || window.audiosplit.state.ready",
         timeout=WAIT_MS,
     )
-    assert page.evaluate("window.audiosplit.position()") > first_ready
+    assert page.evaluate("window.audiosplit.position()") > edge >= first_ready
     live = page.evaluate("window.audiosplit.state.live")
     assert live["heard"]["status"] == "running", live
     assert live["joined"], live  # heard past a join while the job still ran
