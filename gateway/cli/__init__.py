@@ -255,8 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ID_COMMANDS = ("status", "delete")
+
+
+def ids_as_operands(argv: list[str]) -> list[str]:
+    """`status -m9dT…`: a job id may open with '-' (ids made before that was ruled out), which
+    argparse reads as an unknown option; such ids are moved after `--`, where they are operands."""
+    if not argv or argv[0] not in ID_COMMANDS or "--" in argv:
+        return argv
+    known = {"-h", "--help", "--url", "--json"}
+    dashed = [a for a in argv[1:] if a.startswith("-") and a not in known and "=" not in a]
+    if not dashed:
+        return argv
+    return [a for a in argv if a not in dashed] + ["--", *dashed]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(ids_as_operands(argv))
     try:
         return args.run(args)
     except UsageError as e:
