@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -213,9 +214,57 @@ class Settings(BaseSettings):
         gt=0,
         description="How often the gateway sweeps expired jobs (it also sweeps at start-up).",
     )
+    auth: Literal["open", "keys"] = Field(
+        default="open",
+        description="`open`: no key needed, every job belongs to one owner (a person on their "
+        "own machine). `keys`: every /api route needs an `X-API-Key` made with `audiosplit keys "
+        "create` (or listed in API_KEYS); each key is a tenant that sees only its own jobs.",
+    )
     api_keys: str = Field(
         default="",
-        description="Comma-separated API keys, sent as `X-API-Key`; empty: no key needed.",
+        description="Comma-separated API keys, sent as `X-API-Key`, each its own tenant; "
+        "setting any switches keys on (as AUTH=keys does).",
+    )
+    webhook_secret: str = Field(
+        default="",
+        description="The `whsec_…` secret that signs webhooks of jobs made without a tenant's "
+        "own secret (open mode, API_KEYS keys); empty: a random one per gateway start, which "
+        "receivers cannot verify, so set it when you use callback_url.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a webhook receiver has to answer one attempt."
+    )
+    webhook_retry_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours a webhook is retried (with backoff) before it is given up as failed.",
+    )
+    webhook_backoff_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds before a webhook's second attempt; each later wait doubles, up to "
+        "an hour.",
+    )
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let `url=` imports and webhook callbacks reach loopback, private and "
+        "link-local addresses (refused by default: a server must not be made to fetch from its "
+        "own network). For tests and a home server.",
+    )
+    url_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to connect to, or to wait for bytes from, a `url=` import's server.",
+    )
+    url_deadline_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a `url=` import may take in all before it is cut (a slow server).",
+    )
+    idempotency_hours: float = Field(
+        default=24.0,
+        gt=0,
+        description="Hours an `Idempotency-Key` names the job it made (for the same tenant).",
     )
     rate_limit_per_minute: int = Field(
         default=0,

@@ -22,13 +22,21 @@ from common.interfaces import SeparatorInfo
 from common.replicas import ReplicaPool, expect_ok
 from common.service import create_service_app
 from gateway.access import RateLimiter
+from gateway.api import job_json
 from gateway.api import router as api_router
+from gateway.cancel import clean_cancelled, clean_up
 from gateway.downloads import router as downloads_router
+from gateway.egress import EgressProxy, client_options
+from gateway.fetching import Importer
+from gateway.idempotency import forget_old as forget_old_keys
 from gateway.jobfiles import drop_stale_caches, job_files
+from gateway.outbox import WebhookSender
 from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
-from gateway.store import JobStore
+from gateway.store import JobRecord, JobStore
+from gateway.tenants import forget_old_usage, tenant_by_id
+from gateway.webhooks import enqueue, new_secret
 
 log = logging.getLogger("audiosplit.gateway")
 
@@ -47,6 +55,13 @@ class Gateway:
             timeout=httpx.Timeout(60.0, connect=5.0),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
         )
+        # every outbound connection made for a client (a `url=` import, a webhook) goes
+        # through this proxy, which refuses private addresses at connection time
+        self.egress = EgressProxy(allow_private=settings.allow_private_urls)
+        self.importer = Importer(settings, self.egress)
+        self.webhook_client: httpx.AsyncClient | None = None
+        self.sender: WebhookSender | None = None
+        self._open_secret = settings.webhook_secret or new_secret()
         urls = settings.urls
         retries, grace = settings.chunk_retries, settings.downstream_grace_s
         self.pools = Pools(
@@ -57,17 +72,59 @@ class Gateway:
         )
         self.runner = JobRunner(
             self.store,
-            Pipeline(settings, self.store, self.pools),
+            Pipeline(settings, self.store, self.pools, self.on_job_end, self.importer),
             settings.job_concurrency,
             gateway_id=settings.gateway_id or f"{socket.gethostname()}:{settings.gateway_port}",
             lease_s=settings.lease_s,
             claim_poll_s=settings.claim_poll_s,
+            on_end=self.on_job_end,
+            clean_up=lambda job_id: clean_up(self, job_id),
         )
         self.decode_limiter = asyncio.Semaphore(DECODES_AT_ONCE)
         self.rate_limiter = RateLimiter(self.store, settings.rate_limit_per_minute)
         self.sweeper: asyncio.Task | None = None
         self._infos: dict[str, SeparatorInfo] = {}
         self._infos_at = 0.0
+
+    async def start(self) -> None:
+        await self.egress.start()
+        self.webhook_client = httpx.AsyncClient(**client_options(self.egress.url))
+        self.sender = WebhookSender(
+            self.store,
+            secret_for=self.webhook_secret,
+            client=self.webhook_client,
+            owner=self.runner.owner,
+            timeout_s=self.settings.webhook_timeout_s,
+            retry_hours=self.settings.webhook_retry_hours,
+            backoff_s=self.settings.webhook_backoff_s,
+        )
+        await self.sender.start()
+        await self.runner.start()
+
+    def on_job_end(self, connection, job: JobRecord) -> None:
+        """In the transaction that ends a job: its webhook event into the outbox."""
+        if not job.callback_url:
+            return
+        enqueue(
+            connection,
+            job_id=job.id,
+            tenant=job.tenant,
+            url=job.callback_url,
+            status=job.status,
+            job_json=job_json(job),
+        )
+        if self.sender is not None:
+            self.sender.poke()
+
+    def webhook_secret(self, tenant_id: str) -> str:
+        """The secret that signs a tenant's webhooks: its own; WEBHOOK_SECRET for the open
+        mode and API_KEYS keys. KeyError for a tenant that is gone."""
+        if not tenant_id or tenant_id.startswith("key-"):
+            return self._open_secret
+        tenant = tenant_by_id(self.store, tenant_id)
+        if tenant is None or not tenant.webhook_secret:
+            raise KeyError(tenant_id)
+        return tenant.webhook_secret
 
     async def model_infos(self) -> dict[str, SeparatorInfo]:
         """The predictor's models and whether their weights are present (cached briefly)."""
@@ -102,6 +159,8 @@ class Gateway:
                 self.settings.retention_hours,
             )
         self.store.forget_full_buckets()  # rate limit rows of clients that went quiet
+        forget_old_usage(self.store)
+        forget_old_keys(self.store, self.settings.idempotency_hours * 3600)
         return expired
 
     async def sweep_forever(self) -> None:
@@ -110,6 +169,7 @@ class Gateway:
             await asyncio.sleep(self.settings.sweep_every_s)
             try:
                 await to_thread.run_sync(self.sweep)
+                await clean_cancelled(self)
             except Exception:
                 log.exception("retention sweep failed; trying again later")
 
@@ -146,6 +206,11 @@ class Gateway:
         if self.sweeper is not None:
             self.sweeper.cancel()
         await self.runner.stop()
+        if self.sender is not None:
+            await self.sender.stop()
+        if self.webhook_client is not None:
+            await self.webhook_client.aclose()
+        await self.egress.stop()
         await self.client.aclose()
         self.store.close()
 
@@ -160,9 +225,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = gateway
         try:
             await to_thread.run_sync(gateway.sweep)
+            await clean_cancelled(gateway)
         except Exception:
             log.exception("retention sweep at start-up failed; the sweeper tries again later")
-        await gateway.runner.start()
+        await gateway.start()
         gateway.sweeper = asyncio.create_task(gateway.sweep_forever())
         app.state.ready = True
         try:
@@ -178,7 +244,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Upload a song (`POST /api/jobs`), poll its job until it is `done`, then "
         "download its stems, the multi-channel result or a ZIP, and its analysis. Every error "
         'is JSON `{"error": {"code", "message"}}`. An API key (header `X-API-Key`) is needed '
-        "only where the gateway has API_KEYS set.",
+        "only where the gateway has keys on (AUTH=keys or API_KEYS); each key is a tenant that "
+        "sees only its own jobs.",
         readiness=lambda app: app.state.gateway.downstream_checks(),
     )
     origins = split_urls(settings.cors_origins)
@@ -187,6 +254,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["X-API-Key", "Content-Type"],
+            allow_headers=["X-API-Key", "Content-Type", "Idempotency-Key"],
         )
     return app

@@ -25,6 +25,8 @@ KNOWN_FIELDS = {
     "analysis",
     "ensemble_weights",
     "ensemble_method",
+    "url",  # taken by the API before the options are parsed: a link instead of `file`
+    "callback_url",
 }
 
 

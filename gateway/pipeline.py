@@ -43,7 +43,7 @@ from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
-from gateway.store import JobStore
+from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
 
@@ -69,10 +69,14 @@ def download_stage(done: int, total: int | None) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, store: JobStore, pools: Pools):
+    def __init__(
+        self, settings: Settings, store: JobStore, pools: Pools, on_end=None, importer=None
+    ):
         self.settings = settings
         self.store = store
         self.pools = pools
+        self.importer = importer  # gateway/fetching.py's Importer: jobs given as a link
+        self.on_end = on_end  # (connection, job) -> None, in the job's last transaction
         self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
         self.paths = settings_paths(settings)  # kept out of what a job tells its client
 
@@ -94,8 +98,13 @@ class Pipeline:
         job = self.store.get(job_id)
         files = job_files(self.settings, job_id)
         opts = job.options["resolved"]
+        if job.source_url and not job.n_frames:  # a link not fetched yet (or not to the end)
+            if self.store.transition(job_id, status="running", stage="fetching") is None:
+                raise JobCancelled("was cancelled before it started")
+            await self.importer.fetch_into(self.store, job, files)
         track = await to_thread.run_sync(load_input, files)  # from the bucket if not here
-        self.store.update(job_id, status="running", stage="planning")
+        if self.store.transition(job_id, status="running", stage="planning") is None:
+            raise JobCancelled("was cancelled before it started")
         start = time.perf_counter()
         await self._fetch_weights(job_id, opts["model"])
 
@@ -127,8 +136,9 @@ class Pipeline:
         )
         if (clipping := clip_warning(result.peak)) is not None:
             warnings = [*warnings, clipping]
-        self.store.update(
+        ended = self.store.transition(
             job_id,
+            self.on_end,
             status="done",
             stage="done",
             progress=1.0,
@@ -136,6 +146,8 @@ class Pipeline:
             peak=result.peak,
             warnings=warnings,
         )
+        if ended is None:
+            raise JobCancelled("was cancelled as it finished")
         # Done: the result is all the job needs now; the decoded input goes (disk in proportion).
         await to_thread.run_sync(drop_input, files)
 

@@ -22,16 +22,19 @@ import time
 
 from anyio import to_thread
 
-from common.errors import AudiosplitError
+from common.errors import AudiosplitError, NotFound
 from common.metrics import JOBS, JOBS_FINISHED
 from gateway.pipeline import Pipeline
-from gateway.store import STATUSES, JobStore, StoreUnavailable
+from gateway.store import STATUSES, JobCancelled, JobStore, StoreUnavailable
 
 log = logging.getLogger("audiosplit.runner")
 
 
 class LeaseLost(Exception):
     """Another gateway holds the job's lease now (or the job was deleted)."""
+
+
+CANCEL_POLL_S = 0.5  # how often a running job's status is read: a cancel stops it this soon
 
 
 class JobRunner:
@@ -44,6 +47,8 @@ class JobRunner:
         gateway_id: str = "gateway",
         lease_s: float = 30.0,
         claim_poll_s: float = 2.0,
+        on_end=None,
+        clean_up=None,
     ):
         self.store = store
         self.pipeline = pipeline
@@ -53,6 +58,8 @@ class JobRunner:
         self.owner = f"{gateway_id}/{secrets.token_hex(4)}"
         self.lease_s = lease_s
         self.claim_poll_s = claim_poll_s
+        self.on_end = on_end  # (connection, job) -> None, in the job's last transaction
+        self.clean_up = clean_up  # async (job_id) -> None: a cancelled job's files, everywhere
         self.submitted: asyncio.Queue[str] = asyncio.Queue()  # accepted here, not yet claimed
         self.workers: list[asyncio.Task] = []
         self.running: set[str] = set()
@@ -105,6 +112,10 @@ class JobRunner:
                 raise
             except LeaseLost as e:
                 log.warning("job %s: %s; stopped working on it", job_id, e)
+            except JobCancelled as e:
+                log.info("job %s %s: stopped, cleaning up its files", job_id, e)
+                if self.clean_up is not None:
+                    await self.clean_up(job_id)
             except StoreUnavailable as e:
                 # not the job's fault: leave it for whoever claims it once the database is back
                 log.warning("job %s interrupted, the job database is unavailable: %s", job_id, e)
@@ -123,18 +134,15 @@ class JobRunner:
                 await self.refresh_gauges()
 
     async def _next_job(self) -> tuple[str, str]:
-        """Wait until this worker holds the lease of a job: (id, status before the claim)."""
+        """Wait until this worker holds the lease of a job: (id, status before the claim).
+        A job accepted here only wakes a worker up: which job is claimed is the store's fair
+        order between tenants (taking accepted jobs in arrival order would put one tenant's
+        single job behind another's 50)."""
         while True:
-            hint: str | None = None
-            with contextlib.suppress(asyncio.QueueEmpty):
-                hint = self.submitted.get_nowait()
-            if hint is None:
-                if claimed := await self._claim(None):
-                    return claimed
-                with contextlib.suppress(TimeoutError):
-                    hint = await asyncio.wait_for(self.submitted.get(), self.claim_poll_s)
-            if hint is not None and (claimed := await self._claim(hint)):
+            if claimed := await self._claim(None):
                 return claimed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.submitted.get(), self.claim_poll_s)
 
     async def _claim(self, job_id: str | None) -> tuple[str, str] | None:
         try:
@@ -145,15 +153,20 @@ class JobRunner:
             return None
 
     async def _run_leased(self, job_id: str) -> None:
-        """Run the job while renewing its lease; LeaseLost (the job cancelled) when another
-        gateway took it over or the lease could not be renewed for lease_s."""
+        """Run the job while renewing its lease and watching its status; LeaseLost when
+        another gateway took it over or the lease could not be renewed for lease_s,
+        JobCancelled when it was cancelled or deleted (no further chunk is sent: the
+        pipeline's task is cancelled, and with it its requests in flight)."""
         job = asyncio.create_task(self.pipeline.run(job_id))
         renewed_at = time.monotonic()
         try:
             while True:
-                done, _ = await asyncio.wait({job}, timeout=self.lease_s / 3)
+                done, _ = await asyncio.wait({job}, timeout=min(CANCEL_POLL_S, self.lease_s / 3))
                 if done:
                     return job.result()
+                await self._raise_if_cancelled(job_id)
+                if time.monotonic() - renewed_at < self.lease_s / 3:
+                    continue
                 try:
                     held = await to_thread.run_sync(
                         self.store.renew, job_id, self.owner, self.lease_s
@@ -164,19 +177,34 @@ class JobRunner:
                     if held:
                         continue
                 if not held:
-                    raise LeaseLost("its lease is held by another gateway, or it was deleted")
+                    await self._raise_if_cancelled(job_id)
+                    raise LeaseLost("its lease is held by another gateway")
                 renewed_at = time.monotonic()
         finally:
             if not job.done():
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
 
+    async def _raise_if_cancelled(self, job_id: str) -> None:
+        try:
+            status = (await to_thread.run_sync(self.store.get, job_id)).status
+        except NotFound:
+            raise JobCancelled("was deleted") from None
+        except StoreUnavailable:
+            return  # the renewal decides
+        if status == "cancelled":
+            raise JobCancelled("was cancelled")
+
     def _fail(self, job_id: str, code: str, message: str) -> None:
         JOBS_FINISHED.labels("failed").inc()
         log.warning("job %s failed: %s", job_id, message)
         try:
-            self.store.update(
-                job_id, status="failed", stage="failed", error={"code": code, "message": message}
+            self.store.transition(
+                job_id,
+                self.on_end,
+                status="failed",
+                stage="failed",
+                error={"code": code, "message": message},
             )
         except AudiosplitError:
             pass  # deleted while it ran, or the database is gone: the next claimer retries

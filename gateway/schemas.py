@@ -34,8 +34,22 @@ class JobSubmission(BaseModel):
     model_config = ConfigDict(title="JobSubmission")
 
     file: bytes = Field(
+        None,
         description="The song: any common audio format (WAV, FLAC, MP3, Ogg, M4A, ...); "
-        "decoded and checked before the answer."
+        "decoded and checked before the answer. Either `file` or `url` is needed.",
+    )
+    url: str = Field(
+        "",
+        description="Instead of `file`: a link to the song, a direct media link or a page "
+        "yt-dlp reads (YouTube, SoundCloud, Bandcamp, ...), fetched by the gateway in the job's "
+        "stage `fetching`. Only public http(s) addresses (422 naming the rule otherwise). You "
+        "are responsible for your rights to what you import.",
+    )
+    callback_url: str = Field(
+        "",
+        description="Where to POST the job's JSON when it ends (done, failed, cancelled), "
+        "signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature`); "
+        "default: the tenant's webhook. Public http(s) addresses only.",
     )
     model: str = Field(
         "auto",
@@ -128,6 +142,7 @@ class JobLinks(Answer):
     )
     stems: dict[str, str] | None = Field(None, description="Per stem, its URL.")
     zip: str | None = Field(None, description="Once done: all stems and the analysis.")
+    cancel: str | None = Field(None, description="While queued or running: POST to cancel.")
 
 
 class EnsembleShare(Answer):
@@ -145,6 +160,15 @@ class JobOptionsUsed(Answer):
     analysis: bool | None = None
     members: list[EnsembleShare] | None = Field(None, description="An ensemble's members.")
     ensemble_method: Literal[ENSEMBLE_METHODS] | None = None  # type: ignore[valid-type]
+
+
+class WebhookState(Answer):
+    url: str
+    status: Literal["waiting", "pending", "delivered", "failed"] = Field(
+        description="waiting: the job has not ended; pending: being delivered or retried."
+    )
+    attempts: int
+    last_error: str | None
 
 
 class Job(Answer):
@@ -174,12 +198,34 @@ class Job(Answer):
     duration_s: float = Field(description="Length of the song, seconds.")
     ready_s: float = Field(description="Seconds from the start of the result that are final.")
     filename: str = Field(description="The upload's file name, made safe.")
+    source_url: str | None = Field(None, description="An imported song's link (`url=`).")
+    title: str | None = Field(None, description="An imported song's title, as its page says.")
+    webhook: WebhookState | None = Field(None, description="Its callback, when it has one.")
+    queue_position: int | None = Field(
+        None, description="A queued job's place in the queue (1: next); only on GET of one job."
+    )
     options: JobOptionsUsed
     links: JobLinks
 
 
 class JobList(Answer):
     jobs: list[Job] = Field(description="Newest first.")
+    total: int = Field(description="How many jobs match, on every page together.")
+    next: str | None = Field(description="The next page's URL; null on the last page.")
+
+
+class Usage(Answer):
+    tenant: str = Field(description="The tenant's name (`open` without keys).")
+    admin: bool
+    minutes_today: float = Field(description="Audio minutes accepted in the last 24 h.")
+    minutes_per_day: float | None = Field(description="The daily quota; null: none.")
+    minutes_left: float | None = Field(description="What is left of it now; null: no quota.")
+    next_minutes_free_in_s: float | None = Field(
+        description="When the oldest accepted minutes leave the 24 h window."
+    )
+    running: int
+    queued: int
+    concurrent: int | None = Field(description="Jobs run at once; null: no limit of its own.")
 
 
 # GET /api/models: what the predictor knows of each model, as it says it (less the wire

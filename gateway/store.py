@@ -30,9 +30,14 @@ from gateway.migrations import upgrade
 
 log = logging.getLogger("audiosplit.store")
 
-STATUSES = ("queued", "running", "done", "failed")
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
 RUNNABLE = ("queued", "running")  # a job in these states wants a gateway to run it
+ENDED = ("done", "failed", "cancelled")
 T = TypeVar("T")
+
+
+class JobCancelled(Exception):
+    """The job was cancelled (or deleted) while it ran: stop, and clean up after it."""
 
 
 class StoreUnavailable(AudiosplitError):
@@ -98,6 +103,27 @@ jobs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", sa.Float),  # database clock, Unix seconds
+    sa.Column("tenant", sa.Text, nullable=False),  # '' in open mode (migration 0004)
+    sa.Column("callback_url", sa.Text),
+    sa.Column("source_url", sa.Text),
+    sa.Column("title", sa.Text),
+    sa.Column("rank", sa.Integer, nullable=False),
+)
+# tenants and their limits (migration 0004; gateway/tenants.py makes and reads them)
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),
+    sa.Column("key_prefix", sa.Text, nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False),
+    sa.Column("minutes_per_day", sa.Float),
+    sa.Column("concurrent", sa.Integer),
+    sa.Column("webhook_url", sa.Text),
+    sa.Column("webhook_secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
 )
 # per-client token buckets of the rate limit (migration 0003): tokens left at `at`
 rate_buckets = sa.Table(
@@ -131,11 +157,29 @@ class JobRecord:
     content_hash: str = ""
     n_frames: int = 0
     duration_s: float = 0.0
+    tenant: str = ""  # who made it: '' in open mode (AUTH=open), else the tenant's id
+    callback_url: str | None = None  # where the job's end is POSTed (webhooks)
+    source_url: str | None = None  # an imported song's URL
+    title: str | None = None  # and its title as the page gave it
+    rank: int = 0  # its tenant's jobs waiting or running when it came: claims go by it
 
 
 RECORD_COLUMNS = [jobs.c[name] for name in JobRecord.__dataclass_fields__]
 # a row whose lease has run out (or was never taken, or was released)
 LEASE_FREE = sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < db_now())
+# Fair claiming between tenants: how many jobs each tenant has running now (a live lease),
+# and its limit of jobs at once (None: none of its own).
+_held = jobs.alias("held")
+HELD = (
+    sa.select(sa.func.count())
+    .where(
+        _held.c.tenant == jobs.c.tenant,
+        _held.c.status.in_(RUNNABLE),
+        _held.c.lease_until >= db_now(),
+    )
+    .scalar_subquery()
+)
+CONCURRENT = sa.select(tenants.c.concurrent).where(tenants.c.id == jobs.c.tenant).scalar_subquery()
 # built once: status polls and progress updates are the hot path, building a statement per call
 # cost more than running it
 GET = sa.select(*RECORD_COLUMNS).where(jobs.c.id == sa.bindparam("job_id"))
@@ -197,6 +241,18 @@ class JobStore:
     def insert(self, job: JobRecord) -> None:
         self._write(lambda c: c.execute(jobs.insert().values(**job.__dict__)))
 
+    def insert_ended(
+        self, job: JobRecord, on_end: Callable[[sa.Connection, JobRecord], None] | None
+    ) -> None:
+        """A job born ended (a reused result) with its webhook event, in one transaction."""
+
+        def work(c: sa.Connection) -> None:
+            c.execute(jobs.insert().values(**job.__dict__))
+            if on_end is not None:
+                on_end(c, job)
+
+        self._transaction(work)
+
     def get(self, job_id: str) -> JobRecord:
         row = self._read(lambda c: c.execute(GET, {"job_id": job_id}).first())
         if row is None:
@@ -216,13 +272,101 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         return JobRecord(**row._mapping)
 
-    def list(self, limit: int = 100, offset: int = 0, status: str | None = None) -> list[JobRecord]:
-        query = sa.select(*RECORD_COLUMNS)
-        if status:
-            query = query.where(jobs.c.status == status)
-        query = query.order_by(jobs.c.created_at.desc()).limit(limit).offset(offset)
+    def list(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        status: str | None = None,
+        tenant: str | None = None,
+    ) -> list[JobRecord]:
+        """Newest first; `tenant`: only that tenant's jobs (None: everyone's)."""
+        query = sa.select(*RECORD_COLUMNS).where(*self._filters(status, tenant))
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id).limit(limit).offset(offset)
         rows = self._read(lambda c: c.execute(query).all())
         return [JobRecord(**r._mapping) for r in rows]
+
+    def count(self, status: str | None = None, tenant: str | None = None) -> int:
+        query = sa.select(sa.func.count()).select_from(jobs).where(*self._filters(status, tenant))
+        return self._read(lambda c: c.execute(query).scalar())
+
+    @staticmethod
+    def _filters(status: str | None, tenant: str | None) -> list:
+        where = []
+        if status:
+            where.append(jobs.c.status == status)
+        if tenant is not None:
+            where.append(jobs.c.tenant == tenant)
+        return where
+
+    def backlog(self, tenant: str) -> int:
+        """The tenant's jobs waiting or running: a new job's `rank`."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(jobs)
+            .where(jobs.c.tenant == tenant, jobs.c.status.in_(RUNNABLE))
+        )
+        return self._read(lambda c: c.execute(query).scalar())
+
+    def queue_place(self, job: JobRecord) -> int:
+        """1 + the queued jobs ahead of this queued one in the claims' order (rank, then age;
+        a tenant at its limit of jobs at once is passed over, so this is an upper bound)."""
+        ahead = sa.or_(
+            jobs.c.rank < job.rank,
+            sa.and_(jobs.c.rank == job.rank, jobs.c.created_at < job.created_at),
+        )
+        query = sa.select(sa.func.count()).select_from(jobs).where(jobs.c.status == "queued", ahead)
+        return 1 + self._read(lambda c: c.execute(query).scalar())
+
+    def recent_run_s(self, n: int = 20) -> float | None:
+        """The median wall time of the last `n` jobs that ran to the end (queue time included:
+        it is what a queued job's wait is made of), None before any."""
+        query = (
+            sa.select(jobs.c.updated_at - jobs.c.created_at)
+            .where(jobs.c.status == "done", ~jobs.c.notes.contains("result reused"))
+            .order_by(jobs.c.updated_at.desc())
+            .limit(n)
+        )
+        times = sorted(self._read(lambda c: list(c.execute(query).scalars())))
+        return times[len(times) // 2] if times else None
+
+    def transition(
+        self,
+        job_id: str,
+        on_end: Callable[[sa.Connection, JobRecord], None] | None = None,
+        *,
+        only_from: tuple[str, ...] = RUNNABLE,
+        **changes: Any,
+    ) -> JobRecord | None:
+        """A change of status that must not overwrite another (a job cancelled meanwhile stays
+        cancelled): only from a status in `only_from`, None when the job is gone or no longer
+        in one. For the last transition (done, failed, cancelled) `on_end` runs in the same
+        transaction (its webhook event into the outbox): a gateway killed right after cannot
+        leave an ended job without its event."""
+        changes.setdefault("updated_at", time.time())
+        statement = (
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.status.in_(only_from))
+            .values(**changes)
+            .returning(*RECORD_COLUMNS)
+        )
+
+        def work(c: sa.Connection) -> JobRecord | None:
+            row = c.execute(statement).first()
+            if row is None:
+                return None
+            job = JobRecord(**row._mapping)
+            if on_end is not None:
+                on_end(c, job)
+            return job
+
+        return self._transaction(work)
+
+    def cancelled_to_clean(self) -> list[JobRecord]:
+        """Cancelled jobs whose files are not cleaned yet and that no gateway works on."""
+        query = sa.select(*RECORD_COLUMNS).where(
+            jobs.c.status == "cancelled", jobs.c.stage != "cancelled", LEASE_FREE
+        )
+        return [JobRecord(**r._mapping) for r in self._read(lambda c: c.execute(query).all())]
 
     def ids_with_status(self, *statuses: str) -> list[str]:
         query = sa.select(jobs.c.id).where(jobs.c.status.in_(statuses)).order_by(jobs.c.created_at)
@@ -245,9 +389,7 @@ class JobStore:
         return {s: found.get(s, 0) for s in STATUSES}
 
     def older_than(self, cutoff: float) -> list[str]:
-        query = sa.select(jobs.c.id).where(
-            jobs.c.updated_at < cutoff, jobs.c.status.in_(("done", "failed"))
-        )
+        query = sa.select(jobs.c.id).where(jobs.c.updated_at < cutoff, jobs.c.status.in_(ENDED))
         return self._read(lambda c: list(c.execute(query).scalars()))
 
     def delete(self, job_id: str) -> None:
@@ -259,15 +401,28 @@ class JobStore:
     def claim(
         self, owner: str, lease_s: float, job_id: str | None = None
     ) -> tuple[str, str] | None:
-        """Take the lease of one runnable job whose lease is free (`job_id`, or the oldest):
+        """Take the lease of one runnable job whose lease is free (`job_id`, or the next in
+        fair order), within its tenant's limit of jobs at once:
         (id, status before) or None. PostgreSQL skips rows another gateway is claiming (FOR
         UPDATE SKIP LOCKED); on SQLite, where that clause compiles to nothing, the conditional
         UPDATE is what makes two claimers of one row get one winner."""
-        claimable = sa.and_(jobs.c.status.in_(RUNNABLE), LEASE_FREE)
+        claimable = sa.and_(
+            jobs.c.status.in_(RUNNABLE),
+            LEASE_FREE,
+            sa.or_(CONCURRENT.is_(None), HELD < CONCURRENT),  # the tenant's jobs at once
+        )
         query = sa.select(jobs.c.id, jobs.c.status).where(claimable)
         if job_id is not None:
             query = query.where(jobs.c.id == job_id)
-        query = query.order_by(jobs.c.created_at).limit(1).with_for_update(skip_locked=True)
+        # Fair between tenants, round robin: the job of the tenant with the fewest jobs
+        # running goes first, then the job with the fewest of its tenant's jobs ahead of it when
+        # it came (`rank`), then the oldest. A tenant's 50 queued jobs are ranks 0..49; another
+        # tenant's one job, rank 0, runs next, not after them.
+        query = (
+            query.order_by(HELD, jobs.c.rank, jobs.c.created_at)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=jobs)
+        )
 
         def take(c: sa.Connection) -> tuple[str, str] | None | bool:
             """(id, status) claimed; None: nothing claimable; False: another claimer won."""

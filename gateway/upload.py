@@ -156,6 +156,13 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload
         receiver.close()
         if receiver.upload.path is None and dest.exists():
             os.unlink(dest)
-    if receiver.upload.path is None:
-        raise BadRequest("no file in the upload: send the audio in a form field named `file`")
+    has_url = bool(receiver.upload.fields.get("url", "").strip())
+    if receiver.upload.path is None and not has_url:
+        raise BadRequest(
+            "no file in the upload: send the audio in a form field named `file`, or a link "
+            "to it in `url`"
+        )
+    if receiver.upload.path is not None and has_url:
+        dest.unlink(missing_ok=True)
+        raise BadRequest("send the song in `file` or a link to it in `url`, not both")
     return receiver.upload

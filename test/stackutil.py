@@ -94,7 +94,7 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 300.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         job = client.get(f"/api/jobs/{job_id}").json()
-        if job["status"] in ("done", "failed"):
+        if job["status"] in ("done", "failed", "cancelled"):
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")

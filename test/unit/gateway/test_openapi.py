@@ -40,6 +40,8 @@ ROUTES = {
     "GET /api/jobs/{job_id}/download.zip": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/analysis": {200, 401, 404, 503, 507},
     "GET /api/models": {200, 401, 502},
+    "POST /api/jobs/{job_id}/cancel": {200, 401, 404, 409, 503},
+    "GET /api/usage": {200, 401, 503},
 }
 # the ops routes every service has: 503 with their own body while starting / not ready
 OPS = {"GET /health": {200, 503}, "GET /ready": {200, 503}}
@@ -168,7 +170,9 @@ def test_the_upload_form_is_the_parsers(spec):
     assert ref == {"$ref": "#/components/schemas/JobSubmission"}  # a named class in clients
     form = spec["components"]["schemas"]["JobSubmission"]
     fields = form["properties"]
-    assert set(fields) == KNOWN_FIELDS | {"file"} and form["required"] == ["file"]
+    # the song in `file` or a link in `url`: neither is required on its own
+    assert set(fields) == KNOWN_FIELDS | {"file"} and "required" not in form
+    assert "url" in fields["file"]["description"] and "file" in fields["url"]["description"]
     assert fields["file"] == {**fields["file"], "type": "string", "format": "binary"}
     assert fields["quality"]["enum"] == list(QUALITIES)
     assert (fields["shifts"]["minimum"], fields["shifts"]["maximum"]) == (0, MAX_SHIFTS)
@@ -216,8 +220,8 @@ def probe_with(client, route: str, code: int, gw, monkeypatch, job_id: str):
         return call(client, route, job_id)
     if code == 404:
         return call(client, route, job_id=UNKNOWN)
-    if code == 409:
-        return call(client, route, job_id=QUEUED)
+    if code == 409:  # results of a job not done; cancel of a job that has ended
+        return call(client, route, job_id=DONE if route.endswith("/cancel") else QUEUED)
     if code == 422:
         return call(client, route, **copy.deepcopy(INVALID[route]))
     if code == 503:
@@ -285,7 +289,7 @@ def test_response_models_document_and_never_filter(client, monkeypatch, infos):
     """A field the documented models lack still reaches the client: the routes answer the
     dicts they build (FastAPI's response_model filtering would drop it)."""
     real_job, real_model = gateway.api.job_json, gateway.api.public_model
-    monkeypatch.setattr(gateway.api, "job_json", lambda *a: {**real_job(*a), "brand_new": 1})
+    monkeypatch.setattr(gateway.api, "job_json", lambda *a, **k: {**real_job(*a, **k), "brand_new": 1})
     monkeypatch.setattr(gateway.api, "public_model", lambda i: {**real_model(i), "brand_new": 2})
     assert client.get(f"/api/jobs/{DONE}").json()["brand_new"] == 1
     assert client.get(f"/api/status/{DONE}").json()["brand_new"] == 1

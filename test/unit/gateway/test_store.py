@@ -45,7 +45,7 @@ def test_counts_list_delete_and_cache_lookup(url):
     store.insert(record("a", content_hash="h1", at=1.0))
     store.insert(record("b", status="done", content_hash="h1", at=2.0))
     store.insert(record("c", status="failed", error={"code": "x", "message": "y"}, at=3.0))
-    assert store.counts() == {"queued": 1, "running": 0, "done": 1, "failed": 1}
+    assert store.counts() == {"queued": 1, "running": 0, "done": 1, "failed": 1, "cancelled": 0}
     assert [j.id for j in store.list()] == ["c", "b", "a"]  # newest first
     assert [j.id for j in store.list(limit=1, offset=1)] == ["b"]
     assert [j.id for j in store.list(status="failed")] == ["c"]

@@ -118,7 +118,7 @@ def test_a_file_of_the_pre_migration_store_is_adopted_with_its_rows(tmp_path):
     assert store.claim("gw/1", 30) == ("run1", "running")
     store.close()
     version = sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchall()
-    assert version == [("0003",)]
+    assert version == [("0004",)]
     JobStore(path).get("done1")  # opening again: nothing left to migrate
 
 
@@ -182,3 +182,32 @@ def test_a_database_that_stays_away_fails_the_call_after_the_bound(postgres, pg_
     finally:
         postgres.start()
     assert store.get("a").id == "a"  # and it works again without reopening
+
+
+def test_migration_0004_gives_earlier_jobs_the_open_tenant_and_goes_back(tmp_path):
+    """A store at 0003 (before tenants) keeps its jobs: they become the open mode's ('')."""
+    from alembic import command
+
+    from gateway.migrations import alembic_config, upgrade
+
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    engine = sa.create_engine(url)
+    upgrade(engine, "0003")
+    with engine.begin() as c:
+        c.execute(
+            sa.text(
+                "INSERT INTO jobs (id, status, progress, stage, model, model_reason, stems, "
+                "warnings, notes, ready_s, options, filename, content_hash, n_frames, "
+                "duration_s, created_at, updated_at) VALUES ('old1', 'done', 1, 'done', 'dsp', "
+                "'', '[]', '[]', '[]', 0, '{}', 'a.wav', 'h', 10, 1.0, 1.0, 2.0)"
+            )
+        )
+    engine.dispose()
+    store = JobStore(url)
+    job = store.get("old1")
+    assert job.tenant == "" and job.callback_url is None and job.status == "done"
+    store.close()
+    with engine.begin() as c:
+        command.downgrade(alembic_config(c), "0003")
+        assert "tenant" not in {col["name"] for col in sa.inspect(c).get_columns("jobs")}
+        assert c.execute(sa.text("SELECT id FROM jobs")).scalars().all() == ["old1"]
