@@ -10,6 +10,7 @@ one, status and download through the other, and the takeover after a kill -9.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import io
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -29,6 +31,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import standardwebhooks
 
 from common.ports import free_port
 from common.s3local import LocalS3
@@ -43,6 +46,7 @@ CLAIM_POLL_S = 0.5
 CHUNK_CONCURRENCY = 2
 SONG_S = 60.0  # 8 chunks of dsp: long enough to interrupt in the middle
 JOB_TIMEOUT_S = 240.0
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"two gateways, one secret!").decode()
 HOP_BY_HOP = {"host", "content-length", "connection", "transfer-encoding", "content-encoding"}
 
 
@@ -179,6 +183,10 @@ def two_gateways(
         predictor_port=predictor_port,
         predictor_urls=proxy.url,
         db_retry_s=30,
+        allow_private_urls="true",  # webhooks to a loopback receiver
+        webhook_secret=WEBHOOK_SECRET,  # both gateways sign with it
+        webhook_backoff_s=1,
+        webhook_timeout_s=2,
         **({k.lower(): v for k, v in s3.env("gateways").items()} if s3 else {}),
     )
     stack = Stack(settings, env)
@@ -423,3 +431,93 @@ def test_on_s3_upload_through_a_status_and_download_through_b(s3_gateways, uploa
 def test_on_s3_the_gateway_running_a_job_killed_hands_it_over(s3_gateways, upload, s3_undisturbed):
     """The other gateway fetches the job's input from the bucket and finishes it."""
     hand_over(s3_gateways, upload, s3_undisturbed, "a")
+
+
+class HookReceiver:
+    """A loopback webhook receiver on a fixed port, started when the test says so."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.got: list[tuple[dict, bytes]] = []
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.got.append((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+
+
+def test_a_webhook_survives_the_kill_of_the_gateway_that_ended_the_job(gateways):
+    """B is down, so A runs the job; its receiver is down, so the event is still pending when
+    A is killed with -9 right after the job ends. B, started after, delivers it: at least
+    once, with the same webhook-id as A's failed attempts carried."""
+    receiver = HookReceiver()
+    gateways.kill_b()
+    try:
+        job_id = submit(gateways.url_a, song_wav(5.0, seed=81), callback_url=receiver.url)
+        job = wait_until(gateways.url_a, job_id, lambda j: j["status"] == "done")
+        gateways.stack.kill("gateway", signal.SIGKILL)
+        killed_at = time.monotonic()
+        gateways.start_b()
+        receiver.start()
+        while not receiver.got:
+            assert time.monotonic() - killed_at < 60, job_status(gateways.url_b, job_id)
+            time.sleep(0.05)
+        print(f"\nwebhook delivered {time.monotonic() - killed_at:.1f} s after the kill -9")
+        headers, body = receiver.got[0]
+        payload = standardwebhooks.Webhook(WEBHOOK_SECRET).verify(body, headers)
+        assert payload["data"]["id"] == job_id and payload["data"]["status"] == "done"
+        assert payload["data"]["created_at"] == job["created_at"]
+        deadline = time.monotonic() + 20
+        while (state := job_status(gateways.url_b, job_id)["webhook"])["status"] != "delivered":
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)
+        assert state["attempts"] >= 1
+        assert {h["webhook-id"] for h, _ in receiver.got} == {headers["webhook-id"]}
+    finally:
+        receiver.close()
+        gateways.restart_a()
+    delete(gateways.url_b, job_id)
+
+
+def test_an_idempotency_key_names_one_job_across_gateways(gateways):
+    song, other = song_wav(5.0, seed=82), song_wav(5.0, seed=83)
+    key = {"Idempotency-Key": "import-2026-12-06-0001"}
+
+    def post(url: str, audio: bytes) -> httpx.Response:
+        return httpx.post(
+            url + "/api/jobs", files={"file": ("s.wav", audio)}, headers=key, timeout=120
+        )
+
+    # both gateways at once: one makes the job; the other answers it, or 409 while it is made
+    with ThreadPoolExecutor(2) as pool:
+        first = list(pool.map(post, [gateways.url_a, gateways.url_b], [song, song]))
+    assert {r.status_code for r in first} <= {202, 409}, [r.text for r in first]
+    made = {r.json()["id"] for r in first if r.status_code == 202}
+    assert len(made) == 1, [r.text for r in first]
+    again = post(gateways.url_b, song)
+    assert again.status_code == 202 and again.json()["id"] in made
+    assert again.headers["idempotent-replayed"] == "true"
+    assert post(gateways.url_a, other).status_code == 422
+    job_id = made.pop()
+    wait_until(gateways.url_a, job_id, lambda j: j["status"] == "done")
+    delete(gateways.url_a, job_id)
