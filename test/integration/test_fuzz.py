@@ -5,7 +5,8 @@ Deterministic (a fixed Hypothesis seed, no example database) and bounded: MAX_EX
 per operation and generation mode. `POST /api/jobs` is fuzzed through the multipart form its
 spec documents (a `file` and every optional field, valid and not). One finished job is created
 first and offered as an example id, so the result, stem, zip and analysis routes are reached
-with a job that exists, not only with ids that 404.
+with a job that exists, not only with ids that 404. Keys are on (a tenant's key in API_KEYS),
+and every case carries it: the routes behind the key are what is fuzzed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ MAX_EXAMPLES = 30  # per operation and mode: ~600 requests, ~15 s on 2 cores
 # this file would change every generated case.
 SEED = 20261123
 INTEGER_EXTREMES = (-(2**63) - 1, -1, 0, 2**31, 2**63 - 1, 2**63, 2**64, 10**30)
+FUZZ_KEY = "fuzz-tenant-key"
+KEYED = {"X-API-Key": FUZZ_KEY}
 REQUESTS = {"count": 0, "by_status": {}}  # what the fuzzer sent, reported at the end
 
 
@@ -39,6 +42,7 @@ def fuzz_stack(tmp_path_factory):
         tmp_path_factory.mktemp("fuzzdata"),
         tmp_path_factory.mktemp("fuzzmodels"),  # empty: the dsp separator runs
         max_upload_bytes=2_000_000,  # a fuzzed body never needs more
+        api_keys=FUZZ_KEY,
     )
     yield stack
     stack.stop()
@@ -50,7 +54,7 @@ def fuzz_stack(tmp_path_factory):
 def done_job_id(fuzz_stack) -> str:
     buf = io.BytesIO()
     sf.write(buf, mixture(make_song(seconds=2.0, seed=21)).T, 44100, "PCM_16", format="WAV")
-    with httpx.Client(base_url=fuzz_stack.url("gateway"), timeout=60) as client:
+    with httpx.Client(base_url=fuzz_stack.url("gateway"), timeout=60, headers=KEYED) as client:
         r = client.post("/api/jobs", files={"file": ("fuzz.wav", buf.getvalue())})
         assert r.status_code == 202, r.text
         job = wait_job(client, r.json()["id"], timeout=120)
@@ -76,7 +80,7 @@ def gateway_schema(fuzz_stack, done_job_id):
     url = fuzz_stack.url("gateway")
     raw = httpx.get(url + "/openapi.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(with_examples(raw, done_job_id))
-    schema.config.update(base_url=url, request_timeout=60)
+    schema.config.update(base_url=url, request_timeout=60, headers=KEYED)
     schema.config.generation.update(
         max_examples=MAX_EXAMPLES, deterministic=True, database="none", allow_x00=False
     )
@@ -136,7 +140,7 @@ def test_integer_parameters_at_their_extremes_are_no_5xx(fuzz_stack, done_job_id
     raw = httpx.get(url + "/openapi.json", timeout=30).json()
     path_values = {"job_id": done_job_id, "stem": "vocals"}
     failures, probed = [], 0
-    with httpx.Client(base_url=url, timeout=60) as client:
+    with httpx.Client(base_url=url, timeout=60, headers=KEYED) as client:
         for path, operations in raw["paths"].items():
             for method, operation in operations.items():
                 if method != "get":
