@@ -101,10 +101,11 @@ class Gateway:
         await self.sender.start()
         await self.runner.start()
 
-    def on_job_end(self, connection, job: JobRecord) -> None:
-        """In the transaction that ends a job: its webhook event into the outbox."""
+    def on_job_end(self, connection, job: JobRecord):
+        """In the transaction that ends a job: its webhook event into the outbox. Returns
+        what to do once that commits: wake the sender (before, it could look too early)."""
         if not job.callback_url:
-            return
+            return None
         enqueue(
             connection,
             job_id=job.id,
@@ -113,8 +114,7 @@ class Gateway:
             status=job.status,
             job_json=job_json(job),
         )
-        if self.sender is not None:
-            self.sender.poke()
+        return self.sender.poke if self.sender is not None else None
 
     def webhook_secret(self, tenant_id: str) -> str:
         """The secret that signs a tenant's webhooks: its own; WEBHOOK_SECRET for the open

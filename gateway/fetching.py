@@ -72,6 +72,7 @@ class Importer:
             max_duration_s=self.settings.max_duration_s,
             max_bytes=self.settings.max_upload_bytes,
             timeout_s=self.settings.url_timeout_s,
+            allow_private=self.settings.allow_private_urls,
         )
         return probed
 

@@ -242,16 +242,23 @@ class JobStore:
         self._write(lambda c: c.execute(jobs.insert().values(**job.__dict__)))
 
     def insert_ended(
-        self, job: JobRecord, on_end: Callable[[sa.Connection, JobRecord], None] | None
+        self,
+        job: JobRecord,
+        on_end: Callable[[sa.Connection, JobRecord], Callable[[], None] | None] | None,
     ) -> None:
         """A job born ended (a reused result) with its webhook event, in one transaction."""
 
+        after: list[Callable[[], None]] = []
+
         def work(c: sa.Connection) -> None:
+            after.clear()
             c.execute(jobs.insert().values(**job.__dict__))
-            if on_end is not None:
-                on_end(c, job)
+            if on_end is not None and (then := on_end(c, job)) is not None:
+                after.append(then)
 
         self._transaction(work)
+        for then in after:
+            then()
 
     def get(self, job_id: str) -> JobRecord:
         row = self._read(lambda c: c.execute(GET, {"job_id": job_id}).first())
@@ -332,7 +339,7 @@ class JobStore:
     def transition(
         self,
         job_id: str,
-        on_end: Callable[[sa.Connection, JobRecord], None] | None = None,
+        on_end: Callable[[sa.Connection, JobRecord], Callable[[], None] | None] | None = None,
         *,
         only_from: tuple[str, ...] = RUNNABLE,
         **changes: Any,
@@ -341,7 +348,7 @@ class JobStore:
         cancelled): only from a status in `only_from`, None when the job is gone or no longer
         in one. For the last transition (done, failed, cancelled) `on_end` runs in the same
         transaction (its webhook event into the outbox): a gateway killed right after cannot
-        leave an ended job without its event."""
+        leave an ended job without its event; what `on_end` returns runs after the commit."""
         changes.setdefault("updated_at", time.time())
         statement = (
             jobs.update()
@@ -350,16 +357,22 @@ class JobStore:
             .returning(*RECORD_COLUMNS)
         )
 
+        after: list[Callable[[], None]] = []
+
         def work(c: sa.Connection) -> JobRecord | None:
+            after.clear()  # a retried transaction runs `on_end` again
             row = c.execute(statement).first()
             if row is None:
                 return None
             job = JobRecord(**row._mapping)
-            if on_end is not None:
-                on_end(c, job)
+            if on_end is not None and (then := on_end(c, job)) is not None:
+                after.append(then)
             return job
 
-        return self._transaction(work)
+        job = self._transaction(work)
+        for then in after:  # what `on_end` asked to run once committed (wake the sender)
+            then()
+        return job
 
     def cancelled_to_clean(self) -> list[JobRecord]:
         """Cancelled jobs whose files are not cleaned yet and that no gateway works on."""

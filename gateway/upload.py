@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -115,6 +116,8 @@ def megabytes(n: int) -> str:
 async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload:
     """Stream a `multipart/form-data` body; the part named `file` is written to `dest`."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    if content_type == b"application/x-www-form-urlencoded":  # `curl -d url=…`: a link job
+        return checked(await receive_form(request), dest)
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise BadRequest(
             "send the song as multipart/form-data with the audio in a field named `file`",
@@ -156,13 +159,35 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Upload
         receiver.close()
         if receiver.upload.path is None and dest.exists():
             os.unlink(dest)
-    has_url = bool(receiver.upload.fields.get("url", "").strip())
-    if receiver.upload.path is None and not has_url:
+    return checked(receiver.upload, dest)
+
+
+def checked(upload: Upload, dest: Path) -> Upload:
+    """The song came as a file or as a link: exactly one of the two."""
+    has_url = bool(upload.fields.get("url", "").strip())
+    if upload.path is None and not has_url:
         raise BadRequest(
             "no file in the upload: send the audio in a form field named `file`, or a link "
             "to it in `url`"
         )
-    if receiver.upload.path is not None and has_url:
+    if upload.path is not None and has_url:
         dest.unlink(missing_ok=True)
         raise BadRequest("send the song in `file` or a link to it in `url`, not both")
-    return receiver.upload
+    return upload
+
+
+async def receive_form(request: Request) -> Upload:
+    """A url-encoded form: fields only (no file can come this way), at most MAX_FIELDS of
+    MAX_FIELD_BYTES each."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FIELDS * MAX_FIELD_BYTES:
+            raise BadRequest("the form is too long")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError as e:
+        raise BadRequest("the form is not UTF-8", code="bad_form") from e
+    if len(pairs) > MAX_FIELDS:
+        raise BadRequest("too many form fields")
+    return Upload(fields=dict(pairs))

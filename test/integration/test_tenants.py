@@ -335,3 +335,67 @@ def test_webhooks_are_signed_and_a_hanging_receiver_delays_nothing(stack, tenant
         assert stuck["status"] == "pending" or stuck["attempts"] >= 1
     receiver.server.shutdown()
     hanging.server.shutdown()
+
+
+class SongServer:
+    """A loopback server with a song at /song.wav and a page without audio at /page.html."""
+
+    def __init__(self, song: bytes):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.startswith("/song.wav"):
+                    body, kind = song, "audio/wav"
+                else:
+                    body, kind = b"<html><body>no music here</body></html>", "text/html"
+                self.send_response(200)
+                self.send_header("content-type", kind)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_song_imported_from_a_link_is_fetched_decoded_and_counted(stack):
+    """ALLOW_PRIVATE_URLS is on in this stack: a loopback server stands in for the web."""
+    key, _ = make_tenant(stack, "hana", "--minutes-per-day", "5")
+    audio = wav_bytes(mixture(make_song(SONG_S, seed=90)))
+    server = SongServer(audio)
+    link = f"http://127.0.0.1:{server.port}/song.wav"
+    with client(stack, key) as hana:
+        accepted = hana.post("/api/jobs", data={"url": link})
+        assert accepted.status_code == 202, accepted.text
+        job = accepted.json()
+        assert job["source_url"] == link and job["stage"] == "fetching"
+        assert job["filename"] == "song" and job["title"] == "song"  # yt-dlp: the file name
+        done = wait_job(hana, job["id"])
+        assert done["status"] == "done", done
+        assert done["duration_s"] == pytest.approx(SONG_S, abs=0.01)
+        assert done["stems"] == ["vocals", "drums", "bass", "other"]
+        assert hana.get("/api/usage").json()["minutes_today"] == round(SONG_S / 60, 2)
+        page = hana.post("/api/jobs", data={"url": f"http://127.0.0.1:{server.port}/page.html"})
+        assert page.status_code == 422 and "no audio" in page.json()["error"]["message"]
+    server.server.shutdown()
+
+
+def test_listing_pages_with_a_total_and_a_next_link(stack):
+    key, _ = make_tenant(stack, "ivan")
+    with client(stack, key) as ivan:
+        ids = [
+            submit(ivan, wav_bytes(mixture(make_song(3.0, seed=100 + k)))).json()["id"]
+            for k in range(3)
+        ]
+        first = ivan.get("/api/jobs", params={"limit": 2}).json()
+        assert first["total"] == 3 and len(first["jobs"]) == 2
+        second = ivan.get(first["next"]).json()
+        assert second["next"] is None and len(second["jobs"]) == 1
+        assert {j["id"] for j in first["jobs"] + second["jobs"]} == set(ids)
+        for job_id in ids:
+            wait_job(ivan, job_id)

@@ -289,7 +289,9 @@ def test_response_models_document_and_never_filter(client, monkeypatch, infos):
     """A field the documented models lack still reaches the client: the routes answer the
     dicts they build (FastAPI's response_model filtering would drop it)."""
     real_job, real_model = gateway.api.job_json, gateway.api.public_model
-    monkeypatch.setattr(gateway.api, "job_json", lambda *a, **k: {**real_job(*a, **k), "brand_new": 1})
+    monkeypatch.setattr(
+        gateway.api, "job_json", lambda *a, **k: {**real_job(*a, **k), "brand_new": 1}
+    )
     monkeypatch.setattr(gateway.api, "public_model", lambda i: {**real_model(i), "brand_new": 2})
     assert client.get(f"/api/jobs/{DONE}").json()["brand_new"] == 1
     assert client.get(f"/api/status/{DONE}").json()["brand_new"] == 1
