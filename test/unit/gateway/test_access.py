@@ -7,6 +7,7 @@ from common.config import Settings
 from gateway.app import create_app
 from gateway.jobfiles import JobFiles
 from gateway.store import JobRecord
+from gateway.tenants import settings_tenant
 
 
 def app_with(tmp_path, **settings):
@@ -46,6 +47,28 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path):
         r = c.post("/api/jobs", content=b"x")
         assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
         assert c.get("/api/jobs").status_code == 200  # polling is not limited
+
+
+def test_with_keys_on_the_rate_limit_counts_per_tenant_not_per_address(tmp_path):
+    """Two customers behind one address (the test client's) each get their own minute."""
+    with TestClient(app_with(tmp_path, api_keys="k1,k2", rate_limit_per_minute=1)) as c:
+        k1, k2 = {"X-API-Key": "k1"}, {"X-API-Key": "k2"}
+        assert c.post("/api/jobs", content=b"x", headers=k1).status_code == 400
+        refused = c.post("/api/jobs", content=b"x", headers=k1)
+        assert refused.status_code == 429 and "from this key" in refused.text
+        assert c.post("/api/jobs", content=b"x", headers=k2).status_code == 400
+
+
+def test_api_keys_keys_are_tenants_that_see_only_their_own_jobs(tmp_path):
+    with TestClient(app_with(tmp_path, api_keys="k1,k2")) as c:
+        gw = c.app.state.gateway
+        mine = c.get("/api/usage", headers={"X-API-Key": "k1"}).json()
+        assert mine["admin"] is False and mine["minutes_per_day"] is None
+        gw.store.insert(JobRecord("k1job000001", "done", 1.0, 1.0, tenant=settings_tenant("k1").id))
+        assert c.get("/api/jobs/k1job000001", headers={"X-API-Key": "k1"}).status_code == 200
+        assert c.get("/api/jobs/k1job000001", headers={"X-API-Key": "k2"}).status_code == 404
+        listed = c.get("/api/jobs", headers={"X-API-Key": "k2"}).json()
+        assert listed["jobs"] == [] and listed["total"] == 0
 
 
 def test_cors_only_when_configured(tmp_path):
