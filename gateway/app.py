@@ -83,6 +83,7 @@ class Gateway:
         self.decode_limiter = asyncio.Semaphore(DECODES_AT_ONCE)
         self.rate_limiter = RateLimiter(self.store, settings.rate_limit_per_minute)
         self.sweeper: asyncio.Task | None = None
+        self.cleaner: asyncio.Task | None = None
         self._infos: dict[str, SeparatorInfo] = {}
         self._infos_at = 0.0
 
@@ -163,6 +164,16 @@ class Gateway:
         forget_old_keys(self.store, self.settings.idempotency_hours * 3600)
         return expired
 
+    async def clean_cancelled_forever(self) -> None:
+        """Every lease_s: the files of cancelled jobs whose gateway died before it could clean
+        up (their lease has run out now). Cheap: one indexed query when there are none."""
+        while True:
+            await asyncio.sleep(self.settings.lease_s)
+            try:
+                await clean_cancelled(self)
+            except Exception:
+                log.exception("cleaning up cancelled jobs failed; trying again later")
+
     async def sweep_forever(self) -> None:
         """Sweep every `sweep_every_s`; the first sweep ran at start-up, before serving."""
         while True:
@@ -203,8 +214,9 @@ class Gateway:
         return dict(zip(targets, results, strict=True))
 
     async def close(self) -> None:
-        if self.sweeper is not None:
-            self.sweeper.cancel()
+        for task in (self.sweeper, self.cleaner):
+            if task is not None:
+                task.cancel()
         await self.runner.stop()
         if self.sender is not None:
             await self.sender.stop()
@@ -230,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.exception("retention sweep at start-up failed; the sweeper tries again later")
         await gateway.start()
         gateway.sweeper = asyncio.create_task(gateway.sweep_forever())
+        gateway.cleaner = asyncio.create_task(gateway.clean_cancelled_forever())
         app.state.ready = True
         try:
             yield

@@ -209,15 +209,18 @@ STALE_CACHE_S = 3600.0  # a job folder this old with no job row is no upload in 
 
 def drop_stale_caches(settings, store) -> list[str]:
     """With object storage, this gateway's job folders are caches (a result it served, the
-    input of a job it ran): those of jobs deleted meanwhile, by any gateway, go. Folders younger
-    than STALE_CACHE_S are kept (an upload is written there before its job row exists)."""
+    input of a job it ran): those of jobs deleted or cancelled meanwhile, by any gateway, go.
+    Folders younger than STALE_CACHE_S with no job are kept (an upload is written there before
+    its job row exists)."""
     if not storage_for(settings).remote or not settings.jobs_dir.is_dir():
         return []
     dropped = []
     for folder in settings.jobs_dir.iterdir():
         try:
             if time.time() - folder.stat().st_mtime < STALE_CACHE_S:
-                continue
+                if store.get(folder.name).status != "cancelled":
+                    continue
+                raise NotFound("cancelled")  # cleaned elsewhere while this gateway was down
             store.get(folder.name)
         except NotFound:
             shutil.rmtree(folder, ignore_errors=True)

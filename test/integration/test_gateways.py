@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import boto3
 import httpx
 import numpy as np
 import pytest
@@ -521,3 +522,59 @@ def test_an_idempotency_key_names_one_job_across_gateways(gateways):
     job_id = made.pop()
     wait_until(gateways.url_a, job_id, lambda j: j["status"] == "done")
     delete(gateways.url_a, job_id)
+
+
+def bucket_keys(s3: LocalS3, job_id: str) -> list[str]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint_url,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=s3.secret_key,
+        region_name="us-east-1",
+    )
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket)
+    return [o["Key"] for page in pages for o in page.get("Contents", []) if job_id in o["Key"]]
+
+
+def test_on_s3_a_job_cancelled_while_its_gateway_is_dead_leaves_no_file(
+    s3_gateways, s3server, upload
+):
+    """Its gateway killed -9 mid-job, the job cancelled through the other: once the dead
+    gateway's lease runs out the other cleans up — the bucket, the fuser's partial result,
+    its own data dir — and the dead one, started again, drops its own cache of the job."""
+    both = s3_gateways
+    job_id = submit(both.url_a, upload, analysis="false")
+    wait_until(both.url_a, job_id, lambda j: 0 < j["progress"] < 0.75)
+    a_port = both.stack.settings.gateway_port
+    victim_port = lease_port(both.db_url, job_id)
+    survivor = both.url_b if victim_port == a_port else both.url_a
+    dirs = [Path(both.stack.settings.data_dir), Path(both.env_b["DATA_DIR"])]
+
+    def leftovers(*skip: Path) -> list[str]:
+        local = [str(p) for d in dirs if d not in skip for p in d.rglob(f"*{job_id}*")]
+        return local + bucket_keys(s3server, job_id)
+
+    assert leftovers()  # its input, the fuser's chunks, in the bucket and on disk
+    if victim_port == a_port:
+        both.stack.kill("gateway", signal.SIGKILL)
+    else:
+        both.kill_b()
+    killed_at = time.monotonic()
+    dead_dir = dirs[0] if victim_port == a_port else dirs[1]  # its cache: its own to clean
+    try:
+        cancelled = httpx.post(f"{survivor}/api/jobs/{job_id}/cancel", timeout=30)
+        assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+        while left := leftovers(dead_dir):
+            assert time.monotonic() - killed_at < 2 * LEASE_S + 20, left
+            time.sleep(0.2)
+        print(f"\ncancelled job's files gone {time.monotonic() - killed_at:.1f} s after kill -9")
+    finally:
+        if victim_port == a_port:
+            both.restart_a()
+        else:
+            both.start_b()
+    time.sleep(2 * CLAIM_POLL_S)
+    assert not leftovers()
+    job = job_status(both.url_a, job_id)
+    assert job["status"] == "cancelled" and job["stage"] == "cancelled"
+    delete(both.url_a, job_id)
