@@ -1,7 +1,7 @@
 """`audiosplit`: separate songs with an audiosplit gateway and look after its jobs.
 
-    audiosplit separate FILE... [options]   upload, follow the jobs, write the stems
-    audiosplit status ID | list | delete ID... | models
+    audiosplit separate FILE|URL... [options]   upload, follow the jobs, write the stems
+    audiosplit status ID | list | delete ID... | cancel ID... | models
 
 The gateway is at `--url` (env AUDIOSPLIT_URL, else http://127.0.0.1:8000); an API key, when
 the gateway needs one, comes from env AUDIOSPLIT_API_KEY. Exit status: 0 all done, 1 a job
@@ -9,7 +9,8 @@ failed or the gateway refused a request, 2 bad usage, 3 the gateway cannot be re
 130 interrupted.
 
 This package: `api` (the gateway client, errors, exit statuses), `separate` (the `separate`
-command), `jobs` (status, list, delete, models); here the command line and `main`.
+command; `songs` its files and links), `jobs` (status, list, delete, cancel, models); here the
+command line and `main`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from gateway.cli.api import (
     error_message,
     no_job,
 )
-from gateway.cli.jobs import run_delete, run_list, run_models, run_status
+from gateway.cli.jobs import run_cancel, run_delete, run_list, run_models, run_status
 from gateway.cli.separate import extension, out_dirs, run_separate
+from gateway.cli.songs import song_source
 
 __all__ = [
     "API_KEY_ENV",
@@ -116,15 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
         "separate",
         parents=[common],
         help="upload songs, follow their jobs, write their stems",
-        description="Upload each FILE, show its job's progress and write its stems to "
-        "DIR/<song name>/<stem>.<ext> (DIR: --out), the analysis (analysis.json) beside them.",
+        description="Upload each FILE (or have the gateway fetch each URL), show its job's "
+        "progress and write its stems to DIR/<song name>/<stem>.<ext> (DIR: --out; a URL's "
+        "song name is its title), the analysis (analysis.json) beside them.",
     )
     sep.add_argument(
         "files",
         nargs="+",
-        type=Path,
-        metavar="FILE",
-        help="audio files (any format ffmpeg decodes), relative to this folder",
+        type=song_source,
+        metavar="FILE|URL",
+        help="audio files (any format ffmpeg decodes), relative to this folder, or links "
+        "(http:// or https://) to songs: a direct media link or a page yt-dlp reads (YouTube, "
+        "SoundCloud, Bandcamp)",
     )
     sep.add_argument(
         "--model",
@@ -197,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"while it restarts (default: {DEFAULT_WAIT_S:.0f})",
     )
     sep.add_argument(
+        "--callback-url",
+        metavar="URL",
+        help="the gateway POSTs each job's JSON here when it ends (done, failed, cancelled) "
+        "(default: none, or the key's own webhook)",
+    )
+    sep.add_argument(
         "--start-stack",
         action="store_true",
         help="when nothing answers at --url (a local one), start a temporary "
@@ -238,6 +249,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("ids", nargs="+", metavar="ID", help="the jobs' ids")
     delete.set_defaults(run=run_delete)
 
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel queued or running jobs",
+        description="Cancel queued or running jobs: they stop, their files are deleted.",
+    )
+    cancel.add_argument("ids", nargs="+", metavar="ID", help="the jobs' ids")
+    cancel.set_defaults(run=run_cancel)
+
     models = commands.add_parser(
         "models",
         parents=[common, as_json],
@@ -255,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-ID_COMMANDS = ("status", "delete")
+ID_COMMANDS = ("status", "delete", "cancel")
 
 
 def ids_as_operands(argv: list[str]) -> list[str]:

@@ -66,6 +66,14 @@ def error_message(response: httpx.Response) -> str:
         return response.text.strip()[:300] or response.reason_phrase
 
 
+def error_code(response: httpx.Response) -> str:
+    """The gateway's `{"error": {"code"}}` ('not_cancellable'), '' when the body has none."""
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
 class Api:
     """The gateway's REST API; `patiently` rides out a gateway that is restarting."""
 
@@ -141,6 +149,10 @@ class Api:
 
     def job(self, job_id: str) -> dict:
         return self.call("GET", f"/api/jobs/{job_id}").json()
+
+    def cancel(self, job_id: str) -> dict:
+        """The job, cancelled; `Refused` 409 when it had ended, 404 when there is none."""
+        return self.call("POST", f"/api/jobs/{job_id}/cancel").json()
 
 
 def no_job(job_id: str, e: Refused) -> Refused:

@@ -1,4 +1,4 @@
-"""`audiosplit status | list | delete | models`: the gateway's jobs and separators.
+"""`audiosplit status | list | delete | cancel | models`: the gateway's jobs and separators.
 
 Each prints text (a table when there are rows) or, with --json, the JSON the gateway sent.
 """
@@ -99,6 +99,18 @@ def run_delete(args: argparse.Namespace) -> int:
             api.call("DELETE", f"/api/jobs/{job_id}", 204)
             sys.stdout.write(f"deleted {job_id}\n")
         except Refused as e:
+            sys.stderr.write(f"audiosplit: {no_job(job_id, e).message}\n")
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    api, failed = Api(args.url), 0
+    for job_id in args.ids:
+        try:
+            api.cancel(job_id)
+            sys.stdout.write(f"cancelled {job_id}\n")
+        except Refused as e:  # 409: it had ended; the gateway's message says how
             sys.stderr.write(f"audiosplit: {no_job(job_id, e).message}\n")
             failed += 1
     return EXIT_FAILED if failed else EXIT_OK

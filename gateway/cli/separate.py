@@ -1,9 +1,11 @@
 """`audiosplit separate`: upload songs, follow their jobs, write their stems.
 
-Each FILE becomes a `Song`, uploaded in turn (a rate limit is waited out within --wait); the
-running jobs are then polled until each is done, its stems streamed to `DIR/<song name>/`, or
-failed. `ProgressView` draws one bar per song on a terminal, plain lines otherwise; `reachable`
-starts a temporary local stack when asked to and nothing answers.
+Each FILE or link becomes a `Song`, submitted in turn (a link as `url=`, which the gateway
+fetches; a rate limit is waited out within --wait); the running jobs are then polled until each
+is done, its stems streamed to `DIR/<song name>/` (a link's: `DIR/<its title>/`), failed or
+cancelled. `ProgressView` draws one bar per song on a terminal, plain lines otherwise;
+`reachable` starts a temporary local stack when asked to and nothing answers. Ctrl-C offers to
+cancel the jobs still running (`offer_cancel`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -25,7 +26,6 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
-    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -39,25 +39,22 @@ from gateway.cli.api import (
     Api,
     Refused,
     Unreachable,
-    UsageError,
+    default_url,
+    error_code,
     error_message,
 )
+from gateway.cli.songs import Song, checked_inputs, link_dir, out_dirs, shown_path
 
 POLL_S = 0.5  # between two looks at a running job
+ENDS = ("done", "failed", "cancelled")  # a job's statuses that it never leaves
+BUSY_S = 1.0  # between two tries while the gateway still works on our first POST
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 PLAIN_STEP = 10  # percent: without a terminal, a progress line at most every 10 %
-DOWNLOAD_STAGE = re.compile(
-    r"downloading model \((?P<done>[\d.]+) (?:of (?P<total>[\d.]+) )?MB.*\)"
+# a model's weights on first use, or a link's song (gateway/fetching.py): "(1.2 of 5.0 MB)"
+BYTES_STAGE = re.compile(
+    r"(?P<what>downloading model|fetching)"
+    r"(?: \((?P<done>[\d.]+) (?:of (?P<total>[\d.]+) )?MB.*\))?"
 )
-
-
-@dataclass
-class Song:
-    path: Path  # as given, relative to the caller's folder
-    out_dir: Path  # where its stems go
-    task: TaskID | None = None
-    job: dict = field(default_factory=dict)
-    ok: bool | None = None  # None: not finished
-    shown: tuple = ()  # the last progress shown without a terminal
 
 
 class ProgressView:
@@ -87,7 +84,7 @@ class ProgressView:
         self.progress.stop()
 
     def add(self, song: Song) -> None:
-        song.task = self.progress.add_task("", total=100, name=song.path.name, stage="waiting")
+        song.task = self.progress.add_task("", total=100, name=song.name, stage="waiting")
 
     def update(self, song: Song, stage: str, fraction: float | None = None) -> None:
         """The bar shows `fraction` (0..1); a plain line shows it in 10 % steps, when given."""
@@ -97,12 +94,17 @@ class ProgressView:
                 self.progress.update(song.task, completed=percent)
             self.progress.update(song.task, stage=stage)
             return
-        if stage in ("downloading", "done", "failed") or stage.startswith("downloading model"):
+        if stage in ("downloading", *ENDS) or BYTES_STAGE.match(stage):
             percent = None  # said by the line that follows, or by the stage itself
         shown = (plain_step(stage), None if percent is None else percent // PLAIN_STEP)
         if shown != song.shown:
             song.shown = shown
-            self.say(f"{song.path.name}: {stage}" + ("" if percent is None else f" {percent}%"))
+            self.say(f"{song.name}: {stage}" + ("" if percent is None else f" {percent}%"))
+
+    def rename(self, song: Song, name: str) -> None:
+        if self.live:
+            self.progress.update(song.task, name=name)
+        song.name = name
 
     def once(self, *lines: str) -> None:
         """Say `lines` unless this run said them before (the same for every song)."""
@@ -128,73 +130,79 @@ def notice_lines(notice: str) -> list[str]:
 
 def plain_step(stage: str) -> str:
     """What a plain line must change on: a model download ("downloading model (12.0 of 80.3
-    MB)", updated every second) only at each tenth of its size."""
-    m = DOWNLOAD_STAGE.fullmatch(stage)
+    MB)", updated every second) or a link's fetch ("fetching (1.2 of 5.0 MB)") only at each
+    tenth of its size after the first."""
+    m = BYTES_STAGE.fullmatch(stage)
     if m is None:
         return stage
-    if not m["total"] or not float(m["total"]):
-        return "downloading model"
-    return f"downloading model {10 * float(m['done']) // float(m['total']):.0f}"
+    tenth = 10 * float(m["done"]) // float(m["total"]) if m["total"] and float(m["total"]) else 0
+    return f"{m['what']} {tenth:.0f}" if tenth else m["what"]  # the start: the stage's name
 
 
-def checked_inputs(paths: list[Path]) -> None:
-    for path in paths:
-        if not path.is_file():
-            raise UsageError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-        if not os.access(path, os.R_OK):
-            raise UsageError(f"{path}: cannot be read (permission denied)")
-
-
-def out_dirs(paths: list[Path], out: Path) -> list[Path]:
-    """`out/<song name>` per input; a name given twice gets `-2`, `-3`."""
-    seen: dict[str, int] = {}
-    dirs = []
-    for path in paths:
-        name = path.stem or "audio"
-        seen[name] = seen.get(name, 0) + 1
-        dirs.append(out / (name if seen[name] == 1 else f"{name}-{seen[name]}"))
-    return dirs
-
-
-def shown_path(path: Path) -> str:
-    """A folder as the caller would type it: relative to the current folder when inside."""
-    with contextlib.suppress(ValueError):
-        return f"./{path.resolve().relative_to(Path.cwd().resolve())}/".replace("/./", "/")
-    return f"{path.resolve()}/"
-
-
-def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
+def job_fields(args: argparse.Namespace) -> dict[str, str]:
+    """The options of every song's POST."""
     fields = {"model": args.model, "stems": args.stems, "quality": args.quality}
     fields["analysis"] = "false" if args.no_analysis else "true"
     if args.ensemble_weights:
         fields["ensemble_weights"] = args.ensemble_weights
     if args.ensemble_method:
         fields["ensemble_method"] = args.ensemble_method
-    view.update(song, "uploading")
+    if args.callback_url:
+        fields["callback_url"] = args.callback_url
+    return fields
 
-    def upload() -> httpx.Response:
+
+def post_song(api: Api, song: Song, fields: dict[str, str]) -> httpx.Response:
+    """One try of the song's POST, under its Idempotency-Key; 202, 409 or 429 answered."""
+    headers = {IDEMPOTENCY_HEADER: song.idempotency_key}
+    with contextlib.ExitStack() as opened:
+        if song.is_link:  # no file name: a plain field, in the multipart body the gateway wants
+            parts = {"url": (None, song.source)}
+        else:
+            parts = {"file": (song.source.name, opened.enter_context(open(song.source, "rb")))}
+        return api.call(
+            "POST", "/api/jobs", 202, 409, 429, files=parts, data=fields, headers=headers
+        )
+
+
+def submit(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
+    fields = job_fields(args)
+    view.update(song, "sending link" if song.is_link else "uploading")
+
+    def send() -> httpx.Response:
         deadline = time.monotonic() + api.wait_s
         while True:
-            with open(song.path, "rb") as f:
-                files = {"file": (song.path.name, f)}
-                response = api.call("POST", "/api/jobs", 202, 429, files=files, data=fields)
+            response = post_song(api, song, fields)
             if response.status_code == 202 or time.monotonic() > deadline:
                 return api.check(response, 202)
-            # rate limited: wait as the gateway says, within --wait
-            view.say(f"{song.path.name}: {error_message(response)}")
-            time.sleep(float(response.headers.get("Retry-After", "5")))
+            if response.status_code == 429:  # rate limited: wait as the gateway says
+                view.say(f"{song.name}: {error_message(response)}")
+                time.sleep(float(response.headers.get("Retry-After", "5")))
+            elif error_code(response) == "idempotency_in_progress":
+                time.sleep(BUSY_S)  # our try that timed out here is still worked on there
+            else:
+                return api.check(response, 202)
 
     try:
-        song.job = api.patiently(upload, retry_5xx=False).json()
+        song.job = api.patiently(send, retry_5xx=False).json()
     except Refused as e:
         finish(song, view, False, f"refused ({e.status}): {e.message}")
         return
     job = song.job
-    view.say(f"{song.path.name}: job {job['id']}, model {job['model']}")
+    view.say(f"{song.name}: job {job['id']}, model {job['model']}")
+    retitle(song, view)
     # facts of the run rather than of a song: each said once, on lines of its own
     view.once(f"why {job['model']}: {job['model_reason']}")
     if job.get("notice"):
         view.once(*notice_lines(job["notice"]))
+
+
+def retitle(song: Song, view: ProgressView) -> None:
+    """A link's song is called by its title once the gateway knows it (said once)."""
+    title = song.job.get("title")
+    if song.is_link and title and title != song.name:
+        view.say(f"{song.name}: {title}")
+        view.rename(song, title)
 
 
 def download(api: Api, song: Song, args: argparse.Namespace, view: ProgressView) -> None:
@@ -236,19 +244,20 @@ def extension(response: httpx.Response) -> str:
     return ".json" if "json" in response.headers.get("content-type", "") else ""
 
 
-def finish(song: Song, view: ProgressView, ok: bool, outcome: str) -> None:
+def finish(song: Song, view: ProgressView, ok: bool, outcome: str, stage: str = "") -> None:
     song.ok = ok
     if view.live:
-        view.update(song, "done" if ok else "failed", 1.0 if ok else None)
+        view.update(song, stage or ("done" if ok else "failed"), 1.0 if ok else None)
     for warning in dict.fromkeys(song.job.get("warnings", [])):
-        view.say(f"{song.path.name}: warning: {warning}")
+        view.say(f"{song.name}: warning: {warning}")
     for note in song.job.get("notes", []):
-        view.say(f"{song.path.name}: note: {note}")
-    view.say(f"{song.path.name}: {outcome}")
+        view.say(f"{song.name}: note: {note}")
+    view.say(f"{song.name}: {outcome}")
 
 
 def follow(api: Api, songs: list[Song], args: argparse.Namespace, view: ProgressView) -> None:
-    """Poll the running jobs in turn until each is done (stems written) or failed."""
+    """Poll the running jobs in turn until each is done (stems written), failed or
+    cancelled."""
     while running := [s for s in songs if s.ok is None]:
         for song in running:
             try:
@@ -257,17 +266,47 @@ def follow(api: Api, songs: list[Song], args: argparse.Namespace, view: Progress
                 finish(song, view, False, f"job {song.job['id']} is gone: {e.message}")
                 continue
             job = song.job
-            if job["status"] not in ("done", "failed"):
+            retitle(song, view)
+            if job["status"] not in ENDS:
                 view.update(song, job["stage"], job["progress"])
             if job["status"] == "done":
+                if song.is_link:
+                    song.out_dir = link_dir(song, songs, args.out)
                 download(api, song, args, view)
                 names = " ".join(sorted(p.name for p in song.out_dir.iterdir()))
                 finish(song, view, True, f"stems in {shown_path(song.out_dir)} ({names})")
             elif job["status"] == "failed":
                 message = (job.get("error") or {}).get("message", "no reason given")
                 finish(song, view, False, f"failed: {message}")
+            elif job["status"] == "cancelled":
+                finish(song, view, False, f"job {job['id']} was cancelled", "cancelled")
         if any(s.ok is None for s in songs):
             time.sleep(POLL_S)
+
+
+def offer_cancel(api: Api, job_ids: list[str]) -> None:
+    """After Ctrl-C: cancel the unfinished jobs when the person at the terminal says so;
+    without a terminal to ask, say the command that would."""
+    asking = sys.stdin.isatty()
+    if asking:
+        try:
+            answer = input(f"cancel the {len(job_ids)} unfinished job(s) on the gateway? [y/N] ")
+        except (EOFError, KeyboardInterrupt):  # a second Ctrl-C: no
+            answer = ""
+        if answer.strip().lower() in ("y", "yes"):
+            for job_id in job_ids:
+                try:
+                    api.cancel(job_id)
+                    sys.stdout.write(f"cancelled {job_id}\n")
+                except Refused as e:
+                    sys.stderr.write(f"audiosplit: {e.message}\n")
+                except Unreachable as e:
+                    sys.stderr.write(f"audiosplit: {e}\n")
+            return
+    sys.stderr.write(f"unfinished jobs stay in the gateway: audiosplit status {job_ids[0]}\n")
+    if not asking:
+        url = "" if api.url == default_url() else f" --url {api.url}"
+        sys.stderr.write(f"to cancel them: audiosplit cancel {' '.join(job_ids)}{url}\n")
 
 
 @contextlib.contextmanager
@@ -305,7 +344,8 @@ def reachable(api: Api, start_stack: bool, say: Callable[[str], None]) -> Iterat
 
 def run_separate(args: argparse.Namespace) -> int:
     checked_inputs(args.files)
-    songs = [Song(p, d) for p, d in zip(args.files, out_dirs(args.files, args.out), strict=True)]
+    dirs = iter(out_dirs([s for s in args.files if isinstance(s, Path)], args.out))
+    songs = [Song(s, next(dirs) if isinstance(s, Path) else None) for s in args.files]
     view = ProgressView(Console())
     api = Api(args.url, args.wait, view.say)
     try:
@@ -317,7 +357,7 @@ def run_separate(args: argparse.Namespace) -> int:
             follow(api, songs, args, view)
     except KeyboardInterrupt:
         if left := [s.job["id"] for s in songs if s.ok is None and s.job]:
-            sys.stderr.write(f"unfinished jobs stay in the gateway: audiosplit status {left[0]}\n")
+            offer_cancel(api, left)
         raise
     finally:
         api.close()

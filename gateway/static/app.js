@@ -1,15 +1,18 @@
-// The page: pick or drop songs, one job each; follow the jobs (kept in this browser's
-// localStorage, so a job still running when the tab closed is followed again); open a finished
-// one in the player. Plain modules, no build step, nothing loaded from elsewhere.
+// The page: pick or drop songs, or paste a link, one job each; follow the jobs (kept in this
+// browser's localStorage, so a job still running when the tab closed is followed again; where
+// the gateway has keys on, the key's jobs as the server lists them); open a finished one in
+// the player. Plain modules, no build step, nothing loaded from elsewhere.
 
 import { POLL_MS, audio, closePlayer, listenable, openJob, sleep, state } from "./listen.js";
 import { ensembleHow, loadModels, membersText, modelFields } from "./models.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
+import { apiFetch, askForKey, auth, errorMessage, keyXhr, setUpKeyForm, tryKey } from "./auth.js";
 
 const HISTORY_KEY = "audiosplit.jobs";
 const HISTORY_MAX = 50;
+const LINK = /^https?:\/\/\S+$/i;
 const $ = (id) => document.getElementById(id);
 state.cards = {};
 
@@ -33,6 +36,7 @@ function saveHistory(list) {
 }
 
 function remember(job) {
+  if (auth.on) return; // the server keeps the key's jobs
   const list = history().filter((h) => h.id !== job.id);
   list.unshift({ id: job.id, filename: job.filename, created: job.created_at || new Date().toISOString() });
   saveHistory(list);
@@ -66,8 +70,13 @@ function setUpForm() {
   $("form").addEventListener("submit", (e) => {
     e.preventDefault();
     const files = [...input.files];
-    $("form-error").textContent = files.length ? "" : "Choose a song first (or drop one on the box).";
-    if (!files.length) return;
+    const link = $("link").value.trim();
+    $("form-error").textContent = files.length || link ? "" : "Choose a song first (or drop one on the box, or paste a link).";
+    if (!files.length && !link) return;
+    if (link && !LINK.test(link)) {
+      $("form-error").textContent = "The link must start with http:// or https://.";
+      return;
+    }
     let models;
     try {
       models = modelFields();
@@ -80,7 +89,9 @@ function setUpForm() {
       analysis: $("analysis").checked ? "true" : "false",
     };
     for (const f of files) upload(f, fields);
+    if (link) sendLink(link, fields);
     input.value = "";
+    $("link").value = "";
     pickedFiles([]);
   });
 }
@@ -141,26 +152,43 @@ function withCode(text) {
   return text.split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : part));
 }
 
-// The job's stage while its model's weights download on first use (prediction/download.py).
+// The job's stage while its model's weights download on first use (prediction/download.py),
+// and while the gateway fetches a link's song (gateway/fetching.py).
 const DOWNLOADING = /^downloading model \(([\d.]+) of ([\d.]+) MB\)$/;
+const FETCHING = /^fetching(?: \(([\d.]+)(?: of ([\d.]+))? MB.*\))?$/;
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" })[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
+function queuedText(job, left) {
+  if (job.queue_position == null) return "Waiting for its turn…";
+  return `Queued, ${ordinal(job.queue_position)} in line${left ? ` — ${left}` : ""}`;
+}
 
 function showJob(c, job) {
   c.job = job;
   c.li.dataset.jobId = job.id;
   c.li.dataset.status = job.status;
-  c.title.textContent = job.filename || c.filename;
+  c.title.textContent = job.title || job.filename || c.filename;
   const pct = Math.round((job.progress || 0) * 100);
   const left = fmtEta(eta(c, job));
   const dl = job.status === "running" ? DOWNLOADING.exec(job.stage || "") : null;
+  const fetching = job.status === "queued" || job.status === "running" ? FETCHING.exec(job.stage || "") : null;
   const texts = {
-    queued: "Waiting for its turn…",
+    queued: queuedText(job, left),
     running: dl ? `Downloading the model's weights (first use only): ${dl[1]} of ${dl[2]} MB` : `${job.stage} — ${pct}%${left ? `, ${left}` : ""}${job.ready_s > 0 ? `; ready to ${fmtTime(job.ready_s, 0)} of ${fmtTime(job.duration_s, 0)}` : ""}`,
     done: `Done: ${(job.stems || []).join(", ")} (${fmtTime(job.duration_s)})`,
     failed: "Failed",
+    cancelled: "Cancelled",
   };
-  c.status.textContent = `${texts[job.status] || job.status}${job.model ? ` · model ${job.model}` : ""}`;
-  c.bar.value = job.status === "done" ? 1 : dl && Number(dl[2]) > 0 ? Number(dl[1]) / Number(dl[2]) : job.progress || 0;
-  c.bar.hidden = job.status === "done" || job.status === "failed";
+  const text = fetching ? job.stage : texts[job.status] || job.status;
+  c.status.textContent = `${text}${job.model ? ` · model ${job.model}` : ""}`;
+  const [done, total] = dl ? [dl[1], dl[2]] : fetching?.[2] ? [fetching[1], fetching[2]] : [0, 0];
+  c.bar.value = job.status === "done" ? 1 : Number(total) > 0 ? Number(done) / Number(total) : job.progress || 0;
+  c.bar.hidden = job.status === "done" || job.status === "failed" || job.status === "cancelled";
   const notes = (job.notes || []).map((n) => el("li", { class: "note", text: `ℹ ${n}` }));
   // What the job's stems are worth, when it says (the dsp separator ran): once, on its card.
   c.notice.replaceChildren(...withCode(job.notice || ""));
@@ -177,14 +205,25 @@ function showJob(c, job) {
   if (listenable(job) && !here) {
     actions.push(button("Listen now", `Listen to ${c.title.textContent} while it separates`, () => openJob(job.id, { autoplay: true, reveal: true }), "open"));
   }
+  if (job.links?.cancel) actions.push(button("Cancel", `Cancel ${c.title.textContent}`, () => cancelJob(c)));
   actions.push(button("Delete", `Delete ${c.title.textContent} from the server`, () => deleteJob(c)));
   c.actions.replaceChildren(...actions);
+}
+
+async function cancelJob(c) {
+  const r = await apiFetch(c.job.links.cancel, { method: "POST" }).catch(() => null);
+  if (r?.ok) {
+    showJob(c, await r.json());
+    if (state.job?.id === c.job.id) closePlayer();
+    return;
+  }
+  c.alert.textContent = `Could not cancel ${c.title.textContent}: ${r ? await errorMessage(r) : "server unreachable"}`;
 }
 
 async function deleteJob(c) {
   const id = c.job?.id;
   if (!id) return removeCard(c);
-  const r = await fetch(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => null);
+  const r = await apiFetch(`/api/jobs/${id}`, { method: "DELETE" }).catch(() => null);
   if (!r || (!r.ok && r.status !== 404)) {
     c.alert.textContent = `Could not delete ${c.title.textContent}: ${r ? `HTTP ${r.status}` : "server unreachable"}`;
     return;
@@ -194,24 +233,25 @@ async function deleteJob(c) {
   if (state.job?.id === id) closePlayer();
 }
 
-/** Polls a job until it is done or failed (network errors: retried, the job is not lost). */
+/** Polls a job until it ends: done, failed or cancelled (network errors: retried, the job is
+ *  not lost; a refused key: the key's form shows, and the cards go). */
 async function follow(c, id, autoOpen) {
   for (;;) {
     let r;
     try {
-      r = await fetch(`/api/jobs/${id}`);
+      r = await apiFetch(`/api/jobs/${id}`);
     } catch {
       c.status.textContent = "The server cannot be reached; retrying…";
       await sleep(3 * POLL_MS);
       continue;
     }
+    if (!state.cards[c.key] || r.status === 401) return;
     if (r.status === 404) {
       c.status.textContent = "This job is no longer on the server.";
       c.bar.hidden = true;
       c.actions.replaceChildren(button("Remove", "Remove it from this list", () => { forget(id); removeCard(c); }));
       return;
     }
-    if (!state.cards[c.key]) return; // deleted meanwhile
     const job = await r.json();
     showJob(c, job);
     // The first job of an upload opens by itself: as soon as its first seconds are final.
@@ -221,7 +261,7 @@ async function follow(c, id, autoOpen) {
       if (free) openJob(job.id);
       return;
     }
-    if (job.status === "failed") return;
+    if (job.status === "failed" || job.status === "cancelled") return;
     await sleep(POLL_MS);
   }
 }
@@ -234,6 +274,7 @@ function upload(file, fields) {
   for (const [k, v] of Object.entries(fields)) fd.append(k, v);
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/jobs");
+  keyXhr(xhr);
   xhr.upload.onprogress = (e) => {
     if (!e.lengthComputable) return;
     c.bar.value = e.loaded / e.total;
@@ -251,15 +292,39 @@ function upload(file, fields) {
       // not JSON: a proxy's error page
     }
     if (xhr.status === 202 && body.id) {
-      remember(body);
-      showJob(c, body);
-      follow(c, body.id, true);
+      accepted(c, body);
       return;
     }
-    refused(c, body.error?.message || `HTTP ${xhr.status} ${xhr.statusText}`);
+    const message = body.error?.message || `HTTP ${xhr.status} ${xhr.statusText}`;
+    if (xhr.status === 401) askForKey(message);
+    else refused(c, message);
   };
   xhr.onerror = () => refused(c, "the server could not be reached.");
   xhr.send(fd);
+}
+
+function accepted(c, job) {
+  remember(job);
+  showJob(c, job);
+  follow(c, job.id, true);
+}
+
+/** A link's song: the server checks the link now and fetches the song in the job. */
+async function sendLink(link, fields) {
+  const c = card(`link-${Math.random().toString(36).slice(2)}`, link, new Date().toISOString());
+  c.status.textContent = "Sending the link…";
+  c.bar.removeAttribute("value");
+  const fd = new FormData();
+  fd.append("url", link);
+  for (const [k, v] of Object.entries(fields)) fd.append(k, v);
+  let r;
+  try {
+    r = await apiFetch("/api/jobs", { method: "POST", body: fd });
+  } catch {
+    return refused(c, "the server could not be reached.");
+  }
+  if (r.status === 202) return accepted(c, await r.json());
+  if (r.status !== 401) refused(c, await errorMessage(r));
 }
 
 function refused(c, message) {
@@ -294,6 +359,49 @@ window.audiosplit = {
   history,
 };
 
-setUpForm();
-loadModels();
-restoreHistory();
+// ---- the key (where the gateway has keys on) ------------------------------------------------
+
+function clearCards() {
+  for (const c of Object.values(state.cards)) removeCard(c);
+  closePlayer();
+}
+
+/** The page for a key that works: its jobs as the server lists them, its use today. */
+async function enterWith(jobs) {
+  $("jobs-help").textContent = "The jobs of this key, kept on the server. A job keeps running when you close the tab.";
+  clearCards();
+  for (const job of [...jobs].reverse()) {
+    const c = card(job.id, job.title || job.filename, job.created_at);
+    showJob(c, job);
+    if (job.status === "queued" || job.status === "running") follow(c, job.id, false);
+  }
+  $("jobs-empty").hidden = jobs.length > 0;
+  loadModelsOnce();
+  const r = await apiFetch("/api/usage").catch(() => null);
+  const use = r?.ok ? await r.json() : null;
+  const left = use?.minutes_left != null ? ` (${use.minutes_left} of ${use.minutes_per_day} min left today)` : "";
+  $("key-who").textContent = use ? `Using the key of ${use.tenant}${left}` : "Using a key";
+}
+
+let modelsLoaded = false;
+function loadModelsOnce() {
+  if (!modelsLoaded) loadModels();
+  modelsLoaded = true;
+}
+
+/** Whether the gateway needs a key: a 401 to a request without one says so. */
+async function start() {
+  setUpForm();
+  setUpKeyForm({ leave: clearCards, enter: enterWith });
+  const r = await fetch("/api/jobs?limit=1").catch(() => null);
+  if (r?.status !== 401) {
+    loadModelsOnce();
+    restoreHistory();
+    return;
+  }
+  auth.on = true;
+  if (auth.key) await tryKey(auth.key);
+  else askForKey("");
+}
+
+start();

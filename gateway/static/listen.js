@@ -7,6 +7,7 @@ import { Player } from "./player.js";
 import { LiveStems, fetchStem } from "./stems.js";
 import { ensembleHow, membersText } from "./models.js";
 import { fmtTime } from "./views.js";
+import { apiFetch } from "./auth.js";
 
 const SAMPLE_RATE = 44100; // the service's rate: decoding at it keeps every stem's exact length
 const STEM_FETCHES = 2; // stems fetched and decoded at once: bounds memory on long songs
@@ -43,7 +44,7 @@ export function closePlayer() {
 }
 
 async function getJob(id) {
-  const r = await fetch(`/api/jobs/${id}`);
+  const r = await apiFetch(`/api/jobs/${id}`);
   if (!r.ok) throw new Error(r.status === 404 ? "the job is no longer on the server" : `HTTP ${r.status}`);
   return r.json();
 }
@@ -160,6 +161,7 @@ async function followLive(live, seq) {
       job = await getJob(job.id);
       if (seq !== openSeq) return;
       if (job.status === "failed") throw new Error(`the job failed: ${job.error?.message || "unknown error"}`);
+      if (job.status === "cancelled") throw new Error("the job was cancelled");
       const grew = await live.grow(job);
       if (seq !== openSeq) return;
       if (unreachable) view.say("");
@@ -201,7 +203,7 @@ async function followLive(live, seq) {
 async function loadAnalysis(job) {
   if (!job.links.analysis) return { analysis: null, note: "No analysis: the job ran with analysis off." };
   try {
-    const r = await fetch(job.links.analysis);
+    const r = await apiFetch(job.links.analysis);
     if (r.ok) return { analysis: await r.json(), note: "" };
     const body = await r.json().catch(() => ({}));
     return { analysis: null, note: `No analysis: ${body.error?.message || `HTTP ${r.status}`}` };

@@ -4,6 +4,7 @@
 import { drawBeats, drawSpectrogram, drawWaveform, fillAnalysisRows, fmtTime, trackSummary } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
+import { keyedDownload } from "./auth.js";
 
 const COLORS = ["#c2410c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#be185d", "#0f766e", "#4d7c0f"];
 const SEEK_STEP_S = 5;
@@ -175,6 +176,8 @@ export class MixerView {
     zipFormat.onchange = setHrefs;
     clip.onchange = setHrefs;
     setHrefs();
+    const result = el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" });
+    for (const a of [zip, result, ...stemLinks]) keyedDownload(a, (m) => this.say(m));
     const peak = job.peak != null && job.peak > 1
       ? `The stems peak at ${job.peak.toFixed(2)}, beyond full scale: `
       : "";
@@ -203,7 +206,7 @@ export class MixerView {
       }
     };
     return [
-      el("p", {}, el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" }),
+      el("p", {}, result,
         ` (32-bit float, 2 channels per stem in the order ${job.stems.join(", ")})`),
       el("p", {}, zip, " — stems as ", zipFormat),
       el("p", {}, el("label", { for: "clip" }, "Beyond full scale (all but float WAV): "), clip),

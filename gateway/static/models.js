@@ -2,6 +2,7 @@
 // weight, whose stems the server averages (sent as model=a,b and ensemble_weights=1,2).
 
 import { el } from "./dom.js";
+import { apiFetch } from "./auth.js";
 
 // What each model is, in a line (GET /api/models says whether its weights are here).
 const MODEL_NOTES = {
@@ -26,7 +27,7 @@ export async function loadModels() {
   $("ensemble-on").addEventListener("change", showEnsemble);
   showEnsemble();
   try {
-    const r = await fetch("/api/models");
+    const r = await apiFetch("/api/models");
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const models = (await r.json()).models || [];
     list.replaceChildren();

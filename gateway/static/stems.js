@@ -2,10 +2,12 @@
 // still separates (the server serves the final prefix of each stem; `?from_frame=N` gives only
 // frames [N, ready) of it, so each poll fetches just what is new).
 
+import { apiFetch } from "./auth.js";
+
 /** One stem as an AudioBuffer, decoded by the browser; adds its fetch and decode times. */
 export async function fetchStem(ctx, url, timings) {
   const t0 = performance.now();
-  const r = await fetch(url);
+  const r = await apiFetch(url);
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   const bytes = await r.arrayBuffer();
   const t1 = performance.now();
@@ -102,7 +104,7 @@ export class LiveStems {
     const held = this.frames[i];
     const from = Math.max(0, held - 1);
     const url = `${this.job.links.stems[this.names[i]]}?format=wav&from_frame=${from}`;
-    const r = await fetch(url);
+    const r = await apiFetch(url);
     if (r.status === 409) return false; // nothing final at `from` yet: the next poll asks again
     if (!r.ok) {
       const body = await r.json().catch(() => ({}));
