@@ -217,14 +217,14 @@ def drop_stale_caches(settings, store) -> list[str]:
     dropped = []
     for folder in settings.jobs_dir.iterdir():
         try:
-            if time.time() - folder.stat().st_mtime < STALE_CACHE_S:
-                if store.get(folder.name).status != "cancelled":
-                    continue
-                raise NotFound("cancelled")  # cleaned elsewhere while this gateway was down
-            store.get(folder.name)
+            young = time.time() - folder.stat().st_mtime < STALE_CACHE_S
+            status = store.get(folder.name).status
         except NotFound:
-            shutil.rmtree(folder, ignore_errors=True)
-            dropped.append(folder.name)
+            status = None  # deleted, or (young) an upload whose row is not written yet
         except OSError:
             continue
+        # a cancelled job was cleaned elsewhere while this gateway was down: its cache goes too
+        if status == "cancelled" or (status is None and not young):
+            shutil.rmtree(folder, ignore_errors=True)
+            dropped.append(folder.name)
     return dropped
