@@ -2,6 +2,7 @@
 
     audiosplit separate FILE|URL... [options]   upload, follow the jobs, write the stems
     audiosplit status ID | list | delete ID... | cancel ID... | models
+    audiosplit keys create NAME | list | revoke NAME   (on a server host)
 
 The gateway is at `--url` (env AUDIOSPLIT_URL, else http://127.0.0.1:8000); an API key, when
 the gateway needs one, comes from env AUDIOSPLIT_API_KEY. Exit status: 0 all done, 1 a job
@@ -43,6 +44,7 @@ from gateway.cli.api import (
     no_job,
 )
 from gateway.cli.jobs import run_cancel, run_delete, run_list, run_models, run_status
+from gateway.cli.keys import add_parser as add_keys_parser
 from gateway.cli.separate import extension, out_dirs, run_separate
 from gateway.cli.songs import song_source
 
@@ -232,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument(
         "--status",
-        choices=("queued", "running", "done", "failed"),
+        choices=("queued", "running", "done", "failed", "cancelled"),
         help="only jobs with this status (default: all)",
     )
     listing.add_argument(
@@ -272,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it takes (default: the compact table)",
     )
     models.set_defaults(run=run_models)
+    add_keys_parser(commands)
     return parser
 
 
