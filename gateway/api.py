@@ -45,7 +45,7 @@ from gateway.schemas import (
     job_submission_body,
 )
 from gateway.store import RUNNABLE, STATUSES, JobRecord
-from gateway.tenants import DAY_S, Tenant, list_tenants, record_usage, usage_window
+from gateway.tenants import DAY_S, Tenant, record_usage, tenant_by_name, usage_window
 from gateway.upload import receive_upload
 from gateway.webhooks import webhook_state, webhook_states
 
@@ -100,6 +100,7 @@ async def job_id_param(
         job = await store_call(request.app.state.gateway.store.get, job_id)
         if not may_see(tenant, job):
             raise NotFound(f"no job {job_id!r}")
+        request.state.job = job  # a status poll answers this read, not a second one
     return job_id
 
 
@@ -444,16 +445,18 @@ def visible_tenant(gw, tenant: Tenant, of: str | None) -> str | None:
         return tenant.id
     if of is None:
         return None
-    found = next((t for t in list_tenants(gw.store, revoked=True) if t.name == of), None)
+    found = tenant_by_name(gw.store, of)
     if found is None:
         raise InvalidOption(f"no tenant named {of[:80]!r} (`audiosplit keys list`)")
     return found.id
 
 
-async def job_answer(gw, job_id: str) -> dict:
+async def job_answer(gw, job_id: str, job: JobRecord | None = None) -> dict:
     """A job's JSON with what only a single job's answer carries: its webhook's state, and
-    for a queued job its place in the queue and a wait from recent jobs' times."""
-    job = await store_call(gw.store.get, job_id)
+    for a queued job its place in the queue and a wait from recent jobs' times. `job`: the
+    row as the owner check just read it (with keys on), else it is read here."""
+    if job is None:
+        job = await store_call(gw.store.get, job_id)
     webhook = await store_call(webhook_state, gw.store, job_id) if job.callback_url else None
     answer = job_json(job, webhook=webhook)
     if job.status == "queued" and job.stage != "fetching":
@@ -472,8 +475,8 @@ async def job_answer(gw, job_id: str) -> dict:
     response_model=Job,
     responses=error_responses(404, 503, why={404: "No such job (not_found)."}),
 )
-async def get_job(job_id: JobId, gw: Gw) -> JSONResponse:
-    return JSONResponse(await job_answer(gw, job_id))
+async def get_job(job_id: JobId, gw: Gw, request: Request) -> JSONResponse:
+    return JSONResponse(await job_answer(gw, job_id, getattr(request.state, "job", None)))
 
 
 @router.get(
@@ -482,8 +485,8 @@ async def get_job(job_id: JobId, gw: Gw) -> JSONResponse:
     response_model=Job,
     responses=error_responses(404, 503, why={404: "No such job (not_found)."}),
 )
-async def get_status(job_id: JobId, gw: Gw) -> JSONResponse:
-    return await get_job(job_id, gw)
+async def get_status(job_id: JobId, gw: Gw, request: Request) -> JSONResponse:
+    return await get_job(job_id, gw, request)
 
 
 @router.post(

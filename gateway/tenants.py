@@ -149,6 +149,13 @@ def tenant_for_key(store: JobStore, key: str) -> Tenant | None:
     return _tenant(row) if row is not None else None
 
 
+def tenant_by_name(store: JobStore, name: str) -> Tenant | None:
+    """Revoked or not (an admin may list a revoked tenant's jobs)."""
+    query = sa.select(tenants).where(tenants.c.name == name)
+    row = store._read(lambda c: c.execute(query).first())
+    return _tenant(row) if row is not None else None
+
+
 def tenant_by_id(store: JobStore, tenant_id: str) -> Tenant | None:
     row = store._read(
         lambda c: c.execute(sa.select(tenants).where(tenants.c.id == tenant_id)).first()

@@ -48,6 +48,9 @@ def upgrade() -> None:
     op.add_column("jobs", sa.Column("title", sa.Text))
     op.add_column("jobs", sa.Column("rank", sa.Integer, nullable=False, server_default="0"))
     op.create_index("jobs_tenant_created", "jobs", ["tenant", "created_at"])
+    # an admin's listing of every job, newest first: without it, a sort of the whole table
+    # (806 ms for a page of 1,000,000 jobs: bench_tenants)
+    op.create_index("jobs_created", "jobs", ["created_at"])
     op.create_table(
         "usage",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -90,6 +93,7 @@ def downgrade() -> None:
     op.drop_table("idempotency")
     op.drop_index("usage_tenant_at", "usage")
     op.drop_table("usage")
+    op.drop_index("jobs_created", "jobs")
     op.drop_index("jobs_tenant_created", "jobs")
     with op.batch_alter_table("jobs") as batch:  # SQLite drops a column by copying the table
         for column in ("rank", "title", "source_url", "callback_url", "tenant"):
