@@ -26,7 +26,8 @@ from gateway.api import job_json
 from gateway.api import router as api_router
 from gateway.cancel import clean_cancelled, clean_up
 from gateway.downloads import router as downloads_router
-from gateway.egress import EgressProxy, client_options
+from gateway.egress import client_options
+from gateway.egress_proxy import EgressProxy
 from gateway.fetching import Importer
 from gateway.idempotency import forget_old as forget_old_keys
 from gateway.jobfiles import drop_stale_caches, job_files

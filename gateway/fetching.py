@@ -1,7 +1,7 @@
 """Songs given as a link (`url=`): checked when the job is submitted, fetched in its stage
 `fetching`, decoded into its input like an upload.
 
-Every connection goes through the gateway's egress proxy (gateway/egress.py), which resolves
+Every connection goes through the gateway's egress proxy (gateway/egress_proxy.py), which resolves
 each host and refuses private addresses at connection time; `check` only gives the early,
 clear 422 for a link that is refused on its face.
 """
@@ -20,7 +20,8 @@ from common.audio import decode_audio_to_file
 from common.constants import SAMPLE_RATE
 from common.errors import InvalidOption
 from gateway.access import check_quota
-from gateway.egress import EgressProxy, EgressRefused, check_url
+from gateway.egress import EgressRefused, check_url
+from gateway.egress_proxy import EgressProxy
 from gateway.jobfiles import JobFiles
 from gateway.store import JobCancelled, JobRecord, JobStore
 from gateway.tenants import OPEN, Tenant, record_usage, tenant_by_id

@@ -1,7 +1,7 @@
 """Import of a song from a URL with yt-dlp: direct links to audio or video files (its generic
 extractor) and the pages of the sites it knows (YouTube, SoundCloud, Bandcamp, ...).
 
-Every connection yt-dlp makes goes through the gateway's EgressProxy (gateway/egress.py), so
+Every connection yt-dlp makes goes through the gateway's EgressProxy (gateway/egress_proxy.py), so
 the public-address rule holds for each redirect and each fragment. `probe` reads what is at
 the URL before a job is queued, for a clear 422 (a playlist, a live stream, a song too long or
 too large); `fetch` downloads the best audio to one file, with the size cap and a deadline

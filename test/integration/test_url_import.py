@@ -20,7 +20,8 @@ import soundfile as sf
 
 from common.ports import free_port
 from gateway import urlimport
-from gateway.egress import EgressProxy, EgressRefused
+from gateway.egress import EgressRefused
+from gateway.egress_proxy import EgressProxy
 from gateway.urlimport import UrlRejected, fetch, probe
 
 MAX_BYTES = 5_000_000

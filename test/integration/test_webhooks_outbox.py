@@ -25,7 +25,8 @@ import sqlalchemy as sa
 import standardwebhooks
 
 from common.ports import free_port
-from gateway.egress import EgressProxy, client_options
+from gateway.egress import client_options
+from gateway.egress_proxy import EgressProxy
 from gateway.outbox import WebhookSender
 from gateway.store import JobStore
 from gateway.webhooks import enqueue, new_secret, webhook_events, webhook_state

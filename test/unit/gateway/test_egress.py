@@ -20,7 +20,6 @@ from common.ports import free_port
 from gateway.egress import (
     FAILED_HEADER,
     REFUSED_HEADER,
-    EgressProxy,
     EgressRefused,
     check_url,
     classify,
@@ -29,6 +28,7 @@ from gateway.egress import (
     resolve_checked,
     with_deadline,
 )
+from gateway.egress_proxy import EgressProxy
 
 FAKE_PUBLIC = "93.184.216.34"  # never connected to: the connector below maps it to loopback
 PAYLOAD = os.urandom(300_000)
