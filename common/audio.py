@@ -195,8 +195,8 @@ def _decode_checked(
             )
         if frames / SAMPLE_RATE < min_duration_s - 1e-9:
             raise AudioRejected(
-                f"The audio is only {_clock(frames / SAMPLE_RATE)} long; at least "
-                f"{_clock(min_duration_s)} is needed."
+                f"The audio is only {clock(frames / SAMPLE_RATE)} long; at least "
+                f"{clock(min_duration_s)} is needed."
             )
         return decoded
     except BaseException as e:
@@ -304,7 +304,7 @@ def _ogg_cut_warnings(extra_info: str, decoded_s: float) -> list[str]:
     if not _OGG_NO_EOS_RE.search(extra_info):
         return []
     return [
-        f"The file looks truncated: its Ogg stream breaks off after {_clock(decoded_s)} "
+        f"The file looks truncated: its Ogg stream breaks off after {clock(decoded_s)} "
         "without the end-of-stream mark; only the audio before that point was decoded."
     ]
 
@@ -458,7 +458,7 @@ def _ffmpeg_warnings(damaged: int, broke_off: bool, sink: _StereoSink) -> list[s
         )
     if broke_off:
         warnings.append(
-            f"The file breaks off after {_clock(sink.source_seconds)} (truncated or damaged); "
+            f"The file breaks off after {clock(sink.source_seconds)} (truncated or damaged); "
             "only the audio before that point was decoded."
         )
     if sink.rate_changes:
@@ -474,15 +474,15 @@ def _truncation_warnings(declared_s: float | None, decoded_s: float) -> list[str
     if declared_s is None or decoded_s >= declared_s - max(0.5, 0.05 * declared_s):
         return []
     return [
-        f"The file looks truncated: its header announces {_clock(declared_s)} of audio, but "
-        f"only {_clock(decoded_s)} could be decoded; the rest is missing."
+        f"The file looks truncated: its header announces {clock(declared_s)} of audio, but "
+        f"only {clock(decoded_s)} could be decoded; the rest is missing."
     ]
 
 
 def _too_long(seconds: float, max_s: float, *, at_least: bool = False) -> AudioRejected:
-    length = f"more than {_clock(max_s)}" if at_least else _clock(seconds)
+    length = f"more than {clock(max_s)}" if at_least else clock(seconds)
     return AudioRejected(
-        f"The audio is {length} long; the limit is {_clock(max_s)}. "
+        f"The audio is {length} long; the limit is {clock(max_s)}. "
         "Trim it, or split it into parts shorter than that."
     )
 
@@ -521,7 +521,7 @@ def _looks_like_text(head: bytes) -> bool:
     return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
     """0.01 -> '10 ms', 3.2 -> '3.2 s', 598.4 -> '9 min 58 s' (for messages)."""
     if seconds < 1:
         return f"{seconds * 1000:.3g} ms" if seconds < 0.1 else f"{seconds * 1000:.0f} ms"

@@ -25,7 +25,7 @@ from yt_dlp import YoutubeDL
 from yt_dlp.networking.exceptions import HTTPError
 from yt_dlp.utils import UnsupportedError, YoutubeDLError
 
-from common.audio import _clock as clock  # the wording of the decoder's duration refusal
+from common.audio import clock  # the wording of the decoder's duration refusal
 from common.errors import AudiosplitError
 from gateway.egress import FAILED_HEADER, REFUSED_HEADER, EgressRefused, check_url, with_deadline
 from gateway.upload import megabytes
