@@ -208,6 +208,7 @@ def eta_s(job: JobRecord, now: float) -> float | None:
         },
         **error_responses(
             400,
+            409,
             413,
             415,
             422,
@@ -216,9 +217,15 @@ def eta_s(job: JobRecord, now: float) -> float | None:
             503,
             507,
             why={
+                409: "A request with this Idempotency-Key is still being worked on "
+                "(idempotency_in_progress): retry in a few seconds for its job.",
                 422: "A form field is not accepted (invalid_option, unknown_model), the model "
-                "asked for by name cannot be had (model_unavailable), or the audio is too short "
-                "or too long (audio_rejected).",
+                "asked for by name cannot be had (model_unavailable), the audio is too short "
+                "or too long (audio_rejected), a link is refused (url_refused, url_rejected), "
+                "the Idempotency-Key was used for another request (idempotency_mismatch), or "
+                "the song is longer than the key's whole daily quota (quota_exceeded).",
+                429: "Too many submissions a minute (rate_limited), or the key's daily minutes "
+                "are used up (quota_exceeded); `Retry-After` says when to try again.",
                 502: "The channel predictor could not be asked which models it has "
                 "(upstream_error).",
             },

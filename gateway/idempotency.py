@@ -80,14 +80,14 @@ def claim(store: JobStore, tenant: str, key: str, asked: str, max_age_s: float) 
             raise Conflict(_busy(key), code="idempotency_in_progress") from None
     if row is None:
         return None
+    if row.job_id is None:  # whatever it asks: the first request decides what the key means
+        raise Conflict(_busy(key), code="idempotency_in_progress")
     if row.request_hash != asked:
         raise InvalidOption(
             f"the Idempotency-Key {key!r} was used for a different request (other audio, URL "
             "or options) in the last hours: use a new key for a new request",
             code="idempotency_mismatch",
         )
-    if row.job_id is None:
-        raise Conflict(_busy(key), code="idempotency_in_progress")
     return row.job_id
 
 

@@ -21,6 +21,7 @@ from common.errors import StorageError
 from common.interfaces import ErrorBody, SeparatorInfo
 from gateway.api import job_json
 from gateway.app import create_app
+from gateway.idempotency import idempotency
 from gateway.jobfiles import JobFiles
 from gateway.messages import public_model
 from gateway.options import KNOWN_FIELDS, MAX_OVERLAP, MAX_SHIFTS, QUALITIES, parse_options
@@ -29,7 +30,7 @@ from gateway.store import JobRecord, StoreUnavailable
 # Every /api operation and every status it can answer. A route that gains or loses a status
 # changes this table, on purpose.
 ROUTES = {
-    "POST /api/jobs": {202, 400, 401, 413, 415, 422, 429, 502, 503, 507},
+    "POST /api/jobs": {202, 400, 401, 409, 413, 415, 422, 429, 502, 503, 507},
     "GET /api/jobs": {200, 401, 422, 503},
     "GET /api/jobs/{job_id}": {200, 401, 404, 503},
     "GET /api/status/{job_id}": {200, 401, 404, 503},
@@ -220,6 +221,15 @@ def probe_with(client, route: str, code: int, gw, monkeypatch, job_id: str):
         return call(client, route, job_id)
     if code == 404:
         return call(client, route, job_id=UNKNOWN)
+    if code == 409 and route == "POST /api/jobs":  # its Idempotency-Key still being worked on
+        gw.store._write(
+            lambda c: c.execute(
+                idempotency.insert().values(
+                    tenant="", key="busy", request_hash="x", job_id=None, created_at=time.time()
+                )
+            )
+        )
+        return call(client, route, headers={"Idempotency-Key": "busy"})
     if code == 409:  # results of a job not done; cancel of a job that has ended
         return call(client, route, job_id=DONE if route.endswith("/cancel") else QUEUED)
     if code == 422:
