@@ -164,7 +164,7 @@ case "$cmd" in
     ensure_installed
     "$PY" -m ruff check .
     "$PY" -m ruff format --check .
-    exec "$PY" -m pytest "$@"
+    exec "$PY" -m pytest --durations=30 "$@"
     ;;
   separate)
     ensure_installed

@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from common.config import Settings
+from common.config import DOWNSTREAM_SERVICES, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -180,7 +180,8 @@ def test_dependencies_point_one_way(services):
 
 
 def test_url_settings_match_the_settings_class():
-    fields = {name.upper() for name in Settings.model_fields if name.endswith("_urls")}
+    fields = {f"{service}_urls".upper() for service in DOWNSTREAM_SERVICES}
+    assert fields <= {name.upper() for name in Settings.model_fields}
     assert fields == set(URL_SETTINGS)
 
 
@@ -190,7 +191,7 @@ def test_environment(services, name):
     assert {key: env.get(key) for key in CONTAINER_ENV} == CONTAINER_ENV
     assert set(URL_SETTINGS) <= set(env)
     for setting, value in env.items():
-        if not setting.endswith("_URLS"):
+        if setting not in URL_SETTINGS:
             continue
         target = URL_SETTINGS[setting]
         for raw in value.split(","):

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from common.config import Settings
+from common.config import DOWNSTREAM_SERVICES, Settings
 from test.unit.deploy.kustomize_lite import containers, pod_spec, render
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -239,7 +239,7 @@ def test_services_select_their_pods(overlay):
 def test_url_settings_name_the_headless_services(overlay):
     _, objects = overlay
     config = by_kind(objects, "ConfigMap")["audiosplit-config"]["data"]
-    url_settings = {n.upper() for n in Settings.model_fields if n.endswith("_urls")}
+    url_settings = {f"{service}_urls".upper() for service in DOWNSTREAM_SERVICES}
     assert url_settings <= set(config)
     for setting in url_settings:
         service = setting.removesuffix("_URLS").lower()
