@@ -22,6 +22,7 @@ from gateway.stack import SERVICES, Stack
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 TESTDATA = SHARED / "testdata"
+APPS_KEY = "page-test-key-5b1d"  # the keys stack's API_KEYS key (test/conftest.py: keys_stack)
 
 
 def stack_settings(data_dir: Path, models_dir: Path, **extra) -> tuple[Settings, dict[str, str]]:

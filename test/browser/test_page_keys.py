@@ -22,26 +22,18 @@ from common.ports import free_port
 from test.browser.conftest import SAMPLE_RATE
 from test.browser.test_page import READY, WAIT_MS, goto_page, new_page
 from test.songgen import make_song, mixture
-from test.stackutil import start_stack
+from test.stackutil import APPS_KEY
 
-KEY = "page-test-key-5b1d"
+KEY = APPS_KEY
 LONG_S = 180.0  # a dsp job that still runs while a second is uploaded, and is cancelled
 DRIP_PIECES, DRIP_PAUSE_S = 12, 0.25  # the link's song arrives over 3 s: its fetch is seen
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """Keys on, one job at a time (the second song waits in line), links from loopback."""
-    stack = start_stack(
-        tmp_path_factory.mktemp("keys_data"),
-        tmp_path_factory.mktemp("keys_models"),
-        auth="keys",
-        api_keys=KEY,
-        job_concurrency=1,
-        allow_private_urls="true",
-    )
-    yield stack
-    stack.stop()
+def stack(keys_stack):
+    """Keys on, one job at a time (the second song waits in line), links from loopback: the
+    session's keys stack (test/conftest.py), shared with test_tenants."""
+    return keys_stack
 
 
 @pytest.fixture(scope="module")

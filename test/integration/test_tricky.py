@@ -10,10 +10,12 @@ from test.stackutil import TESTDATA, wait_job
 
 TRICKY = TESTDATA / "tricky"
 FILES = sorted(p.name for p in TRICKY.iterdir()) if TRICKY.is_dir() else []
+LONG_AUDIO = "10min"  # long audio runs under -m slow (26 s here for the 10-minute MP3)
+CASES = [pytest.param(n, marks=pytest.mark.slow) if LONG_AUDIO in n else n for n in FILES]
 
 
 @pytest.mark.skipif(not FILES, reason="../shared/testdata/tricky is absent")
-@pytest.mark.parametrize("name", FILES)
+@pytest.mark.parametrize("name", CASES)
 def test_tricky_input(client, name):
     data = (TRICKY / name).read_bytes()
     r = client.post("/api/jobs", files={"file": (name, data)}, data={"analysis": "false"})
