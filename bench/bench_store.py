@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.ports import free_port  # noqa: E402
+from common.pglocal import on_both_engines  # noqa: E402
 from gateway.store import JobRecord, JobStore  # noqa: E402
-from test.postgres import PostgresServer, find_bindir, server_user  # noqa: E402
 
 
 def timed(call: Callable[[], object], n: int) -> list[float]:
@@ -116,24 +113,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="audiosplit-bench-store-"))
-    try:
-        bench("sqlite", f"sqlite:///{root / 'jobs.sqlite3'}", args)
-        bindir = find_bindir()
-        if bindir is None:
-            print("postgresql: not installed (./run.sh install installs it as root); skipped")
-            return 0
-        pg_root = Path(tempfile.mkdtemp(prefix="audiosplit-bench-pg-"))  # its user's own
-        server = PostgresServer(bindir, pg_root, free_port(), server_user())
-        server.init()
-        server.start()
-        try:
-            bench("postgresql", server.create_database(), args)
-        finally:
-            server.stop("immediate")
-            shutil.rmtree(pg_root, ignore_errors=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    on_both_engines("bench-store", lambda engine, url: bench(engine, url, args))
     return 0
 
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,11 +28,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.pglocal import on_both_engines  # noqa: E402
 from common.ports import free_port  # noqa: E402
 from gateway.outbox import WebhookSender  # noqa: E402
 from gateway.store import JobStore  # noqa: E402
 from gateway.webhooks import enqueue, new_secret  # noqa: E402
-from test.postgres import PostgresServer, find_bindir, server_user  # noqa: E402
 
 SECRET = new_secret()
 
@@ -135,24 +133,7 @@ def main() -> int:
     parser.add_argument("--gap-ms", type=float, default=20.0)
     parser.add_argument("--poll-s", type=float, default=1.0)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="audiosplit-bench-webhooks-"))
-    try:
-        bench("sqlite", f"sqlite:///{root / 'jobs.sqlite3'}", args)
-        bindir = find_bindir()
-        if bindir is None:
-            print("postgresql: not installed (./run.sh install installs it as root); skipped")
-            return 0
-        pg_root = Path(tempfile.mkdtemp(prefix="audiosplit-bench-pg-"))  # its user's own
-        server = PostgresServer(bindir, pg_root, free_port(), server_user())
-        server.init()
-        server.start()
-        try:
-            bench("postgresql", server.create_database(), args)
-        finally:
-            server.stop("immediate")
-            shutil.rmtree(pg_root, ignore_errors=True)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    on_both_engines("bench-webhooks", lambda engine, url: bench(engine, url, args))
     return 0
 
 

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from common.children import die_with_parent
@@ -179,3 +180,30 @@ def wait_accepting(url: str, timeout: float = 30.0, proc: subprocess.Popen | Non
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def on_both_engines(prefix: str, run: Callable[[str, str], None]) -> None:
+    """`run(engine, url)` on a fresh SQLite file, then on a throwaway PostgreSQL server (said
+    and skipped when its binaries are not installed): the benches' way to measure both."""
+    import tempfile
+
+    from common.ports import free_port  # only the benches need it
+
+    root = Path(tempfile.mkdtemp(prefix=f"audiosplit-{prefix}-"))
+    try:
+        run("sqlite", f"sqlite:///{root / 'jobs.sqlite3'}")
+        bindir = find_bindir()
+        if bindir is None:
+            print("postgresql: not installed (./run.sh install installs it as root); skipped")
+            return
+        pg_root = Path(tempfile.mkdtemp(prefix="audiosplit-bench-pg-"))  # its user's own
+        server = PostgresServer(bindir, pg_root, free_port(), server_user())
+        server.init()
+        server.start()
+        try:
+            run("postgresql", server.create_database())
+        finally:
+            server.stop("immediate")
+            shutil.rmtree(pg_root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
