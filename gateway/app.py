@@ -36,6 +36,7 @@ from gateway.page import router as page_router
 from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
 from gateway.store import JobRecord, JobStore
+from gateway.submit import router as submit_router
 from gateway.tenants import forget_old_usage, tenant_by_id
 from gateway.webhooks import enqueue, new_secret
 
@@ -253,7 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         "gateway",
         settings,
-        routers=[page_router, api_router, downloads_router],
+        routers=[page_router, submit_router, api_router, downloads_router],
         lifespan=lifespan,
         description="Upload a song (`POST /api/jobs`), poll its job until it is `done`, then "
         "download its stems, the multi-channel result or a ZIP, and its analysis. Every error "

@@ -126,7 +126,7 @@ def test_background_sweeper_deletes_jobs_that_expire_while_running(tmp_path):
     ],
 )
 def test_file_names_are_sanitised(name, safe):
-    from gateway.api import safe_filename
+    from gateway.submit import safe_filename
 
     assert safe_filename(name) == safe
 
