@@ -14,19 +14,9 @@ from gateway.cli import api as cli_api
 from gateway.cli import jobs as cli_jobs
 from gateway.cli import separate
 from gateway.cli.songs import Song
+from test.unit.gateway.test_cli import FakeClock
 
 URL = "http://gw.test"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def fake_api(handler) -> cli.Api:
