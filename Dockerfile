@@ -41,6 +41,9 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['models']))" > /t
     && pip install -c /etc/pip-constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+COPY deploy/install-music-models.sh /tmp/
+RUN bash /tmp/install-music-models.sh python && rm /tmp/install-music-models.sh
+
 COPY common/ common/
 COPY gateway/ gateway/
 COPY transforms/ transforms/

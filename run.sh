@@ -21,7 +21,7 @@ quiet_pip() {
 
 install_stamp() {
   # Re-install when the dependency list or this script's install recipe changes.
-  cat pyproject.toml "$0" | sha256sum | cut -c1-16
+  cat pyproject.toml "$0" deploy/install-music-models.sh | sha256sum | cut -c1-16
 }
 
 install() {
@@ -69,10 +69,14 @@ EOF
     say "install: torchaudio's compiled extensions do not load here; removing $libdir/*.so so it runs as pure Python"
     rm -f "$libdir"/*.so
   fi
+  say "install: BeatNet and Basic Pitch (weights in their wheels) without their declared dependencies"
+  bash deploy/install-music-models.sh "$PY"
   say "install: the project itself (editable), for the \`audiosplit\` command"
   "${pip[@]}" --no-deps -e .
   install_browser
   install_postgres
+  command -v fluidsynth >/dev/null && [[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]] \
+    || apt_install "fluidsynth fluid-soundfont-gm" "the analysis tests on General MIDI songs"
   "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
     || { say "install: imports failed after install"; exit 1; }
   install_kubectl
@@ -81,12 +85,12 @@ EOF
 }
 
 apt_install() {
-  # apt_install PACKAGE WHAT: install a Debian package as root; without root or apt-get, or when
+  # apt_install PACKAGES WHAT: install Debian packages (space-separated) as root; without root or apt-get, or when
   # apt-get fails, say what will skip (the tests that need it skip with the package's name).
   local package=$1 what=$2
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
     say "install: $package (apt-get) for $what"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package"; } >/dev/null 2>&1; then
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $package; } >/dev/null 2>&1; then
       say "install: apt-get could not install $package; $what will skip"
     fi
   else
