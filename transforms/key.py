@@ -6,13 +6,14 @@ the 24 rotated Krumhansl–Kessler probe-tone profiles and take the best.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import librosa
 import numpy as np
 
 from common.constants import ANALYSIS_RATE
-from transforms.rhythm import HOP
+from transforms.rhythm import HOP, to_analysis_rate
 
 HARMONIC_MARGIN = 1.0  # librosa's HPSS margin: plain soft masks
 # HPSS median filters of 11 frames (0.26 s) instead of librosa's 31: 2.8x faster, and on the
@@ -27,6 +28,17 @@ MIN_CHROMA_CONTRAST = 0.2
 # single tone or an interval carries no key.
 MIN_KEY_CLASSES = 3
 KEY_CLASS_SHARE = 0.25
+
+# The stems that carry the chords: "other" (4 stems), plus piano and guitar (6 stems); never
+# drums, whose hits spread over every class, nor vocals, whose melody passes through the chords.
+HARMONIC_STEMS = ("other", "piano", "guitar")
+# The bass stem's chroma spans C1..B4: its strongest class is the root, and octaves higher
+# up hold only the bass's own partials. 12 bins an octave: C1's filter at 36 bins would be
+# 1.6 s long and smear a chord change over two beats; at 12, 0.5 s.
+BASS_FMIN_HZ = 32.70  # C1
+BASS_OCTAVES = 4
+BASS_BINS_PER_OCTAVE = 12
+BASS_KEY_WEIGHT = 0.5  # share of the bass in the key's chroma: roots confirm the tonic
 
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 # Krumhansl & Kessler (1982) probe-tone ratings, tonic first.
@@ -99,3 +111,47 @@ def estimate_key(chroma_vector: np.ndarray) -> KeyResult:
     best = int(np.argmax(r))
     tonic, mode = names[best]
     return KeyResult(tonic, mode, float(np.clip(r[best], 0.0, 1.0)))
+
+
+def stems_chroma(stems: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The harmonic chroma and the bass chroma of separated stems.
+
+    `stems`: name -> float32 `(2, n)` at 44.1 kHz ("other", "piano", "guitar", "bass"; others
+    are ignored). Returns `(harmonic, bass)`, each `(12, 1 + ceil(n / 2) // HOP)` on the
+    analysis frame grid, C..B, not normalised; `harmonic` is the constant-Q chroma of the sum of
+    the harmonic stems (no HPSS: there are no drums to remove), `bass` that of the bass stem over
+    C1..B4, or None without a bass stem. Raises ValueError without any harmonic stem.
+    """
+    present = [stems[name] for name in HARMONIC_STEMS if name in stems]
+    if not present:
+        raise ValueError(f"no harmonic stem: expected one of {HARMONIC_STEMS}, got {sorted(stems)}")
+    harmonic = librosa.feature.chroma_cqt(
+        y=to_analysis_rate(np.sum(present, axis=0, dtype=np.float32)),
+        sr=ANALYSIS_RATE,
+        hop_length=HOP,
+        bins_per_octave=BINS_PER_OCTAVE,
+        norm=None,
+        tuning=0.0,
+    )
+    if "bass" not in stems:
+        return harmonic, None
+    bass = librosa.feature.chroma_cqt(
+        y=to_analysis_rate(stems["bass"]),
+        sr=ANALYSIS_RATE,
+        hop_length=HOP,
+        fmin=BASS_FMIN_HZ,
+        n_octaves=BASS_OCTAVES,
+        bins_per_octave=BASS_BINS_PER_OCTAVE,
+        norm=None,
+        tuning=0.0,
+    )
+    return harmonic, bass
+
+
+def stems_key(harmonic: np.ndarray, bass: np.ndarray | None) -> KeyResult:
+    """Krumhansl–Schmuckler on the harmonic stems' chroma `(12, n_frames)` with the bass
+    stem's `(12, n_frames)` (or None) added at `BASS_KEY_WEIGHT` of the whole."""
+    vector = summed(harmonic)
+    if bass is not None:
+        vector = (1.0 - BASS_KEY_WEIGHT) * vector + BASS_KEY_WEIGHT * summed(bass)
+    return estimate_key(vector)

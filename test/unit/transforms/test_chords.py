@@ -1,13 +1,17 @@
-"""Chord recognition on synthesised progressions with known chords."""
+"""Chord recognition on synthesised progressions and generated GM songs with known chords."""
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from test import musicgen
-from transforms import chords
-from transforms.key import chroma_frames
-from transforms.rhythm import FRAME_S, to_analysis_rate
+import mir_eval
+import numpy as np
+import pytest
+
+from test import gmsongs, musicgen
+from transforms import chords, spelling
+from transforms.key import chroma_frames, stems_chroma, stems_key
+from transforms.rhythm import FRAME_S, HOP, to_analysis_rate
 
 
 def labelled_fraction(segments: list[chords.ChordSegment], truth: list[str], each_s: float):
@@ -60,3 +64,137 @@ def test_templates_are_24_unit_triads():
     assert set(np.argsort(-t[0])[:3]) == {0, 4, 7}
     assert set(np.argsort(-t[12 + 9])[:3]) == {9, 0, 4}  # A minor: A, C, E
     assert chords.chord_labels()[12 + 9] == "Am" and chords.chord_labels()[-1] == "N"
+
+
+# --- beat-synchronous chords, from the stems and from the mix, on generated GM songs ---
+
+SONGS = (("ABAB", "F major", 100.0), ("ABAC", "E minor", 110.0), ("AABC", "Eb major", 120.0))
+
+
+@dataclass(frozen=True)
+class Analysed:
+    song: gmsongs.Song
+    harmonic: np.ndarray  # (12, n_frames) chroma of the "other" stem
+    bass: np.ndarray  # (12, n_frames) chroma of the bass stem
+    mix: np.ndarray  # (12, n_frames) chroma of the mix through HPSS (today's path)
+    beats: np.ndarray  # true beats as frame indices
+    key: tuple[int, str]  # the key estimated from the stems
+
+
+@pytest.fixture(scope="module")
+def songs() -> list[Analysed]:
+    if reason := gmsongs.fluidsynth_missing():
+        pytest.skip(reason)
+    out = []
+    for form, key, bpm in SONGS:
+        song = gmsongs.render_song(form, key, bpm)
+        harmonic, bass = stems_chroma(song.stems)
+        result = stems_key(harmonic, bass)
+        out.append(
+            Analysed(
+                song,
+                harmonic,
+                bass,
+                chroma_frames(to_analysis_rate(song.mix)),
+                np.round(np.array(song.beats_s) / FRAME_S).astype(int),
+                (spelling.pitch_class(result.tonic), result.mode),
+            )
+        )
+    return out
+
+
+def majmin(song: gmsongs.Song, segments: list[chords.ChordSegment]) -> float:
+    """mir_eval's duration-weighted majmin accuracy of `segments` against the song's chords."""
+    ref_intervals = np.array([c[:2] for c in song.chords])
+    ref_labels = [c[2] for c in song.chords]
+    est_intervals = np.array([[s.start_frame, s.end_frame] for s in segments]) * FRAME_S
+    est_labels = [spelling.harte(s.chord) for s in segments]
+    est_intervals, est_labels = mir_eval.util.adjust_intervals(
+        est_intervals, est_labels, ref_intervals.min(), ref_intervals.max(), "N", "N"
+    )
+    intervals, ref, est = mir_eval.util.merge_labeled_intervals(
+        ref_intervals, ref_labels, est_intervals, est_labels
+    )
+    durations = mir_eval.util.intervals_to_durations(intervals)
+    return float(mir_eval.chord.weighted_accuracy(mir_eval.chord.majmin(ref, est), durations))
+
+
+def changes(labels: list[str]) -> int:
+    return sum(a != b for a, b in zip(labels, labels[1:], strict=False))
+
+
+def test_stems_path_is_right_on_80_percent_and_not_worse_than_the_mix(songs):
+    for a in songs:
+        stems = chords.beat_chords(a.harmonic, a.beats, a.key, a.bass)
+        mix_beats = chords.beat_chords(a.mix, a.beats, a.key)
+        today = chords.recognise(a.mix)
+        figures = [majmin(a.song, s) for s in (stems, mix_beats, today)]
+        print(
+            f"{a.song.key}: majmin stems+bass on beats {figures[0]:.3f}, mix on beats "
+            f"{figures[1]:.3f}, mix per frame (today) {figures[2]:.3f}"
+        )
+        assert figures[0] >= 0.8
+        assert figures[0] >= figures[2] - 1e-9
+
+
+def test_chords_change_about_as_often_as_the_song_and_on_beats(songs):
+    for a in songs:
+        truth = changes([c[2] for c in a.song.chords])
+        segments = chords.beat_chords(a.harmonic, a.beats, a.key, a.bass)
+        found = changes(
+            [s.chord for s in segments if s.start_frame * FRAME_S < a.song.chords[-1][1]]
+        )
+        today = changes([s.chord for s in chords.recognise(a.mix)])
+        print(f"{a.song.key}: {truth} chord changes, {found} found on beats, {today} per frame")
+        assert abs(found - truth) <= 2
+        assert {s.start_frame for s in segments[1:]} <= set(a.beats.tolist())
+
+
+def test_the_stems_key_has_the_songs_signature_and_labels_are_spelled_from_it(songs):
+    for a in songs:
+        tonic, mode = gmsongs.parse_key(a.song.key)
+        # the relative minor / major shares the signature, so it spells the chords alike
+        relative = ((tonic + 9) % 12, "minor") if mode == "major" else ((tonic + 3) % 12, "major")
+        assert a.key in ((tonic, mode), relative), a.song.key
+        labels = {s.chord for s in chords.beat_chords(a.harmonic, a.beats, a.key, a.bass)}
+        truth = {c[2].replace(":maj", "").replace(":min", "m") for c in a.song.chords}
+        assert labels == truth, a.song.key  # "Bb" in F major, "Ab", "Cm" in Eb major
+
+
+def test_stems_chroma_needs_a_harmonic_stem_and_matches_the_frame_grid(songs):
+    a = songs[0]
+    n = a.song.mix.shape[1]
+    assert a.harmonic.shape == a.bass.shape == (12, 1 + (n + 1) // 2 // HOP)
+    with pytest.raises(ValueError, match="no harmonic stem"):
+        stems_chroma({"bass": a.song.stems["bass"], "drums": a.song.stems["drums"]})
+    _, bass = stems_chroma({"other": a.song.stems["other"]})
+    assert bass is None
+
+
+def test_the_bass_root_tells_a_chord_from_its_relative():
+    # C and E sound above: both C major (C E G) and A minor (A C E); the bass decides
+    upper = np.zeros((12, 40))
+    upper[[0, 4]] = 1.0
+    for root, label in ((0, "C"), (9, "Am")):
+        bass = np.zeros((12, 40))
+        bass[root] = 1.0
+        assert [s.chord for s in chords.beat_chords(upper, None, (0, "major"), bass)] == [label]
+
+
+def test_without_beats_chords_fall_on_a_half_second_grid():
+    audio = musicgen.progression([(0, "maj"), (9, "min"), (5, "maj"), (7, "maj")], 2.0)
+    frames = chroma_frames(to_analysis_rate(audio))
+    segments = chords.beat_chords(frames, None, (0, "major"))
+    step = round(chords.GRID_S / FRAME_S)
+    assert segments[0].start_frame == 0 and segments[-1].end_frame == frames.shape[1]
+    assert all(a.end_frame == b.start_frame for a, b in zip(segments, segments[1:], strict=False))
+    assert all(s.start_frame % step == 0 for s in segments)
+    assert [s.chord for s in segments] == ["C", "Am", "F", "G"]
+
+
+def test_silence_noise_and_a_single_tone_are_no_chord_on_beats():
+    for audio in (np.zeros((2, 5 * musicgen.SR), np.float32), musicgen.noise(5.0), musicgen.sine()):
+        frames = chroma_frames(to_analysis_rate(audio))
+        beats = np.arange(0, frames.shape[1], 26)  # 100 bpm
+        assert {s.chord for s in chords.beat_chords(frames, beats, None)} == {"N"}
+    assert chords.beat_chords(np.zeros((12, 0)), None) == []
