@@ -81,8 +81,9 @@ def frame_scores(chroma: np.ndarray) -> np.ndarray:
     return scores
 
 
-def recognise(chroma: np.ndarray) -> list[ChordSegment]:
-    """The chord segments of a `(12, n_frames)` chroma, covering every frame."""
+def recognise(chroma: np.ndarray, key: tuple[int, str] | None = None) -> list[ChordSegment]:
+    """The chord segments of a `(12, n_frames)` chroma, per frame, covering every frame; labels
+    spelled in `key` = (tonic pitch class, mode) when given, else sharps ("C#m")."""
     if chroma.shape[1] == 0:
         return []
     scores = frame_scores(chroma)
@@ -93,7 +94,7 @@ def recognise(chroma: np.ndarray) -> list[ChordSegment]:
     changes = np.flatnonzero(np.diff(path)) + 1
     bounds = [0, *changes.tolist(), len(path)]
     return [
-        ChordSegment(lo, hi, labels[path[lo]])
+        ChordSegment(lo, hi, labels[path[lo]] if key is None else _label(int(path[lo]), key))
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
     ]
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from common.constants import ANALYSIS_RATE
 from transforms.rhythm import HOP, to_analysis_rate
+from transforms.spelling import pitch_class, spell_key
 
 HARMONIC_MARGIN = 1.0  # librosa's HPSS margin: plain soft masks
 # HPSS median filters of 11 frames (0.26 s) instead of librosa's 31: 2.8x faster, and on the
@@ -155,3 +156,19 @@ def stems_key(harmonic: np.ndarray, bass: np.ndarray | None) -> KeyResult:
     if bass is not None:
         vector = (1.0 - BASS_KEY_WEIGHT) * vector + BASS_KEY_WEIGHT * summed(bass)
     return estimate_key(vector)
+
+
+def key_tuple(result: KeyResult) -> tuple[int, str] | None:
+    """(tonic pitch class, mode) of a key, as `transforms.spelling` and `chords.beat_chords`
+    take it, or None when there is no key."""
+    if result.tonic is None or result.mode is None:
+        return None
+    return pitch_class(result.tonic), result.mode
+
+
+def spelled(result: KeyResult) -> KeyResult:
+    """The same key with its tonic named as musicians write it ("A#" major -> "Bb" major)."""
+    key = key_tuple(result)
+    if key is None:
+        return result
+    return KeyResult(spell_key(*key)[0], result.mode, result.confidence, result.reason)

@@ -198,3 +198,16 @@ def test_silence_noise_and_a_single_tone_are_no_chord_on_beats():
         beats = np.arange(0, frames.shape[1], 26)  # 100 bpm
         assert {s.chord for s in chords.beat_chords(frames, beats, None)} == {"N"}
     assert chords.beat_chords(np.zeros((12, 0)), None) == []
+
+
+def test_per_frame_labels_are_spelled_in_a_key_when_given():
+    audio = musicgen.progression([(10, "maj"), (3, "min")], 2.0)  # Bb, Ebm
+    frames = chroma_frames(to_analysis_rate(audio))
+    long = [
+        s.chord for s in chords.recognise(frames, (3, "minor")) if s.end_frame - s.start_frame > 20
+    ]
+    assert long == ["Bb", "Ebm"]
+    assert [s.chord for s in chords.recognise(frames) if s.end_frame - s.start_frame > 20] == [
+        "A#",
+        "D#m",
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from transforms import spelling as S
+from transforms.key import KeyResult, key_tuple, spelled
 
 # Each key's twelve pitch classes C..B as a chart in that key writes them.
 EXPECTED = {
@@ -63,3 +64,12 @@ def test_chord_labels_and_harte():
         with pytest.raises(ValueError):
             S.harte(bad)
     assert [S.pitch_class(n) for n in ("C", "C#", "Db", "Bb", "B#", "Cb")] == [0, 1, 1, 10, 0, 11]
+
+
+def test_a_key_result_is_spelled_and_turned_into_a_pitch_class():
+    assert spelled(KeyResult("A#", "major", 0.8)) == KeyResult("Bb", "major", 0.8)
+    assert spelled(KeyResult("C#", "minor", 0.8)).tonic == "C#"
+    assert spelled(KeyResult("D#", "minor", 0.8)).tonic == "Eb"
+    assert key_tuple(KeyResult("F#", "major", 0.8)) == (6, "major")
+    none = KeyResult(None, None, 0.0, "silent")
+    assert spelled(none) == none and key_tuple(none) is None
