@@ -37,6 +37,9 @@ BASS_WEIGHT = 0.3  # added to a chord's cosine, times the bass's share of the ch
 # 0.56-0.60, a sine 0.64. So a beat is a chord above this cosine, and only where at least
 # CHORD_CLASSES pitch classes reach CHORD_CLASS_SHARE of the strongest: one tone is no chord.
 BEAT_MIN_CHORD_COSINE = 0.62
+# A beat quieter than this share of the loudest beat's chroma (-40 dB) is silent: a separated
+# stem holds the other instruments' bleed 20-30 dB down where its own instrument rests.
+BEAT_RELATIVE_SILENCE = 0.01
 CHORD_CLASSES = 2
 CHORD_CLASS_SHARE = 0.25
 
@@ -99,6 +102,11 @@ def recognise(chroma: np.ndarray, key: tuple[int, str] | None = None) -> list[Ch
     ]
 
 
+def beat_frames_of(beats_s: np.ndarray | list[float]) -> np.ndarray:
+    """Beat times in s `(n_beats,)` -> the nearest analysis frames `(n_beats,)` (int64)."""
+    return np.round(np.asarray(beats_s, dtype=np.float64) / FRAME_S).astype(np.int64)
+
+
 def beat_bounds(n_frames: int, beat_frames: np.ndarray | None) -> np.ndarray:
     """Segment boundaries `(n_segments + 1,)` in frames from 0 to `n_frames`: the beats (frame
     indices; those outside (0, n_frames) dropped), or a `GRID_S` grid without beats."""
@@ -123,7 +131,7 @@ def segment_scores(
     """
     mean = np.add.reduceat(chroma.astype(np.float64), bounds[:-1], axis=1) / np.diff(bounds)
     energy = mean.sum(axis=0)
-    active = energy > max(SILENCE_CHROMA, RELATIVE_SILENCE * float(energy.max(initial=0.0)))
+    active = energy > max(SILENCE_CHROMA, BEAT_RELATIVE_SILENCE * float(energy.max(initial=0.0)))
     classes = np.sum(mean >= CHORD_CLASS_SHARE * mean.max(axis=0, keepdims=True), axis=0)
     active &= classes >= CHORD_CLASSES
     norms = np.linalg.norm(mean, axis=0)
@@ -149,7 +157,7 @@ def beat_chords(
     """Chord segments whose boundaries fall on beats, spelled in `key`.
 
     `chroma`: `(12, n_frames)` on the analysis frame grid (frame t centred on t * FRAME_S);
-    `beat_frames`: beat times as frame indices (`round(beat_s / FRAME_S)`), or None for a
+    `beat_frames`: beat times as frame indices (`beat_frames_of(beats_s)`), or None for a
     `GRID_S` grid; `key`: (tonic pitch class, "major" | "minor") or None (plain names);
     `bass_chroma`: `(12, n_frames)` of the bass stem or None. Each beat gets one chord (a
     Viterbi path over beats with a sticky self-transition), so a chord lasts at least a beat

@@ -96,7 +96,7 @@ def songs() -> list[Analysed]:
                 harmonic,
                 bass,
                 chroma_frames(to_analysis_rate(song.mix)),
-                np.round(np.array(song.beats_s) / FRAME_S).astype(int),
+                chords.beat_frames_of(song.beats_s),
                 (spelling.pitch_class(result.tonic), result.mode),
             )
         )
@@ -211,3 +211,12 @@ def test_per_frame_labels_are_spelled_in_a_key_when_given():
         "A#",
         "D#m",
     ]
+
+
+def test_a_passage_40_db_below_the_loudest_is_no_chord_on_beats():
+    # a separated stem keeps the others' bleed far down where its own instrument rests
+    audio = musicgen.progression([(0, "maj"), (9, "min"), (5, "maj")], 2.0)
+    audio[:, 2 * musicgen.SR : 4 * musicgen.SR] *= 0.003  # -50 dB
+    frames = chroma_frames(to_analysis_rate(audio))
+    beats = chords.beat_frames_of(np.arange(0.0, 6.0, 0.5))
+    assert [s.chord for s in chords.beat_chords(frames, beats, (0, "major"))] == ["C", "N", "F"]
