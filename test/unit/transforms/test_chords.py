@@ -15,30 +15,45 @@ from transforms.rhythm import FRAME_S, HOP, to_analysis_rate
 
 
 def labelled_fraction(segments: list[chords.ChordSegment], truth: list[str], each_s: float):
-    """The share of the duration whose recognised chord is the true one."""
+    """The share of the duration whose recognised chord is the true one ("Bb" == "A#")."""
     n = segments[-1].end_frame
     right = 0
     for seg in segments:
         for f in range(seg.start_frame, seg.end_frame):
-            right += seg.chord == truth[min(len(truth) - 1, int(f * FRAME_S / each_s))]
+            right += same_chord(seg.chord, truth[min(len(truth) - 1, int(f * FRAME_S / each_s))])
     return right / n
 
 
+def same_chord(a: str, b: str) -> bool:
+    """Whether two labels name the same chord, however spelled."""
+    a, b = spelling.harte(a), spelling.harte(b)
+    if "N" in (a, b):
+        return a == b
+    (root_a, quality_a), (root_b, quality_b) = a.split(":"), b.split(":")
+    return spelling.pitch_class(root_a) == spelling.pitch_class(root_b) and quality_a == quality_b
+
+
 def test_chords_are_right_on_at_least_85_percent_of_the_duration():
-    right = total = 0.0
+    right = right_on_grid = total = 0.0
     rng = np.random.default_rng(7)
-    for seed in range(8):
+    for seed in range(5):
         # 8 random major / minor triads, 1.5-3 s each
         each_s = float(rng.uniform(1.5, 3.0))
         progression = [(int(rng.integers(12)), str(rng.choice(["maj", "min"]))) for _ in range(8)]
         audio = musicgen.progression(progression, each_s, seed=seed)
         truth = [musicgen.chord_name(r, q) for r, q in progression]
-        segments = chords.recognise(chroma_frames(to_analysis_rate(audio)))
-        share = labelled_fraction(segments, truth, each_s)
-        right += share * audio.shape[1]
+        frames = chroma_frames(to_analysis_rate(audio))
+        right += labelled_fraction(chords.recognise(frames), truth, each_s) * audio.shape[1]
+        # the same on the 0.5 s grid, whose boundaries miss the changes by up to 0.25 s
+        grid = chords.beat_chords(frames)
+        right_on_grid += labelled_fraction(grid, truth, each_s) * audio.shape[1]
         total += audio.shape[1]
-    print(f"chord symbol right on {100 * right / total:.1f} % of the duration")
+    print(
+        f"chord symbol right on {100 * right / total:.1f} % of the duration per frame, "
+        f"{100 * right_on_grid / total:.1f} % on a 0.5 s grid"
+    )
     assert right / total >= 0.85
+    assert right_on_grid / total >= 0.85
 
 
 def test_segments_cover_every_frame_in_order():
