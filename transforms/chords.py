@@ -5,6 +5,14 @@ root) that include the first partials of each note, as an instrument's notes sou
 2006); "N" (no chord) wins where no template fits well enough or the frame is silent. librosa's
 Viterbi decoder with a sticky self-transition then finds the most likely chord path, so a
 passing note does not split a chord.
+
+Two paths share the templates:
+- `recognise`: one chord a 23 ms frame (the mix's chroma; changes land anywhere, and a real
+  song flickers: 23 changes in 20 s);
+- `beat_chords`: one chord a beat (or a 0.5 s grid without beats), from the mean chroma over
+  the beat, with the bass stem's strongest pitch class favouring the chord on that root, and a
+  Viterbi over beats: boundaries fall on beats and a chord lasts at least one. Labels are
+  spelled from the key (`transforms/spelling.py`): "Bb" in F major, "A#" in B major.
 """
 
 from __future__ import annotations
