@@ -167,8 +167,9 @@ class _Writer:
             "other": [],
         }
 
-    def note(self, stem: str, program: int, pitch: int, start_b: float, length_b: float,
-             velocity: int) -> None:  # fmt: skip
+    def note(
+        self, stem: str, program: int, pitch: int, start_b: float, length_b: float, velocity: int
+    ) -> None:
         """One note from beat `start_b` lasting `length_b` beats (the last 5 % released)."""
         key = (stem, program)
         if key not in self.instruments:
@@ -196,12 +197,17 @@ class _Writer:
                 velocity = 115 if drum != HAT else 80
                 self.note("drums", 0, drum, bar_b + beat, 0.25, velocity)
 
-    def chord(self, texture: Texture, triad: tuple[int, str], start_b: float, span_b: float):
+    def chord(
+        self, texture: Texture, triad: tuple[int, str], start_b: float, span_b: float
+    ) -> None:
         root, quality = triad
         self.chords.append(
-            (round(start_b * self.beat_s, 6), round((start_b + span_b) * self.beat_s, 6),
-             _harte(root, quality, self.tonic, self.mode))
-        )  # fmt: skip
+            (
+                round(start_b * self.beat_s, 6),
+                round((start_b + span_b) * self.beat_s, 6),
+                _harte(root, quality, self.tonic, self.mode),
+            )
+        )
         pcs = [(root + i) % 12 for i in (0, 4 if quality == "maj" else 3, 7)]
         voicing = sorted(_at_or_above(pc, texture.chord_low) for pc in pcs)
         program = texture.chord_program
@@ -223,13 +229,17 @@ class _Writer:
         elif texture.bass_figure == "root-fifth":
             figure = [(k / 2, (bass_root, fifth)[k % 2], 0.5) for k in range(int(2 * span_b))]
         else:  # whole: the root held, the fifth on the last beat of a long chord
-            figure = [(0.0, bass_root, span_b)] if span_b < 4 else [
-                (0.0, bass_root, 3.0), (3.0, fifth, 1.0)]  # fmt: skip
+            figure = (
+                [(0.0, bass_root, span_b)]
+                if span_b < 4
+                else [(0.0, bass_root, 3.0), (3.0, fifth, 1.0)]
+            )
         for offset, pitch, length in figure:
             self.note("bass", BASS_PROGRAM, int(pitch), start_b + offset, length, 95)
 
-    def lead(self, texture: Texture, triads: list[tuple[int, str]], bar_b: int,
-             rng: np.random.Generator) -> None:  # fmt: skip
+    def lead(
+        self, texture: Texture, triads: list[tuple[int, str]], bar_b: int, rng: np.random.Generator
+    ) -> None:
         """A bar of melody: chord tones on the chord's beats, scale steps in between."""
         t = 0.0
         for length in texture.lead_rhythm:
@@ -238,8 +248,14 @@ class _Writer:
             on_beat = float(t).is_integer()
             pcs = chord_tones if on_beat else list(self.scale)
             pc = int(rng.choice(pcs))
-            self.note("vocals", texture.lead_program, _at_or_above(pc, texture.lead_low),
-                      bar_b + t, length, 90)  # fmt: skip
+            self.note(
+                "vocals",
+                texture.lead_program,
+                _at_or_above(pc, texture.lead_low),
+                bar_b + t,
+                length,
+                90,
+            )
             t += length
 
 
@@ -267,7 +283,7 @@ def _render(midi_paths: dict[str, Path], out_dir: Path) -> None:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-        )  # fmt: skip
+        )
         for stem, path in midi_paths.items()
     }
     for stem, proc in procs.items():
@@ -304,8 +320,13 @@ def _load(song_dir: Path) -> Song:
     )
 
 
-def render_song(form: str = "ABAB", key: str = "F major", tempo_bpm: float = 100.0,
-                bars_per_section: int = 4, seed: int = 0) -> Song:  # fmt: skip
+def render_song(
+    form: str = "ABAB",
+    key: str = "F major",
+    tempo_bpm: float = 100.0,
+    bars_per_section: int = 4,
+    seed: int = 0,
+) -> Song:
     """A song of sections `form` (letters A, B, C) in `key` ("F major", "Bb minor"), its stems
     rendered by FluidSynth (cached on disk) and its truth. Raises RuntimeError when FluidSynth
     is missing (see `fluidsynth_missing`) or fails."""
@@ -321,8 +342,9 @@ def render_song(form: str = "ABAB", key: str = "F major", tempo_bpm: float = 100
     return _load(song_dir)
 
 
-def _write(song_dir: Path, form: str, tonic: int, mode: str, tempo_bpm: float, bars: int,
-           seed: int) -> None:  # fmt: skip
+def _write(
+    song_dir: Path, form: str, tonic: int, mode: str, tempo_bpm: float, bars: int, seed: int
+) -> None:
     writer = _Writer(tonic, mode, tempo_bpm, seed)
     bar_s = BEATS_PER_BAR * writer.beat_s
     sections = []
@@ -331,8 +353,11 @@ def _write(song_dir: Path, form: str, tonic: int, mode: str, tempo_bpm: float, b
         sections.append((i * bars * bar_s, (i + 1) * bars * bar_s, letter))
     n_beats = len(form) * bars * BEATS_PER_BAR
     duration = n_beats * writer.beat_s
-    names = PITCH_NAMES_FLAT if tonic in (FLAT_MAJOR if mode == "major" else FLAT_MINOR) else (
-        PITCH_NAMES_SHARP)  # fmt: skip
+    names = (
+        PITCH_NAMES_FLAT
+        if tonic in (FLAT_MAJOR if mode == "major" else FLAT_MINOR)
+        else (PITCH_NAMES_SHARP)
+    )
     truth = {
         "chords": writer.chords,
         "notes": {s: sorted(v) for s, v in writer.notes.items()},
