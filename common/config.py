@@ -202,6 +202,13 @@ class Settings(BaseSettings):
         "forwards.",
     )
 
+    beat_model: Literal["beatnet", "madmom"] = Field(
+        default="beatnet",
+        description="The beat, downbeat and tempo model (fft service): `beatnet` (CC BY 4.0) or "
+        "`madmom` (madmom's own networks: CC BY-NC-SA 4.0, non-commercial use only; the job's "
+        "analysis names the model and its licence).",
+    )
+
     # retention, access
     retention_hours: float = Field(
         default=24.0,

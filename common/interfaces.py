@@ -268,7 +268,26 @@ class ToneResult(Message):
 
 
 class Key(Message):
-    tonic: Literal["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+    # spelled as musicians write the key (transforms/spelling.py): Bb major, C# minor
+    tonic: Literal[
+        "C",
+        "C#",
+        "Db",
+        "D",
+        "D#",
+        "Eb",
+        "E",
+        "F",
+        "F#",
+        "Gb",
+        "G",
+        "G#",
+        "Ab",
+        "A",
+        "A#",
+        "Bb",
+        "B",
+    ]
     mode: Literal["major", "minor"]
     confidence: float = Field(ge=0.0, le=1.0)  # Pearson r with the key's profile, clipped
 
@@ -331,6 +350,56 @@ class TrackRhythmRequest(Message):
     n_samples: int = Field(gt=0)
     n_frames: int = Field(ge=0)
     n_blocks: int = Field(ge=0)
+
+
+class MusicRequest(Message):
+    """Header of the whole-track music calls (fft `POST /beats`; cqt `POST /harmony`,
+    `POST /transcribe`): body = float32 `(len(rows), n)`, mono audio at 22.05 kHz, one row
+    each: what `rows` names ("mix", "drums+bass", "harmonic", "bass", or a stem)."""
+
+    job_id: str = ""
+    rows: list[str] = Field(min_length=1)
+    beats_s: list[float] | None = None  # /harmony: chords change on beats, sections on bars
+    downbeats_s: list[float] | None = None
+    stem: str = ""  # /transcribe: the stem the row is ("bass", "vocals", "drums", ...)
+
+
+class TrackBeats(Message):
+    """fft's `POST /beats`: tempo, beats, downbeats and metre, from a trained model."""
+
+    tempo_bpm: float | None
+    tempo_confidence: float | None  # mean beat activation at the beats, in [0, 1]
+    beats_s: list[float] | None
+    downbeats_s: list[float] | None
+    time_signature: int | None  # beats a bar
+    model: str  # "beatnet" or "madmom"
+    licence: str
+    reason: str = ""  # why there is no tempo
+
+
+class Section(Message):
+    start_s: float
+    end_s: float
+    label: str  # "A", "B", ...: repeated parts share a label
+
+
+class TrackHarmony(Message):
+    """cqt's `POST /harmony`: key, chords (one or more beats each) and sections."""
+
+    key: Key | None
+    key_reason: str = ""
+    chords: list[Chord] | None
+    chords_reason: str = ""
+    sections: list[Section] | None
+    sections_reason: str = ""
+
+
+class Notes(Message):
+    """cqt's `POST /transcribe`: the notes of one stem, `[start_s, end_s, pitch, velocity]`
+    each (MIDI pitch and velocity)."""
+
+    stem: str
+    notes: list[tuple[float, float, int, int]]
 
 
 class TrackRhythm(Message):

@@ -111,6 +111,8 @@ def job_json(job: JobRecord, now: float | None = None, webhook: dict | None = No
         links["stems"] = {s: f"{base}/stems/{s}" for s in job.stems}
     if job.status == "done":
         links["zip"] = f"{base}/download.zip"
+        if job.options.get("resolved", {}).get("midi"):
+            links["midi"] = f"{base}/midi"
     if job.status in ("queued", "running"):
         links["cancel"] = f"{base}/cancel"
     return {

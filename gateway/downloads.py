@@ -1,4 +1,5 @@
-"""The public REST API's downloads: the multi-channel WAV, one stem, the ZIP, the analysis."""
+"""The public REST API's downloads: the multi-channel WAV, one stem, the ZIP, the analysis,
+the MIDI of the stems."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from common.constants import CLIP_MODES, RESULT_FORMATS
 from common.errors import Conflict, InvalidOption, NotFound
 from gateway.api import Gw, JobId, api_router, job_json, store_call
 from gateway.jobfiles import job_files
+from gateway.music import single_track
 from gateway.partial import done_piece, progress_headers, wav_range
 from gateway.results import Answer, stem_answer, zip_answer
 from gateway.schemas import Analysis, binary, error_responses
@@ -243,6 +245,66 @@ async def get_analysis(job_id: JobId, gw: Gw) -> FileResponse:
         why = "it failed" if job.status == "failed" else "it is written when the job is done"
         raise NotFound(f"job {job_id} is {job.status}: no analysis yet ({why})", code="not_ready")
     return FileResponse(path, media_type="application/json")
+
+
+MIDI_RESPONSES = {
+    **binary("audio/midi", description="A Standard MIDI File (type 1) with the tempo map."),
+    **error_responses(
+        404,
+        409,
+        503,
+        507,
+        why={
+            404: "No such job (not_found); it ran with midi=false or analysis=false (no_midi); "
+            "no MIDI track of that stem (not_found).",
+            409: "The job is not done (not_ready).",
+        },
+    ),
+}
+
+
+async def midi_bytes(gw, job_id: str) -> tuple[JobRecord, bytes]:
+    job = await done_job(gw, job_id)
+    if not job.options.get("resolved", {}).get("midi"):
+        raise NotFound(
+            f"job {job_id} ran without MIDI (midi=false or analysis=false); submit the song "
+            "again with midi=true to get it",
+            code="no_midi",
+        )
+    files = job_files(gw.settings, job_id)
+    if not await to_thread.run_sync(files.fetch, files.midi_path):
+        raise NotFound("the MIDI file is gone (deleted or expired)")
+    return job, await to_thread.run_sync(files.midi_path.read_bytes)
+
+
+@router.get(
+    "/jobs/{job_id}/midi",
+    summary="The stems as one multi-track MIDI file (a track per stem, named after it)",
+    response_class=Response,
+    responses=MIDI_RESPONSES,
+)
+async def get_midi(job_id: JobId, gw: Gw) -> Response:
+    job, data = await midi_bytes(gw, job_id)
+    disposition = attachment(f"{stem_of(job.filename)}.mid")
+    return Response(data, media_type="audio/midi", headers={"Content-Disposition": disposition})
+
+
+@router.get(
+    "/jobs/{job_id}/midi/{stem}",
+    summary="One stem as MIDI, with the track's tempo map",
+    response_class=Response,
+    responses=MIDI_RESPONSES,
+)
+async def get_stem_midi(job_id: JobId, stem: StemName, gw: Gw) -> Response:
+    job, data = await midi_bytes(gw, job_id)
+    try:
+        one = await to_thread.run_sync(single_track, data, stem)
+    except KeyError:
+        raise NotFound(
+            f"job {job_id} has no MIDI track {stem!r}; pitched stems only (and drums)"
+        ) from None
+    disposition = attachment(f"{stem_of(job.filename)}_{stem}.mid")
+    return Response(one, media_type="audio/midi", headers={"Content-Disposition": disposition})
 
 
 def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:

@@ -94,6 +94,21 @@ class JobFiles:
     def analysis_path(self) -> Path:
         return self.dir / "analysis.json"
 
+    @property
+    def midi_path(self) -> Path:
+        """The stems as one multi-track MIDI file (gateway/music.py)."""
+        return self.dir / "stems.mid"
+
+    def write_bytes(self, path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            raise StorageError(f"cannot write {path.name}: {e}") from e
+        self.publish(path)
+
     def write_json(self, path: Path, value) -> None:
         tmp = path.with_suffix(".tmp")
         try:
@@ -161,8 +176,9 @@ def link_results(source: JobFiles, target: JobFiles) -> bool:
         for path in source.result_dir.iterdir():
             if path.is_file() and path.suffix != ".zip" and not path.name.startswith("."):
                 _link_or_copy(path, target.result_dir / path.name)
-        if source.analysis_path.exists():
-            _link_or_copy(source.analysis_path, target.analysis_path)
+        for path in (source.analysis_path, source.midi_path):
+            if path.exists():
+                _link_or_copy(path, target.dir / path.name)
     except FileNotFoundError:
         target.delete()
         return False
@@ -178,7 +194,12 @@ def copy_objects(source: JobFiles, target: JobFiles) -> bool:
     store = source.store
     names = [
         source._key(p)
-        for p in (source.result_path, source.result_dir / RECORD_NAME, source.analysis_path)
+        for p in (
+            source.result_path,
+            source.result_dir / RECORD_NAME,
+            source.analysis_path,
+            source.midi_path,
+        )
     ]
     if not store.exists(names[0]):
         return False

@@ -23,6 +23,7 @@ KNOWN_FIELDS = {
     "shifts",
     "overlap",
     "analysis",
+    "midi",
     "ensemble_weights",
     "ensemble_method",
     "url",  # taken by the API before the options are parsed: a link instead of `file`
@@ -40,6 +41,7 @@ class JobOptions:
     shifts: int | None = None
     overlap: float | None = None
     analysis: bool = True
+    midi: bool = True  # the pitched stems as MIDI; part of the analysis (needs analysis=true)
     ensemble_weights: tuple[float, ...] | None = None  # with a comma-separated `model`
     ensemble_method: str = "avg_wave"  # or median_wave (prediction/ensemble_math.py)
 
@@ -58,6 +60,7 @@ class ResolvedOptions:
     # an ensemble's members: [{"model", "weight"}] (weights as given, and normalised); None: one
     members: list[dict] | None = None
     ensemble_method: str | None = None  # avg_wave / median_wave; None: one model
+    midi: bool = False  # MIDI of the stems: asked for (default) and analysis on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,7 +97,8 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
         stems=fields.get("stems", "").strip() or "all",
         shifts=_parse_number(fields, "shifts", int, 0, MAX_SHIFTS),
         overlap=_parse_number(fields, "overlap", float, 0.0, MAX_OVERLAP),
-        analysis=_parse_bool(fields.get("analysis", "true")),
+        analysis=_parse_bool(fields.get("analysis", "true"), "analysis"),
+        midi=_parse_bool(fields.get("midi", "true"), "midi"),
         ensemble_weights=weights,
         ensemble_method=method,
     )
@@ -136,6 +140,7 @@ def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Res
         shifts=default_shifts if options.shifts is None else options.shifts,
         overlap=info.overlap if options.overlap is None else options.overlap,
         analysis=options.analysis,
+        midi=options.analysis and options.midi,
     )
 
 
@@ -159,6 +164,7 @@ def resolve_ensemble(options: JobOptions, infos: dict[str, SeparatorInfo]) -> Re
         shifts=default_shifts if options.shifts is None else options.shifts,
         overlap=options.overlap,  # None: each member's own default
         analysis=options.analysis,
+        midi=options.analysis and options.midi,
         members=members,
         ensemble_method=options.ensemble_method,
     )
@@ -177,10 +183,10 @@ def _parse_number(fields: dict[str, str], name: str, kind: type, lo: float, hi: 
     return value
 
 
-def _parse_bool(raw: str) -> bool:
+def _parse_bool(raw: str, name: str) -> bool:
     value = raw.strip().lower()
     if value in ("true", "1", "yes", "on", ""):
         return True
     if value in ("false", "0", "no", "off"):
         return False
-    raise InvalidOption(f"analysis must be true or false, got {raw!r}")
+    raise InvalidOption(f"{name} must be true or false, got {raw!r}")

@@ -41,6 +41,7 @@ from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
+from gateway.music import Music, MusicAnalyser
 from gateway.results import clip_warning
 from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
 from gateway.store import JobCancelled, JobStore
@@ -78,6 +79,7 @@ class Pipeline:
         self.importer = importer  # gateway/fetching.py's Importer: jobs given as a link
         self.on_end = on_end  # (connection, job) -> None, in the job's last transaction
         self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
+        self.music = MusicAnalyser(pools.fft, pools.cqt, settings.request_timeout_s)
         self.paths = settings_paths(settings)  # kept out of what a job tells its client
 
     async def run(self, job_id: str) -> None:
@@ -128,7 +130,9 @@ class Pipeline:
         warnings = self.store.get(job_id).warnings
         if analysis is not None:
             self.store.update(job_id, stage="analysing")
-            warnings += await self._write_analysis(files, analysis, result)
+            warnings += await self._write_analysis(
+                files, analysis, result, await self._music(job_id, files, track, opts, result)
+            )
         log.info(
             "job done in %.2fs",
             time.perf_counter() - start,
@@ -383,16 +387,51 @@ class Pipeline:
         expect_ok(response, "the channel fuser")
         return model.model_validate_json(response.content)
 
-    async def _write_analysis(self, files: JobFiles, task: asyncio.Task, result: FusedResult):
-        """Wait for the analysis, add the stems' levels, write analysis.json; never raises
-        but for cancellation (analysis never fails a job). Returns its warnings."""
+    async def _music(self, job_id, files, track, opts, result: FusedResult) -> Music:
+        """Beats, key, chords, sections and MIDI from the final stems (gateway/music.py)."""
+        try:
+            return await self.music.run(
+                job_id, files, track, opts["model"], result.stems, opts.get("midi", False)
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug here must not cost the user the stems
+            log.exception("music analysis failed")
+            return Music(
+                errors=[f"internal error ({type(e).__name__}; the gateway's log says why)"]
+            )
+
+    async def _write_analysis(
+        self, files: JobFiles, task: asyncio.Task, result: FusedResult, music: Music
+    ):
+        """Wait for the analysis, add the stems' levels and the music of the stems, write
+        analysis.json and the MIDI file; never raises but for cancellation (analysis never
+        fails a job). Returns its warnings."""
         try:
             analysis = await task
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a bug in the analysis must not cost the user the stems
             analysis = failed_analysis(e)
-        files.write_json(
-            files.analysis_path, with_stem_activity(analysis, result.stems, result.activity_db)
-        )
-        return analysis.warnings
+        document = with_stem_activity(analysis, result.stems, result.activity_db)
+        warnings = list(analysis.warnings)
+        with_music(document["track"], music)
+        if music.errors:
+            warnings.append("analysis of the stems failed in part: " + "; ".join(music.errors))
+        if music.midi is not None:
+            files.write_bytes(files.midi_path, music.midi)
+        files.write_json(files.analysis_path, document)
+        return warnings
+
+
+def with_music(track: dict, music: Music) -> None:
+    """The music stage's parts over the windows' (tempo, beats, key, chords), in place: where
+    a part of the music stage failed, the windows' value stays."""
+    track.update(music.track)
+    for name, why in music.reasons.items():
+        if why:
+            track.setdefault("reasons", {})[name] = why
+        else:
+            track.get("reasons", {}).pop(name, None)
+    if music.errors:
+        track["errors"] = [*track.get("errors", []), *music.errors]

@@ -220,6 +220,12 @@ def _zip_chunks(
                 files.analysis_path.read_bytes(),
                 zipfile.ZIP_DEFLATED,
             )
+        if files.fetch(files.midi_path):
+            zf.writestr(
+                zipfile.ZipInfo(f"{base}/{base}.mid", date_time=stamp),
+                files.midi_path.read_bytes(),
+                zipfile.ZIP_DEFLATED,
+            )
         zf.writestr(
             zipfile.ZipInfo(f"{base}/job.json", date_time=stamp),
             json.dumps(job_json, indent=1),

@@ -88,8 +88,13 @@ class JobSubmission(BaseModel):
     )
     analysis: bool = Field(
         True,
-        description="Whether to analyse the song (key, tempo, beats, chords, labels per "
-        "window): `GET /api/jobs/{id}/analysis`.",
+        description="Whether to analyse the song (key, tempo, beats, downbeats, chords, "
+        "sections, labels per window): `GET /api/jobs/{id}/analysis`.",
+    )
+    midi: bool = Field(
+        True,
+        description="With analysis: the pitched stems (and drums) as MIDI, with the track's tempo "
+        "map: `GET /api/jobs/{id}/midi` and `/midi/{stem}`, and in the ZIP.",
     )
     # empty = not given: only an ensemble may give these two (a 422 with one model)
     ensemble_weights: str = Field(
@@ -142,6 +147,9 @@ class JobLinks(Answer):
     )
     stems: dict[str, str] | None = Field(None, description="Per stem, its URL.")
     zip: str | None = Field(None, description="Once done: all stems and the analysis.")
+    midi: str | None = Field(
+        None, description="Once done, unless midi=false: the stems as one multi-track MIDI file."
+    )
     cancel: str | None = Field(None, description="While queued or running: POST to cancel.")
 
 
@@ -158,6 +166,7 @@ class JobOptionsUsed(Answer):
     shifts: int | None = None
     overlap: float | None = Field(None, description="null: each ensemble member's own.")
     analysis: bool | None = None
+    midi: bool | None = None
     members: list[EnsembleShare] | None = Field(None, description="An ensemble's members.")
     ensemble_method: Literal[ENSEMBLE_METHODS] | None = None  # type: ignore[valid-type]
 
@@ -247,7 +256,7 @@ class ModelList(Answer):
 
 
 class Key(Answer):
-    tonic: str = Field(examples=["C#"])
+    tonic: str = Field(examples=["Bb"], description="Spelled as musicians write the key.")
     mode: Literal["major", "minor"]
     confidence: float
 
@@ -255,7 +264,27 @@ class Key(Answer):
 class TimedChord(Answer):
     start_s: float
     end_s: float
-    chord: str = Field(description='"C", "C#m", ... ; "N": no chord.')
+    chord: str = Field(
+        description='Spelled from the key: "Bb", "Ebm", "F#m" ...; "N": no chord. One beat at '
+        "least, changing on beats."
+    )
+
+
+class TimedSection(Answer):
+    start_s: float
+    end_s: float
+    label: str = Field(description='"A", "B", ...: repeated parts share a label.')
+
+
+class ModelUsed(Answer):
+    name: str
+    licence: str
+
+
+class MidiInfo(Answer):
+    stems: list[str] = Field(description="The stems with a track in the MIDI file.")
+    notes: dict[str, int] = Field(description="Notes per stem.")
+    model: ModelUsed
 
 
 class TrackAnalysis(Answer):
@@ -267,7 +296,14 @@ class TrackAnalysis(Answer):
     tempo_confidence: float | None = None
     beats_s: list[float] | None = None
     downbeats_s: list[float] | None = None
+    time_signature: int | None = Field(None, description="Beats a bar.")
     chords: list[TimedChord] | None = None
+    sections: list[TimedSection] | None = None
+    midi: MidiInfo | None = None
+    sources: dict[str, str] = Field(
+        {}, description='What each part was measured on: "mix", "stems", "drums+bass".'
+    )
+    models: dict[str, ModelUsed] = Field({}, description="The trained models that ran.")
     loudness_lufs: float | None = None
     peak_dbfs: float | None = None
     reasons: dict[str, str] = {}

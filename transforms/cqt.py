@@ -8,6 +8,13 @@ summed chroma), body = float32 `(12, own_frames)`, its piece of the track's chro
 the gateway), `TrackTonalRequest` in the meta header -> JSON `TrackTonal`: the key of the whole
 track's chroma and the chord segments.
 
+`POST /harmony`: mono rows at 22.05 kHz ("mix", with stems also "harmonic" and "bass") and the
+beats, `MusicRequest` in the meta header -> JSON `TrackHarmony`: key, beat-synchronous chords
+spelled from the key, and sections (transforms/harmony.py).
+
+`POST /transcribe`: one stem's mono audio at 22.05 kHz -> JSON `Notes`: Basic Pitch's notes
+(its harmonic CQT and network; transforms/transcribe.py), or kick, snare and hi-hat for drums.
+
 Run: `uvicorn --factory transforms.cqt:create_app`.
 """
 
@@ -26,6 +33,10 @@ from common.interfaces import (
     AnalysisWindow,
     Chord,
     Key,
+    MusicRequest,
+    Notes,
+    Section,
+    TrackHarmony,
     TrackTonal,
     TrackTonalRequest,
     WindowTonal,
@@ -35,8 +46,11 @@ from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import chords
 from transforms.features import check_window
+from transforms.fft import check_music_body
+from transforms.harmony import track_harmony
 from transforms.key import KeyResult, chroma_frames, estimate_key, summed
 from transforms.rhythm import FRAME_S, length_below, to_analysis_rate
+from transforms import transcribe as transcription
 from transforms.window import resolve
 
 MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
@@ -131,6 +145,45 @@ async def track(request: Request) -> TrackTonal:
     return await to_thread.run_sync(track_tonal, chroma, meta.n_samples)
 
 
+HARMONY_ROWS = {"mix", "harmonic", "bass"}
+
+
+@router.post("/harmony", response_model=TrackHarmony)
+async def harmony(request: Request) -> TrackHarmony:
+    values, meta = decode(await request.body(), request.headers, MusicRequest)
+    check_music_body(values, meta)
+    if "mix" not in meta.rows or set(meta.rows) - HARMONY_ROWS:
+        raise BadRequest(
+            f"rows must hold 'mix' and may hold 'harmonic' and 'bass', got {meta.rows}",
+            code="bad_music_body",
+        )
+    rows = dict(zip(meta.rows, values, strict=True))
+    found = await to_thread.run_sync(track_harmony, rows, meta.beats_s, meta.downbeats_s)
+    return TrackHarmony(
+        key=key_of(found.key),
+        key_reason=found.key.reason,
+        chords=[Chord(start_s=a, end_s=b, chord=c) for a, b, c in found.chords or []] or None,
+        chords_reason=found.chords_reason,
+        sections=[Section(start_s=a, end_s=b, label=c) for a, b, c in found.sections or []] or None,
+        sections_reason=found.sections_reason,
+    )
+
+
+@router.post("/transcribe", response_model=Notes)
+async def transcribe(request: Request) -> Notes:
+    values, meta = decode(await request.body(), request.headers, MusicRequest)
+    mono = check_music_body(values, meta)[0]
+    if meta.stem == "drums":
+        notes = await to_thread.run_sync(transcription.drum_notes, mono)
+    else:
+        transcriber: transcription.Transcriber = request.app.state.transcriber
+        notes = await to_thread.run_sync(transcriber.transcribe, mono, meta.stem)
+    return Notes(
+        stem=meta.stem,
+        notes=[(round(n.start_s, 4), round(n.end_s, 4), n.pitch, n.velocity) for n in notes],
+    )
+
+
 def warm_up() -> None:
     """librosa's numba kernels (CQT, Viterbi) compile on first use: seconds, before serving."""
     with compile_lock():  # one process compiles at a time (common/jit.py)
@@ -150,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await to_thread.run_sync(warm_up)
+        app.state.transcriber = await to_thread.run_sync(transcription.Transcriber)
         app.state.ready = True
         yield
 
@@ -158,5 +212,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         routers=[router],
         lifespan=lifespan,
-        description="Constant-Q chroma and key of analysis windows; a track's key and chords.",
+        description="Constant-Q chroma and key of analysis windows; a track's key, chords and "
+        "sections; the notes of a stem (Basic Pitch).",
     )

@@ -11,6 +11,10 @@ windows' pieces by the gateway), `TrackRhythmRequest` in the meta header -> JSON
 tempo, beats and integrated loudness. Beat tracking needs the whole track (a beat is a period
 the onsets keep), but only its envelopes, a few kilobytes a minute.
 
+`POST /beats`: mono audio at 22.05 kHz (the drums and bass stems summed, or the mix),
+`MusicRequest` in the meta header -> JSON `TrackBeats`: tempo, beats, downbeats and metre by
+BeatNet (or madmom's networks with `BEAT_MODEL=madmom`; transforms/beats.py).
+
 Run: `uvicorn --factory transforms.fft:create_app`.
 """
 
@@ -31,8 +35,10 @@ from common.constants import ANALYSIS_FRAME_HOP, LOUDNESS_STEP, SAMPLE_RATE
 from common.errors import BadRequest, UpstreamError
 from common.interfaces import (
     AnalysisWindow,
+    MusicRequest,
     ToneInput,
     ToneResult,
+    TrackBeats,
     TrackRhythm,
     TrackRhythmRequest,
     WindowFeatures,
@@ -42,6 +48,7 @@ from common.replicas import ReplicaPool
 from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import features, loudness, rhythm
+from transforms.beats import BeatTracker
 from transforms.window import WindowSpan, resolve
 
 DOWNBEATS_REASON = "librosa's beat tracker follows beats, not bars: no downbeats"
@@ -160,6 +167,37 @@ async def track(request: Request) -> TrackRhythm:
     return await to_thread.run_sync(track_rhythm, values, meta)
 
 
+def check_music_body(values: np.ndarray, meta: MusicRequest) -> np.ndarray:
+    """The `(len(rows), n)` body of a whole-track music call, or a 400 naming what is wrong."""
+    if values.ndim != 2 or values.shape[0] != len(meta.rows) or values.shape[1] == 0:
+        raise BadRequest(
+            f"expected float32 ({len(meta.rows)}, n): one row of mono 22.05 kHz audio for each of "
+            f"{meta.rows}, got shape {values.shape}",
+            code="bad_music_body",
+        )
+    if not np.isfinite(values).all():
+        raise BadRequest("the audio holds NaN or infinite samples", code="bad_music_body")
+    return values
+
+
+@router.post("/beats", response_model=TrackBeats)
+async def beats(request: Request) -> TrackBeats:
+    values, meta = decode(await request.body(), request.headers, MusicRequest)
+    mono = check_music_body(values, meta)[0]
+    tracker: BeatTracker = request.app.state.beats
+    found = await to_thread.run_sync(tracker.track, mono)
+    return TrackBeats(
+        tempo_bpm=found.tempo_bpm,
+        tempo_confidence=found.confidence,
+        beats_s=found.beats_s,
+        downbeats_s=found.downbeats_s,
+        time_signature=found.time_signature,
+        model=found.model,
+        licence=tracker.licence,
+        reason=found.reason,
+    )
+
+
 def track_rhythm(values: np.ndarray, meta: TrackRhythmRequest) -> TrackRhythm:
     n = meta.n_frames
     onset, accent, steps = values[:n], values[n : 2 * n], values[2 * n :]
@@ -206,6 +244,7 @@ def create_app(
         )
         app.state.tone = ReplicaPool("tone", settings.urls["tone"], client, TONE_RETRIES)
         await to_thread.run_sync(warm_up)
+        app.state.beats = await to_thread.run_sync(BeatTracker, settings.beat_model)
         app.state.ready = True
         try:
             yield
@@ -218,5 +257,5 @@ def create_app(
         routers=[router],
         lifespan=lifespan,
         description="Spectral features, onsets and loudness of analysis windows; AudioSet labels "
-        "via the tone identifier; a track's tempo, beats and integrated loudness.",
+        "via the tone identifier; a track's tempo, beats, downbeats, metre and loudness.",
     )
