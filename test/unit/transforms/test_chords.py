@@ -152,6 +152,28 @@ def test_stems_path_is_right_on_80_percent_and_not_worse_than_the_mix(songs):
         assert figures[0] >= figures[2] - 1e-9
 
 
+def test_a_loud_lead_and_drums_spoil_the_mix_path_not_the_stems_path(songs):
+    # lead and drums 10 dB up: the melody's passing notes and the hits blur the mix's chroma
+    a = songs[0]
+    stems = a.song.stems
+    loud = stems["other"] + stems["bass"] + 3.0 * (stems["vocals"] + stems["drums"])
+    mix = chroma_frames(to_analysis_rate(loud))
+    found = {
+        "stems+bass on beats": chords.beat_chords(a.harmonic, a.beats, a.key, a.bass),
+        "mix on beats": chords.beat_chords(mix, a.beats, a.key),
+        "mix per frame (today)": chords.recognise(mix),
+    }
+    figures = {name: majmin(a.song, segments) for name, segments in found.items()}
+    print(
+        f"{a.song.key}, lead and drums +10 dB: "
+        + ", ".join(f"{n} {f:.3f} ({len(found[n]) - 1} changes)" for n, f in figures.items())
+    )
+    assert figures["stems+bass on beats"] >= 0.95
+    assert figures["stems+bass on beats"] > max(
+        figures["mix on beats"], figures["mix per frame (today)"]
+    )
+
+
 def test_stems_with_a_separators_bleed_still_give_the_chords(songs):
     # a separator leaves some of the vocals and drums in "other", and kick in "bass"
     a = songs[0]
