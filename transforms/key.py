@@ -114,30 +114,24 @@ def estimate_key(chroma_vector: np.ndarray) -> KeyResult:
     return KeyResult(tonic, mode, float(np.clip(r[best], 0.0, 1.0)))
 
 
-def stems_chroma(stems: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """The harmonic chroma and the bass chroma of separated stems.
-
-    `stems`: name -> float32 `(2, n)` at 44.1 kHz ("other", "piano", "guitar", "bass"; others
-    are ignored). Returns `(harmonic, bass)`, each `(12, 1 + ceil(n / 2) // HOP)` on the
-    analysis frame grid, C..B, not normalised; `harmonic` is the constant-Q chroma of the sum of
-    the harmonic stems (no HPSS: there are no drums to remove), `bass` that of the bass stem over
-    C1..B4, or None without a bass stem. Raises ValueError without any harmonic stem.
-    """
-    present = [stems[name] for name in HARMONIC_STEMS if name in stems]
-    if not present:
-        raise ValueError(f"no harmonic stem: expected one of {HARMONIC_STEMS}, got {sorted(stems)}")
-    harmonic = librosa.feature.chroma_cqt(
-        y=to_analysis_rate(np.sum(present, axis=0, dtype=np.float32)),
+def harmonic_stem_chroma(mono_22k: np.ndarray) -> np.ndarray:
+    """Constant-Q chroma `(12, 1 + n // HOP)` of harmonic stems (their sum, mono at 22.05 kHz),
+    C1..B7 as `chroma_frames` but without HPSS: there are no drums to remove."""
+    return librosa.feature.chroma_cqt(
+        y=mono_22k,
         sr=ANALYSIS_RATE,
         hop_length=HOP,
         bins_per_octave=BINS_PER_OCTAVE,
         norm=None,
         tuning=0.0,
     )
-    if "bass" not in stems:
-        return harmonic, None
-    bass = librosa.feature.chroma_cqt(
-        y=to_analysis_rate(stems["bass"]),
+
+
+def bass_stem_chroma(mono_22k: np.ndarray) -> np.ndarray:
+    """Constant-Q chroma `(12, 1 + n // HOP)` of the bass stem (mono at 22.05 kHz) over C1..B4,
+    where its roots sound."""
+    return librosa.feature.chroma_cqt(
+        y=mono_22k,
         sr=ANALYSIS_RATE,
         hop_length=HOP,
         fmin=BASS_FMIN_HZ,
@@ -146,7 +140,24 @@ def stems_chroma(stems: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarra
         norm=None,
         tuning=0.0,
     )
-    return harmonic, bass
+
+
+def stems_chroma(stems: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The harmonic chroma and the bass chroma of separated stems.
+
+    `stems`: name -> float32 `(2, n)` at 44.1 kHz ("other", "piano", "guitar", "bass"; others
+    are ignored). Returns `(harmonic, bass)`, each `(12, 1 + ceil(n / 2) // HOP)` on the
+    analysis frame grid, C..B, not normalised: `harmonic_stem_chroma` of the sum of the harmonic
+    stems, `bass_stem_chroma` of the bass stem or None without one. Raises ValueError without
+    any harmonic stem.
+    """
+    present = [stems[name] for name in HARMONIC_STEMS if name in stems]
+    if not present:
+        raise ValueError(f"no harmonic stem: expected one of {HARMONIC_STEMS}, got {sorted(stems)}")
+    harmonic = harmonic_stem_chroma(to_analysis_rate(np.sum(present, axis=0, dtype=np.float32)))
+    if "bass" not in stems:
+        return harmonic, None
+    return harmonic, bass_stem_chroma(to_analysis_rate(stems["bass"]))
 
 
 def stems_key(harmonic: np.ndarray, bass: np.ndarray | None) -> KeyResult:
