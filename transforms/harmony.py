@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import librosa
 import numpy as np
 
 from common.constants import ANALYSIS_RATE
 from transforms import chords, key, sections
-from transforms.rhythm import FRAME_S, HOP, length_below
+from transforms.rhythm import FRAME_S, length_below
 
 MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
 MIN_CHORDS_S = 4.0
@@ -34,32 +33,6 @@ class Harmony:
     sections_reason: str
 
 
-def harmonic_chroma(mono_22k: np.ndarray) -> np.ndarray:
-    """`(12, 1 + n // HOP)` constant-Q chroma of harmonic stems (no drums: no HPSS)."""
-    return librosa.feature.chroma_cqt(
-        y=mono_22k,
-        sr=ANALYSIS_RATE,
-        hop_length=HOP,
-        bins_per_octave=key.BINS_PER_OCTAVE,
-        norm=None,
-        tuning=0.0,
-    )
-
-
-def bass_chroma(mono_22k: np.ndarray) -> np.ndarray:
-    """`(12, 1 + n // HOP)` chroma of the bass stem over C1..B4, where its roots sound."""
-    return librosa.feature.chroma_cqt(
-        y=mono_22k,
-        sr=ANALYSIS_RATE,
-        hop_length=HOP,
-        fmin=key.BASS_FMIN_HZ,
-        n_octaves=key.BASS_OCTAVES,
-        bins_per_octave=key.BASS_BINS_PER_OCTAVE,
-        norm=None,
-        tuning=0.0,
-    )
-
-
 def track_harmony(
     rows: dict[str, np.ndarray],
     beats_s: list[float] | None,
@@ -70,8 +43,8 @@ def track_harmony(
     mix = rows["mix"]
     duration = len(mix) / ANALYSIS_RATE
     if "harmonic" in rows:
-        chroma = harmonic_chroma(rows["harmonic"])
-        bass = bass_chroma(rows["bass"]) if "bass" in rows else None
+        chroma = key.harmonic_stem_chroma(rows["harmonic"])
+        bass = key.bass_stem_chroma(rows["bass"]) if "bass" in rows else None
         found = key.stems_key(chroma, bass)
     else:
         chroma = key.chroma_frames(mix)

@@ -3,6 +3,7 @@
 import io
 import zipfile
 
+import mido
 import numpy as np
 import pytest
 import soundfile as sf
@@ -139,8 +140,9 @@ def test_zip_has_every_stem_and_the_analysis(client, done_job):
     assert r.status_code == 200
     archive = zipfile.ZipFile(io.BytesIO(r.content))
     names = archive.namelist()
-    assert {n.split("/")[-1] for n in names} >= {f"{s}.flac" for s in STEMS} | {"analysis.json"}
-    for info in archive.infolist():  # FLAC by default, stored; the JSON deflated
+    expected_names = {f"{s}.flac" for s in STEMS} | {"analysis.json", "song.mid"}
+    assert {n.split("/")[-1] for n in names} >= expected_names
+    for info in archive.infolist():  # FLAC by default, stored; the JSON and MIDI deflated
         expected = zipfile.ZIP_STORED if info.filename.endswith(".flac") else zipfile.ZIP_DEFLATED
         assert info.compress_type == expected, info.filename
 
@@ -229,10 +231,36 @@ def test_one_stem_and_its_complement(client, song):
     assert result.shape[0] == 4
     pair = result.reshape(2, 2, -1)
     assert np.abs(pair.sum(0) - mix).max() <= 1e-3  # 24-bit input: compare loosely
-    assert "analysis" not in job["links"]
+    assert "analysis" not in job["links"] and "midi" not in job["links"]
     no_analysis = client.get(f"/api/jobs/{job['id']}/analysis")
     assert no_analysis.status_code == 404
     assert "ran without analysis" in no_analysis.json()["error"]["message"]
+    no_midi = client.get(f"/api/jobs/{job['id']}/midi")  # no analysis: no MIDI either
+    assert no_midi.status_code == 404 and no_midi.json()["error"]["code"] == "no_midi"
+
+
+def test_the_stems_as_midi_with_the_tempo_map(client, done_job):
+    """dsp ran: beats, key and chords from the mix; Basic Pitch on every pitched stem."""
+    track = client.get(done_job["links"]["analysis"]).json()["track"]
+    assert track["sources"]["beats"] == "mix" and track["sources"]["chords"] == "mix"
+    assert track["models"]["beats"] == {"name": "beatnet", "licence": "CC BY 4.0"}
+    assert track["time_signature"] in (2, 4) and track["downbeats_s"]
+    assert track["midi"]["stems"] == ["bass", "vocals", "other"]
+    assert track["midi"]["model"]["licence"] == "Apache-2.0"
+    r = client.get(done_job["links"]["midi"])
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/midi"
+    assert 'filename="song.mid"' in r.headers["content-disposition"]
+    whole = mido.MidiFile(file=io.BytesIO(r.content))
+    assert [t.name for t in whole.tracks[1:]] == ["bass", "vocals", "other"]
+    notes = [m for t in whole.tracks[1:] for m in t if m.type == "note_on" and m.velocity]
+    assert len(notes) == sum(track["midi"]["notes"].values()) > 0
+    tempo = [m.tempo for m in whole.tracks[0] if m.type == "set_tempo"]
+    assert tempo and abs(mido.tempo2bpm(tempo[0]) - track["tempo_bpm"]) < 3
+    one = client.get(f"{done_job['links']['midi']}/bass")
+    assert one.status_code == 200
+    assert [t.name for t in mido.MidiFile(file=io.BytesIO(one.content)).tracks[1:]] == ["bass"]
+    missing = client.get(f"{done_job['links']['midi']}/drums")
+    assert missing.status_code == 404 and "no MIDI track 'drums'" in missing.text
 
 
 def test_delete_removes_the_job(client, song):
