@@ -23,6 +23,7 @@ from gateway.access import Caller, authenticate, may_see
 from gateway.cancel import cancel, clean_up, wait_until_stopped
 from gateway.jobfiles import job_files
 from gateway.messages import public_model, result_notice
+from gateway.music import TRANSCRIBER
 from gateway.schemas import (
     Job,
     JobList,
@@ -33,6 +34,7 @@ from gateway.schemas import (
 from gateway.store import RUNNABLE, STATUSES, JobRecord
 from gateway.tenants import DAY_S, Tenant, tenant_by_name, usage_window
 from gateway.webhooks import webhook_state, webhook_states
+from transforms.beats import LICENCES as BEAT_LICENCES
 
 # The spec's security scheme. `authenticate` does the checking; this dependency only puts the
 # header in the spec (auto_error=False: it refuses nothing itself).
@@ -361,4 +363,15 @@ async def get_usage(gw: Gw, tenant: Caller) -> JSONResponse:
 async def list_models(gw: Gw) -> JSONResponse:
     infos = await gw.model_infos()
     # reasons without paths
-    return JSONResponse({"models": [public_model(i) for i in infos.values()]})
+    return JSONResponse(
+        {"models": [public_model(i) for i in infos.values()], "analysis": analysis_models(gw)}
+    )
+
+
+def analysis_models(gw) -> list[dict]:
+    """The trained models the analysis runs, with their licences (BEAT_MODEL picks the beats')."""
+    beats = gw.settings.beat_model
+    return [
+        {"task": "beats", "name": beats, "licence": BEAT_LICENCES[beats]},
+        {"task": "midi", **TRANSCRIBER},
+    ]

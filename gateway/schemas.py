@@ -251,8 +251,17 @@ ModelInfo = create_model(
 )
 
 
+class AnalysisModel(Answer):
+    task: Literal["beats", "midi"]
+    name: str
+    licence: str
+
+
 class ModelList(Answer):
     models: list[ModelInfo]  # type: ignore[valid-type]
+    analysis: list[AnalysisModel] = Field(
+        [], description="The trained models the analysis runs (BEAT_MODEL picks the beats')."
+    )
 
 
 class Key(Answer):

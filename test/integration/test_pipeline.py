@@ -259,6 +259,8 @@ def test_the_stems_as_midi_with_the_tempo_map(client, done_job):
     one = client.get(f"{done_job['links']['midi']}/bass")
     assert one.status_code == 200
     assert [t.name for t in mido.MidiFile(file=io.BytesIO(one.content)).tracks[1:]] == ["bass"]
+    analysis_models = client.get("/api/models").json()["analysis"]
+    assert {"task": "beats", "name": "beatnet", "licence": "CC BY 4.0"} in analysis_models
     missing = client.get(f"{done_job['links']['midi']}/drums")
     assert missing.status_code == 404 and "no MIDI track 'drums'" in missing.text
 
