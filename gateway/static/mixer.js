@@ -83,11 +83,12 @@ export class MixerView {
     $("track-info").textContent = analysis ? trackSummary(analysis) : analysisNote;
     const rows = [];
     if (analysis) {
-      this.sections = el("div", { class: "segs" });
-      this.chords = el("div", { class: "segs" });
+      const segs = () => el("div", { class: "segs" });
+      this.analysisRows = { windows: segs(), sections: segs(), chords: segs() };
       this.beats = el("canvas", { class: "beats", "aria-hidden": "true" });
-      rows.push(this.row("What plays", this.sections, "Instruments or stems heard in each analysis window"));
-      rows.push(this.row("Chords", this.chords, "Chords"));
+      rows.push(this.row("What plays", this.analysisRows.windows, "Instruments or stems heard in each analysis window"));
+      rows.push(this.row("Sections", this.analysisRows.sections, "Sections of the song"));
+      rows.push(this.row("Chords", this.analysisRows.chords, "Chords"));
       rows.push(this.row("Beats", this.beats, "Beats"));
     }
     this.lanes = player.stems.map((s, i) => this.lane(s.name, i));
@@ -160,13 +161,15 @@ export class MixerView {
       el("option", { value: "clamp", text: "clamp each sample" }));
     const zip = el("a", { href: l.zip, download: "", id: "dl-zip", text: "ZIP of all stems + analysis" });
     const stemLinks = [];
+    const midi = this.midiLinks();
     const stems = job.stems.map((s) => el("li", {},
       el("span", { class: "name", text: s }),
       ...FORMATS.map(([f, t]) => {
         const a = el("a", { download: "", "data-stem": s, "data-format": f, "aria-label": `${s} as ${t}`, text: t });
         stemLinks.push(a);
         return a;
-      })));
+      }),
+      ...(midi.stems[s] ? [midi.stems[s]] : [])));
     // The float WAV holds any value; the other formats need the clip choice.
     const query = (f) => (f === "wav" ? "?format=wav" : `?format=${f}&clip=${clip.value}`);
     const setHrefs = () => {
@@ -177,7 +180,7 @@ export class MixerView {
     clip.onchange = setHrefs;
     setHrefs();
     const result = el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" });
-    for (const a of [zip, result, ...stemLinks]) keyedDownload(a, (m) => this.say(m));
+    for (const a of [zip, result, ...stemLinks, ...midi.all]) keyedDownload(a, (m) => this.say(m));
     const peak = job.peak != null && job.peak > 1
       ? `The stems peak at ${job.peak.toFixed(2)}, beyond full scale: `
       : "";
@@ -212,11 +215,37 @@ export class MixerView {
       el("p", {}, el("label", { for: "clip" }, "Beyond full scale (all but float WAV): "), clip),
       el("p", { class: "help", id: "clip-help", text: `${peak}16/24-bit and MP3 files cannot hold samples beyond ±1. ` +
         "Rescale turns the whole set down together (the stems still sum to the mix); clamp cuts each sample." }),
+      ...midi.about,
       el("ul", { class: "stem-links" }, ...stems),
       el("p", { class: "mix" }, mixButton, " as ", mixBits, " ",
         el("label", { class: "inline" }, onlyLoop, " only the selection"), " ", mixStatus),
       el("p", { class: "help", text: "My mix: the stems as the mixer plays them now (mute, solo, volume, pan), rendered in this browser." }),
     ];
+  }
+
+  /**
+   * The job's MIDI, where it has one: `all` its links (the whole file first), `stems` the link
+   * of each transcribed stem by name (for its row of the stem downloads), `about` the
+   * paragraphs for the whole file and who made the notes and the tempo map.
+   */
+  midiLinks() {
+    const href = this.job.links.midi;
+    if (!href) return { all: [], stems: {}, about: [] };
+    const { midi, models } = this.analysis?.track || {};
+    const whole = el("a", { href, download: "", id: "dl-midi", "aria-label": "MIDI of all stems", text: "MIDI" });
+    const stems = {};
+    for (const s of midi?.stems || []) {
+      const notes = midi.notes?.[s];
+      stems[s] = el("a", {
+        href: `${href}/${s}`, download: "", "data-midi-stem": s, text: "MIDI",
+        "aria-label": `${s} as MIDI${notes != null ? ` (${notes} notes)` : ""}`,
+      });
+    }
+    const by = [midi?.model && `notes by ${midi.model.name} (${midi.model.licence})`,
+      models?.beats && `tempo map from ${models.beats.name} beats (${models.beats.licence})`].filter(Boolean);
+    const what = midi?.stems?.length ? `one track per stem: ${midi.stems.join(", ")}` : "only the tempo map (no stem was transcribed)";
+    const about = [el("p", {}, whole, ` — the stems in one file, ${what}${by.length ? `; ${by.join(", ")}` : ""}`)];
+    return { all: [whole, ...Object.values(stems)], stems, about };
   }
 
   /** Click to seek, drag to select a loop region, on any timeline row. */
@@ -380,7 +409,7 @@ export class MixerView {
     this.drawnAt = t0;
     this.lanes.forEach((l, i) => drawWaveform(l.canvas, player.stems[i].buffer, COLORS[i % COLORS.length]));
     if (analysis) {
-      fillAnalysisRows(this.sections, this.chords, analysis, player.duration);
+      fillAnalysisRows(this.analysisRows, analysis, player.duration);
       drawBeats(this.beats, analysis.track?.beats_s, analysis.track?.downbeats_s, player.duration, "#555");
     }
     this.drawSpectrogram();

@@ -159,36 +159,68 @@ export function windowSummary(w) {
   return { labels, present };
 }
 
-/** Fills the "sections" row (one segment per analysis window) and the "chords" row. */
-export function fillAnalysisRows(sectionsRow, chordsRow, analysis, duration) {
-  sectionsRow.replaceChildren();
-  chordsRow.replaceChildren();
+/**
+ * A note, key or chord name as musicians read it: the API's ASCII "Bb", "Ebm", "F#m", "C/Bb"
+ * with ♭ and ♯ ("B♭", "E♭m", "F♯m", "C/B♭"). Only an accidental right after a note letter
+ * changes: "N" (no chord) and a quality such as "7b9" stay as they are.
+ */
+export function withAccidentals(name) {
+  return String(name).replace(/([A-G])([b#]{1,2})/g, (_, letter, acc) =>
+    letter + acc.replaceAll("b", "♭").replaceAll("#", "♯"));
+}
+
+/** "B♭ major", or "key unknown". */
+function keyName(key) {
+  return key ? `${withAccidentals(key.tonic)} ${key.mode}` : "key unknown";
+}
+
+// Blocks of one section label share a colour, so a song's form (A B A …) reads at a glance.
+const SECTION_CLASSES = 4;
+
+/**
+ * Fills the analysis rows of the timeline: `rows.windows` (one segment per analysis window:
+ * what plays), `rows.sections` (the song's form, A B A …) and `rows.chords`.
+ */
+export function fillAnalysisRows(rows, analysis, duration) {
+  for (const row of Object.values(rows)) row.replaceChildren();
   for (const w of analysis.windows || []) {
     const { labels, present } = windowSummary(w);
     const text = labels.length ? labels.join(", ") : present.join(" + ") || "quiet";
-    const key = w.key ? `${w.key.tonic} ${w.key.mode}` : "key unknown";
-    const title = `${fmtTime(w.start_s)}–${fmtTime(w.start_s + w.duration_s)}: ${text}; ${key}` +
+    const title = `${fmtTime(w.start_s)}–${fmtTime(w.start_s + w.duration_s)}: ${text}; ${keyName(w.key)}` +
       (w.loudness_lufs != null ? `; ${w.loudness_lufs.toFixed(1)} LUFS` : "");
-    sectionsRow.append(segment(w.start_s, Math.min(duration, w.start_s + w.duration_s), duration, text, title, "win"));
+    rows.windows.append(segment(w.start_s, Math.min(duration, w.start_s + w.duration_s), duration, text, title, "win"));
   }
-  const chords = analysis.track?.chords;
-  if (chords) {
-    for (const c of chords) {
-      if (c.chord === "N") continue; // no chord: left blank
-      chordsRow.append(segment(c.start_s, c.end_s, duration, c.chord, `${c.chord} at ${fmtTime(c.start_s)}`, "chord"));
+  const track = analysis.track || {};
+  const why = (k, what) => el("span", { class: "none" }, `no ${what}: ${track.reasons?.[k] || "not found"}`);
+  if (track.sections?.length) {
+    const labels = [...new Set(track.sections.map((s) => s.label))];
+    for (const s of track.sections) {
+      const title = `Section ${s.label}: ${fmtTime(s.start_s)}–${fmtTime(s.end_s)}`;
+      const cls = `part part-${labels.indexOf(s.label) % SECTION_CLASSES}`;
+      rows.sections.append(segment(s.start_s, Math.min(duration, s.end_s), duration, s.label, title, cls));
     }
   } else {
-    chordsRow.append(el("span", { class: "none" }, `no chords: ${analysis.track?.reasons?.chords || "not found"}`));
+    rows.sections.append(why("sections", "sections"));
+  }
+  if (track.chords) {
+    for (const c of track.chords) {
+      if (c.chord === "N") continue; // no chord: left blank
+      const name = withAccidentals(c.chord);
+      rows.chords.append(segment(c.start_s, c.end_s, duration, name, `${name} at ${fmtTime(c.start_s)}`, "chord"));
+    }
+  } else {
+    rows.chords.append(why("chords", "chords"));
   }
 }
 
-/** "key A minor · 120 bpm · −14.2 LUFS", with the reason in place of each missing value. */
+/** "key B♭ major · 120.0 bpm · 4/4 · −14.2 LUFS", with the reason in place of each missing value. */
 export function trackSummary(analysis) {
   const t = analysis.track || {};
   const why = (k) => (t.reasons?.[k] ? ` (${t.reasons[k]})` : "");
+  const metre = t.time_signature ? ` · ${t.time_signature}/4` : "";
   const parts = [
-    t.key ? `key ${t.key.tonic} ${t.key.mode}` : `key unknown${why("key")}`,
-    t.tempo_bpm != null ? `${t.tempo_bpm.toFixed(1)} bpm` : `tempo unknown${why("tempo")}`,
+    t.key ? `key ${keyName(t.key)}` : `key unknown${why("key")}`,
+    t.tempo_bpm != null ? `${t.tempo_bpm.toFixed(1)} bpm${metre}` : `tempo unknown${why("tempo")}`,
     t.loudness_lufs != null ? `${t.loudness_lufs.toFixed(1)} LUFS` : `loudness unknown${why("loudness")}`,
   ];
   if (t.errors?.length) parts.push(`analysis failed: ${t.errors.join("; ")}`);

@@ -4,6 +4,7 @@ weights): upload, progress, the sample-locked player, the offline mix, downloads
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -107,17 +108,60 @@ def test_stems_decode_to_the_exact_length_in_stereo(done):
     assert page.bad_responses == []  # the favicon and every static file were found
 
 
+def shown(name: str) -> str:
+    """A key or chord name as the page shows it: "Bb" -> "B♭", "F#m" -> "F♯m"."""
+    accidental = {"b": "♭", "#": "♯"}
+    return re.sub(r"(?<=[A-G])[b#]{1,2}", lambda m: "".join(accidental[c] for c in m[0]), name)
+
+
+# The analysis helpers on a made-up analysis: key, metre, spelled chords, sections A B A.
+MADE_UP_JS = """async () => {
+  const { fillAnalysisRows, trackSummary, withAccidentals } = await import("/static/views.js");
+  const sections = [[0, 3, "A"], [3, 6, "B"], [6, 8, "A"]]
+    .map(([start_s, end_s, label]) => ({ start_s, end_s, label }));
+  const chords = [{ start_s: 0, end_s: 4, chord: "Ebm" }, { start_s: 4, end_s: 8, chord: "N" }];
+  const track = { key: { tonic: "Bb", mode: "major" }, tempo_bpm: 120, time_signature: 3,
+    chords, sections };
+  const div = () => document.createElement("div");
+  const rows = { windows: div(), sections: div(), chords: div() };
+  fillAnalysisRows(rows, { track, windows: [] }, 8);
+  return {
+    names: ["Bb", "Ebm", "F#m", "N", "C/Bb", "C7b9", "Gbb"].map(withAccidentals),
+    summary: trackSummary({ track }),
+    chords: [...rows.chords.children].map((c) => c.textContent),
+    sections: [...rows.sections.children].map((c) => [c.textContent, c.className, c.style.width]),
+  };
+}"""
+
+
 def test_analysis_is_on_the_timeline(done):
     page, job = done
     analysis = page.evaluate("window.audiosplit.state.analysis")
+    track = analysis["track"]
     info = page.locator("#track-info")
-    key = analysis["track"]["key"]
-    expect(info).to_contain_text(f"key {key['tonic']} {key['mode']}")
+    key = track["key"]
+    expect(info).to_contain_text(f"key {shown(key['tonic'])} {key['mode']}")
     expect(info).to_contain_text("bpm")
-    named = [c for c in analysis["track"]["chords"] if c["chord"] != "N"]
-    expect(page.locator(".seg.chord")).to_have_count(len(named))
+    if track.get("time_signature"):
+        expect(info).to_contain_text(f"bpm · {track['time_signature']}/4")
+    named = [shown(c["chord"]) for c in track["chords"] if c["chord"] != "N"]
+    expect(page.locator(".seg.chord")).to_have_text(named)
     expect(page.locator(".seg.win")).to_have_count(len(analysis["windows"]))
+    if track.get("sections"):
+        expect(page.locator(".seg.part")).to_have_text([s["label"] for s in track["sections"]])
+    else:
+        expect(page.locator(".segs .none").filter(has_text="no sections")).to_have_count(1)
     assert page.locator("canvas.beats").count() == 1
+    # The song here is too short for sections: the blocks (one colour per label) made up.
+    made_up = page.evaluate(MADE_UP_JS)
+    assert made_up["names"] == ["B♭", "E♭m", "F♯m", "N", "C/B♭", "C7b9", "G♭♭"]
+    assert made_up["summary"].startswith("key B♭ major · 120.0 bpm · 3/4 · ")
+    assert made_up["chords"] == ["E♭m"]
+    assert made_up["sections"] == [
+        ["A", "seg part part-0", "37.5%"],
+        ["B", "seg part part-1", "37.5%"],
+        ["A", "seg part part-0", "25%"],
+    ]
 
 
 # Every text of the page, shown or not, and every attribute's value.
@@ -307,7 +351,8 @@ def test_every_download_link_gives_a_file_of_the_right_length(done, base_url, tm
     page, job = done
     frames = round(job["duration_s"] * SAMPLE_RATE)
     links = page.eval_on_selector_all(
-        ".stem-links a", "as => as.map(a => [a.dataset.stem, a.dataset.format, a.href])"
+        ".stem-links a[data-format]",
+        "as => as.map(a => [a.dataset.stem, a.dataset.format, a.href])",
     )
     assert len(links) == 6 * len(job["stems"])
     subtypes = {"wav": "FLOAT", "wav24": "PCM_24", "wav16": "PCM_16", "flac": "PCM_24"}
@@ -342,6 +387,18 @@ def test_every_download_link_gives_a_file_of_the_right_length(done, base_url, tm
     page.select_option("#zip-format", "wav")
     page.select_option("#clip", "rescale")
     assert failures == [], failures
+    # The MIDI: the whole file beside the ZIP, each transcribed stem's beside its audio.
+    transcribed = page.evaluate("window.audiosplit.state.analysis.track.midi.stems")
+    assert job["links"]["midi"] == page.get_attribute("#dl-midi", "href")
+    midi_links = page.eval_on_selector_all(
+        ".stem-links a[data-midi-stem]", "as => as.map(a => [a.dataset.midiStem, a.href])"
+    )
+    assert [stem for stem, _ in midi_links] == [s for s in job["stems"] if s in transcribed]
+    for _, href in midi_links:
+        assert fetch(base_url, href).content[:4] == b"MThd", href
+    with page.expect_download() as caught:
+        page.click("#dl-midi")
+    assert open(caught.value.path(), "rb").read(4) == b"MThd"  # noqa: SIM115 - read once
 
 
 def open_brings_the_player_into_view(page: Page, job_id: str) -> None:
