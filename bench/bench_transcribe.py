@@ -8,6 +8,7 @@ tempi), each stem rendered alone by FluidSynth, as the separator would give it:
 - note-onset precision, recall and F (mir_eval, onset within 50 ms, offsets ignored) per stem,
   with the stem's options (`STEM_OPTIONS`) and with Basic Pitch's own thresholds (onset 0.5,
   frame 0.3, 128 ms, "melodia" notes, polyphonic, no activation floor) on the same activations;
+  the stem alone, and with the other stems mixed in at -20 dB (a separator's bleed);
 - drum hits (kick, snare, closed hi-hat) of the drum stem: onset F within 50 ms;
 - seconds of CPU wall time per minute of audio at `--threads` onnxruntime threads: the model
   (Basic Pitch's windows), the note decoding, the drum onsets, and the MIDI file of the song.
@@ -49,6 +50,7 @@ SONGS = [("F major", 100.0), ("E minor", 120.0), ("Bb major", 90.0), ("A minor",
 FORM, BARS = "ABCA", 4
 PITCHED = ("bass", "vocals", "other")
 BASIC_PITCH = NoteOptions(min_note_s=0.1277, min_activation=0.0)
+BLEED = 0.1  # amplitude of the other stems in a stem, as a separator leaves them (-20 dB)
 
 
 def best_time(run: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -91,6 +93,12 @@ def main() -> None:
             scores.setdefault(stem, []).append(note_f_measure(notes, song.notes[stem]))
             own = note_f_measure(decode_notes(*act, BASIC_PITCH), song.notes[stem])
             scores.setdefault(f"{stem} (Basic Pitch's thresholds)", []).append(own)
+            # what a separator leaves: the other stems at -20 dB
+            bled = to_model_rate(song.stems[stem] + BLEED * (song.mix - song.stems[stem]))
+            act = transcriber.activations(bled)
+            for label, options in (("", STEM_OPTIONS[stem]), (" (Basic Pitch's)", BASIC_PITCH)):
+                f = note_f_measure(decode_notes(*act, options), song.notes[stem])
+                scores.setdefault(f"{stem} + others at -20 dB{label}", []).append(f)
         mono = to_model_rate(song.stems["drums"])
         t, hits = best_time(lambda m=mono: drum_notes(m), args.repeats)
         seconds["drums"] = seconds.get("drums", 0.0) + t
@@ -109,11 +117,11 @@ def main() -> None:
     minutes = audio_s / 60
     print(f"{args.songs} songs, {audio_s:.0f} s of audio, {FORM} x {BARS} bars each")
     print("note-onset scores (mean over songs):")
-    print(f"  {'stem':40s} {'P':>5s} {'R':>5s} {'F':>5s}   F per song")
+    print(f"  {'stem':42s} {'P':>5s} {'R':>5s} {'F':>5s}   F per song")
     for name, rows in scores.items():
         p, r, f = np.mean(rows, axis=0)
         per_song = " ".join(f"{row[2]:.2f}" for row in rows)
-        print(f"  {name:40s} {p:5.2f} {r:5.2f} {f:5.2f}   {per_song}")
+        print(f"  {name:42s} {p:5.2f} {r:5.2f} {f:5.2f}   {per_song}")
     print(f"seconds per minute of audio, {args.threads} thread(s), best of {args.repeats}:")
     print(f"  model, per pitched stem:  {seconds['model'] / len(PITCHED) / minutes:6.3f}")
     print(f"  decoding, per stem:       {seconds['decode'] / len(PITCHED) / minutes:6.3f}")

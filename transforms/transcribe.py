@@ -80,8 +80,9 @@ def frame_times(n_windows: int) -> np.ndarray:
     Window w starts at sample w * HOP of the audio padded with OVERLAP / 2 zeros in front, and
     its kept frames start OVERLAP_FRAMES / 2 frames in: frame k of window w therefore sits at
     sample w * HOP + k * FFT_HOP of the original audio. The hop is not a whole number of frames
-    (141.3), so the step between windows is shorter than a frame; exact times keep notes late
-    in a long track from drifting (about 8.5 ms per window otherwise).
+    (141.3), so the step between windows is shorter than a frame: a plain grid of FFT_HOP
+    would drift 8.5 ms late per window. Basic Pitch's `model_frames_to_time` corrects the drift
+    in steps every 172 frames (within 9 ms of these times).
     """
     w, k = np.divmod(np.arange(n_windows * KEPT_FRAMES), KEPT_FRAMES)
     return (w * HOP + k * FFT_HOP) / SAMPLE_RATE
@@ -159,31 +160,38 @@ class NoteOptions:
     min_activation: float = 0.5
 
 
-# Chosen on GM songs rendered by FluidSynth (bench/bench_transcribe.py): onset thresholds above
-# Basic Pitch's 0.5 drop the weak onsets of partials and of a chord's release; the "melodia"
-# notes add a voice's soft-attack notes but add partials of bass and chord notes.
-_POLYPHONIC = NoteOptions(onset_threshold=0.6, melodia=False)
+# Chosen on GM songs rendered by FluidSynth, alone and with the other stems mixed in at -20 dB
+# as a separator leaves them (bench/bench_transcribe.py): onset thresholds above Basic Pitch's
+# 0.5 drop the weak onsets of partials and of a chord's release; "melodia" notes add a voice's
+# soft-attack notes but also partials of bass and chord notes; an activation floor of 0.55
+# drops most notes of the bleed (0.6 scored best on these songs; real stems are less clean,
+# so a little lower).
+_POLYPHONIC = NoteOptions(onset_threshold=0.6, melodia=False, min_activation=0.55)
 STEM_OPTIONS = {
     "other": _POLYPHONIC,
     "piano": _POLYPHONIC,
     "guitar": replace(_POLYPHONIC, min_pitch=40, max_pitch=88),  # E2 .. E6 (24 frets)
-    # E1 .. G4 (a 4-string's open E to its 15th fret on G); one note at a time
-    "bass": replace(_POLYPHONIC, monophonic=True, min_pitch=28, max_pitch=67),
-    # C2 .. C6, one note at a time; "melodia" notes for the legato ones
-    "vocals": NoteOptions(onset_threshold=0.6, monophonic=True, min_pitch=36, max_pitch=84),
+    # E1 .. G4 (a 4-string's open E to its 15th fret on G), one note at a time
+    "bass": replace(_POLYPHONIC, monophonic=True, min_pitch=28, max_pitch=67, min_activation=0.5),
+    # C2 .. C6, one note at a time, with "melodia" notes for the legato ones
+    "vocals": replace(_POLYPHONIC, melodia=True, monophonic=True, min_pitch=36, max_pitch=84),
 }
 
 
 def note_end(column: np.ndarray, start: int, threshold: float, gap: int) -> int:
     """Exclusive end of the note starting at `start` in one key's `(frames,)` activation: the
     first run of `gap` frames below `threshold` after it, or the last frame above it."""
-    below = column[start + 1 :] < threshold
-    if below.shape[0] >= gap:
-        runs = np.convolve(below, np.ones(gap, dtype=int), mode="valid") == gap
-        if runs.any():
-            return start + 1 + int(np.argmax(runs))
-    above = np.flatnonzero(~below)
-    return start + 2 + int(above[-1]) if above.size else start + 1
+    span = 8 * gap
+    while True:  # a growing span: a note is short next to the track it is in
+        below = column[start + 1 : start + 1 + span] < threshold
+        if below.shape[0] >= gap:
+            runs = np.convolve(below, np.ones(gap, dtype=int), mode="valid") == gap
+            if runs.any():
+                return start + 1 + int(np.argmax(runs))
+        if start + 1 + span >= column.shape[0]:
+            above = np.flatnonzero(~below)
+            return start + 2 + int(above[-1]) if above.size else start + 1
+        span *= 4
 
 
 def decode_notes(
@@ -268,15 +276,17 @@ def _without_harmonics(
 ) -> list[tuple[int, int, int, float]]:
     """Drops notes that are a partial of a lower note sounding through most of them: the model
     hears a bass's or a voice's strong second and third partials as notes of their own."""
-    kept = []
-    for start, end, k, amp in events:
-        covered = 0
-        for s2, e2, k2, _ in events:
-            if k - k2 in HARMONIC_INTERVALS:
-                covered = max(covered, min(end, e2) - max(start, s2))
-        if covered < 0.5 * (end - start):
-            kept.append((start, end, k, amp))
-    return kept
+    if not events:
+        return []
+    start, end, key = (np.array([e[i] for e in events]) for i in range(3))
+    covered = np.zeros(len(events), dtype=int)
+    for i in range(0, len(events), 256):  # (256, events) at a time: memory stays small
+        rows = slice(i, i + 256)
+        # frames in common with each other note, where that note is a partial's interval below
+        common = np.minimum(end[rows, None], end) - np.maximum(start[rows, None], start)
+        is_partial = np.isin(key[rows, None] - key, HARMONIC_INTERVALS)
+        covered[rows] = np.where(is_partial, common, 0).max(axis=1)
+    return [e for e, c in zip(events, covered, strict=True) if c < 0.5 * (e[1] - e[0])]
 
 
 def _strongest_at_a_time(
