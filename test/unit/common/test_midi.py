@@ -10,6 +10,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from common.errors import InvalidOption
 from common.midi import DRUM_CHANNEL, GM_PROGRAMS, Note, midi_file
 
 TOLERANCE_S = 0.005
@@ -139,3 +140,41 @@ def test_any_object_with_the_note_fields_is_a_note():
     pm, _ = read(midi_file({"guitar": [Plain(0.5, 1.0, 64.0, 300)]}))
     note = pm.instruments[0].notes[0]
     assert (note.pitch, note.velocity, pm.instruments[0].program) == (64, 127, 25)
+
+
+def test_notes_struck_together_on_one_key_are_one_note_and_timeless_notes_are_dropped():
+    notes = [Note(1.0, 1.2, 60, 50), Note(1.0, 1.8, 60, 90), Note(float("nan"), 2.0, 62, 90)]
+    pm, _ = read(midi_file({"other": notes}))
+    got = [
+        (round(n.start, 3), round(n.end, 3), n.pitch, n.velocity) for n in pm.instruments[0].notes
+    ]
+    assert got == [(1.0, 1.8, 60, 90)]
+
+
+def test_beats_far_apart_still_give_a_file_with_the_notes_in_place():
+    beats = [0.5, 30.5, 31.0]  # a 30 s "beat" is slower than a set_tempo event can hold
+    notes = [Note(10.0, 11.0, 40, 90), Note(30.7, 31.5, 41, 90)]
+    pm, _ = read(midi_file({"bass": notes}, None, beats, None, None))
+    starts = [n.start for n in pm.instruments[0].notes]
+    np.testing.assert_allclose(starts, [10.0, 30.7], atol=TOLERANCE_S)
+
+
+def test_a_gap_in_the_beats_counts_the_beats_missing_from_it():
+    beats = np.concatenate([np.arange(0, 20, 0.6), np.arange(30, 50, 0.6)])  # 100 BPM
+    notes = [Note(t, t + 0.5, 40, 90) for t in (5.0, 22.2, 27.45, 40.0)]
+    pm, _ = read(midi_file({"bass": notes}, None, list(beats), None, None))
+    np.testing.assert_allclose(pm.get_tempo_changes()[1], [100.0], atol=0.01)
+    np.testing.assert_allclose(
+        [n.start for n in pm.instruments[0].notes], [5.0, 22.2, 27.45, 40.0], atol=TOLERANCE_S
+    )
+
+
+def test_a_track_name_outside_latin_1_is_written_with_question_marks():
+    _, mf = read(midi_file({"голос": [], "bass": []}))
+    assert [t.name for t in mf.tracks[1:]] == ["?????", "bass"]
+
+
+@pytest.mark.parametrize("beats_per_bar", [0, -3, 65])
+def test_an_impossible_time_signature_is_refused(beats_per_bar):
+    with pytest.raises(InvalidOption, match="time_signature"):
+        midi_file({}, None, None, None, beats_per_bar)
