@@ -32,10 +32,13 @@ from common.constants import ANALYSIS_RATE
 from transforms.rhythm import HOP
 
 MIN_TRACK_S = 15.0  # s: shorter audio holds too few sections to tell them apart
-# A section is about 4 bars of 4/4 at least, and 6 s: shorter runs of a label are a
-# phrase within a section (measured: at 80 BPM, 2-bar halves of 4-bar sections cluster apart)
+# The shortest section: 12 beats (a 4-bar section that lost a bar to snapping still counts),
+# kept within 6-7.5 s. Shorter runs of a label are phrases within a section (measured: at
+# 80 BPM the 2-bar halves of 4-bar sections, 6 s, cluster apart); the cap keeps 4-bar
+# sections when the beats are tracked at half tempo (24 "beats" of 8 s at 120 BPM).
 MIN_SECTION_S = 6.0
-MIN_SECTION_BEATS = 14  # 3.5 bars: a 4-bar section with a boundary snapped a beat off still counts
+MAX_SHORTEST_S = 7.5
+MIN_SECTION_BEATS = 12
 SILENT_RMS = 1e-4  # whole-track RMS below this (-80 dBFS) is silence
 FRAME_GRID_S = 0.5  # s: the grid cell without beats, about a beat at 120 BPM
 MIN_BEATS = 16  # fewer beats than this cannot carry sections: use the frame grid
@@ -59,9 +62,9 @@ KMEANS_RESTARTS = 10
 REPEAT_TOLERANCE = 0.25  # a bar of a 4-bar section; a last section also holds the release tail
 MAX_REPEATS = 4
 # Structureless audio: the section types found must differ in mean spectrum by this much
-# (RMS over CQT bins, dB). Measured: generated songs 3-4 dB, white noise <= 0.6 dB, a held
-# tone <= 0.4 dB.
-MIN_CONTRAST_DB = 1.5
+# (RMS over CQT bins, dB). Measured: generated songs ~4 dB, real excerpts 1.4-9.2 dB; white
+# and pink noise, steady or tremolo tones and held chords 0.3-0.93 dB.
+MIN_CONTRAST_DB = 1.2
 
 
 @dataclass(frozen=True)
@@ -244,12 +247,12 @@ def anchor_cells(times_s: list[float], edges: np.ndarray) -> np.ndarray:
 
 
 def shortest_section_s(beats_s: list[float] | None) -> float:
-    """The shortest section (s): `MIN_SECTION_BEATS` beats at the median beat period, and
-    `MIN_SECTION_S` at least."""
+    """The shortest section (s): `MIN_SECTION_BEATS` beats at the median beat period, within
+    `MIN_SECTION_S`..`MAX_SHORTEST_S`."""
     if not beats_s or len(beats_s) < MIN_BEATS:
         return MIN_SECTION_S
-    beat_s = float(np.median(np.diff(beats_s)))
-    return max(MIN_SECTION_S, MIN_SECTION_BEATS * beat_s)
+    beat_s = float(np.median(np.diff(np.sort(beats_s))))
+    return float(np.clip(MIN_SECTION_BEATS * beat_s, MIN_SECTION_S, MAX_SHORTEST_S))
 
 
 def segment(
