@@ -105,7 +105,9 @@ class MusicAnalyser:
         model: str,
         stems: list[str],
         midi: bool,
+        report=lambda stage, fraction: None,
     ) -> Music:
+        """`report(stage, fraction done)` is told each part as it starts."""
         music = Music()
         neural = listens_to_stems(model, stems)
         mix = await to_thread.run_sync(mix_row, track)
@@ -117,13 +119,21 @@ class MusicAnalyser:
                 stems,
                 {"drums+bass": RHYTHM_STEMS, "harmonic": HARMONIC_STEMS, "bass": ("bass",)},
             )
+        # the parts' shares of the stage, as they measure on a 60 s song (figures.md)
+        steps = 2 + (len(self.midi_stems(stems)) if midi else 0)
+        report("beats", 0.0)
         beats = await self._beats(job_id, music, rows.get("drums+bass", mix), "drums+bass" in rows)
         harmony_rows = {"mix": mix, **{k: rows[k] for k in ("harmonic", "bass") if k in rows}}
+        report("key, chords and sections", 1 / steps)
         await self._harmony(job_id, music, harmony_rows, beats)
         del rows, mix, harmony_rows
         if midi:
-            await self._midi(job_id, music, files, stems, beats)
+            await self._midi(job_id, music, files, stems, beats, report, steps)
         return music
+
+    @staticmethod
+    def midi_stems(stems: list[str]) -> list[str]:
+        return [s for s in (*PITCHED_STEMS, *DRUM_STEMS) if s in stems]
 
     async def _call(self, pool: ReplicaPool, path: str, audio: np.ndarray, meta: MusicRequest):
         body, headers = encode(np.ascontiguousarray(audio, dtype=np.float32), meta)
@@ -194,12 +204,20 @@ class MusicAnalyser:
         music.reasons.update(key=h.key_reason, chords=h.chords_reason, sections=h.sections_reason)
 
     async def _midi(
-        self, job_id: str, music: Music, files: JobFiles, stems: list[str], beats: TrackBeats | None
+        self,
+        job_id: str,
+        music: Music,
+        files: JobFiles,
+        stems: list[str],
+        beats: TrackBeats | None,
+        report,
+        steps: int,
     ) -> None:
         """Each pitched stem (and the drums) transcribed in turn: one stem's audio in memory."""
-        wanted = [s for s in (*PITCHED_STEMS, *DRUM_STEMS) if s in stems]
+        wanted = self.midi_stems(stems)
         tracks: dict[str, list[Note]] = {}
-        for stem in wanted:
+        for i, stem in enumerate(wanted):
+            report(f"MIDI of {stem} ({i + 1} of {len(wanted)})", (2 + i) / steps)
             try:
                 row = (await to_thread.run_sync(read_rows, files, stems, {stem: (stem,)}))[stem]
                 response = await self._call(

@@ -43,7 +43,13 @@ from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.music import Music, MusicAnalyser
 from gateway.results import clip_warning
-from gateway.schedule import ProgressReport, group_batches, output_stems, track_order
+from gateway.schedule import (
+    ProgressReport,
+    group_batches,
+    output_stems,
+    separation_share,
+    track_order,
+)
 from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
@@ -252,7 +258,10 @@ class Pipeline:
         # an ensemble's members fuse into files of their own: its result is final only once
         # they are combined
         own = part[1] == 1
-        report = ProgressReport(self.store, job_id, total, part, status.ready_frames if own else 0)
+        share = separation_share(opts["analysis"], opts.get("midi", False))
+        report = ProgressReport(
+            self.store, job_id, total, part, status.ready_frames if own else 0, share
+        )
         # the stems are known once planned: a client can lay out its players while it runs
         stems = {"stems": output_stems(fuse_job)} if part[0] == 0 else {}
         report.write(done, stage="separating", **stems)
@@ -390,8 +399,15 @@ class Pipeline:
     async def _music(self, job_id, files, track, opts, result: FusedResult) -> Music:
         """Beats, key, chords, sections and MIDI from the final stems (gateway/music.py)."""
         try:
+            midi = opts.get("midi", False)
+            start = separation_share(True, midi)
+
+            def report(stage: str, fraction: float) -> None:
+                progress = round(start + (0.99 - start) * fraction, 4)
+                self.store.update(job_id, stage=f"analysing: {stage}", progress=progress)
+
             return await self.music.run(
-                job_id, files, track, opts["model"], result.stems, opts.get("midi", False)
+                job_id, files, track, opts["model"], result.stems, midi, report
             )
         except asyncio.CancelledError:
             raise

@@ -74,6 +74,15 @@ def done(context, song, shots):
     page.wait_for_function(READY, timeout=WAIT_MS)
     job = page.evaluate("window.audiosplit.state.job")
     assert job["status"] == "done", job
+    if page.evaluate("window.audiosplit.player.playing"):
+        # the page followed the running job (the analysis of the stems outlasts the dsp
+        # separation) and played it at once: open the finished job afresh, not playing
+        card(page, job["id"]).get_by_role("button", name="Open").click()
+        page.wait_for_function(
+            READY + " && !window.audiosplit.player.playing"
+            " && window.audiosplit.player.position() === 0",
+            timeout=WAIT_MS,
+        )
     expect(page.locator(".lane")).to_have_count(len(job["stems"]))
     page.wait_for_timeout(300)  # the waveforms are drawn 80 ms after layout
     shots(page, "page-done-mixer.png", full_page=True)

@@ -40,6 +40,8 @@ ROUTES = {
     "GET /api/jobs/{job_id}/stems/{stem}": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/download.zip": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/analysis": {200, 401, 404, 503, 507},
+    "GET /api/jobs/{job_id}/midi": {200, 401, 404, 409, 503, 507},
+    "GET /api/jobs/{job_id}/midi/{stem}": {200, 401, 404, 409, 503, 507},
     "GET /api/models": {200, 401, 502},
     "POST /api/jobs/{job_id}/cancel": {200, 401, 404, 409, 503},
     "GET /api/usage": {200, 401, 503},
@@ -99,7 +101,16 @@ def client(app):
         store, now = app.state.gateway.store, time.time()
         for job_id, status in ((DONE, "done"), (QUEUED, "queued")):
             store.insert(
-                JobRecord(job_id, status, now, now, stems=STEMS, model="dsp", duration_s=1.0)
+                JobRecord(
+                    job_id,
+                    status,
+                    now,
+                    now,
+                    stems=STEMS,
+                    model="dsp",
+                    duration_s=1.0,
+                    options={"resolved": {"analysis": True, "midi": True}},
+                )
             )
         yield c
 
