@@ -45,12 +45,12 @@ from common.jit import compile_lock
 from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import chords
+from transforms import transcribe as transcription
 from transforms.features import check_window
 from transforms.fft import check_music_body
 from transforms.harmony import track_harmony
 from transforms.key import KeyResult, chroma_frames, estimate_key, summed
 from transforms.rhythm import FRAME_S, length_below, to_analysis_rate
-from transforms import transcribe as transcription
 from transforms.window import resolve
 
 MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
