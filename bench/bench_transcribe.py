@@ -10,8 +10,10 @@ tempi), each stem rendered alone by FluidSynth, as the separator would give it:
   frame 0.3, 128 ms, "melodia" notes, polyphonic, no activation floor) on the same activations;
   the stem alone, and with the other stems mixed in at -20 dB (a separator's bleed);
 - drum hits (kick, snare, closed hi-hat) of the drum stem: onset F within 50 ms;
+- the notes found in the real stems of MUSDB's falcon69 (`../shared/testdata`, no truth);
 - seconds of CPU wall time per minute of audio at `--threads` onnxruntime threads: the model
-  (Basic Pitch's windows), the note decoding, the drum onsets, and the MIDI file of the song.
+  (Basic Pitch's windows), the notes from its activations (decoding and the noise check), the
+  drum onsets, and the MIDI file of the song.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import mir_eval  # noqa: E402
 import numpy as np  # noqa: E402
+import soundfile  # noqa: E402
 
 from common.midi import midi_file  # noqa: E402
 from test import gmsongs  # noqa: E402
@@ -44,13 +47,20 @@ from transforms.transcribe import (  # noqa: E402
     decode_notes,
     drum_notes,
     to_model_rate,
+    tonal_notes,
 )
 
+FALCON = REPO.parent / "shared" / "testdata" / "stems" / "falcon69"
 SONGS = [("F major", 100.0), ("E minor", 120.0), ("Bb major", 90.0), ("A minor", 140.0)]
 FORM, BARS = "ABCA", 4
 PITCHED = ("bass", "vocals", "other")
 BASIC_PITCH = NoteOptions(min_note_s=0.1277, min_activation=0.0)
 BLEED = 0.1  # amplitude of the other stems in a stem, as a separator leaves them (-20 dB)
+
+
+def notes_of(activations: tuple, mono: np.ndarray, options: NoteOptions) -> list:
+    """What `Transcriber.transcribe` returns, from activations already computed."""
+    return tonal_notes(decode_notes(*activations, options), mono)
 
 
 def best_time(run: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -64,6 +74,20 @@ def best_time(run: Callable[[], object], repeats: int) -> tuple[float, object]:
     return min(times), result
 
 
+def falcon_figures(transcriber: Transcriber) -> None:
+    """Real stems have no note truth here: what each stem gives, to see that it gives notes."""
+    if not FALCON.is_dir():
+        print(f"falcon69: absent ({FALCON}), skipped")
+        return
+    print("falcon69 (MUSDB, 6 s of rock, the true stems), notes found:")
+    for stem in ("bass", "vocals", "other", "drums"):
+        audio, rate = soundfile.read(FALCON / f"{stem}.flac", dtype="float32")
+        mono = to_model_rate(audio.T, rate)
+        notes = drum_notes(mono) if stem == "drums" else transcriber.transcribe(mono, stem)
+        shown = " ".join(f"{n.start_s:.2f}:{n.pitch}" for n in notes[:10])
+        print(f"  {stem:7s} {len(notes):3d}   {shown}{' ...' if len(notes) > 10 else ''}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--songs", type=int, default=len(SONGS), choices=range(1, len(SONGS) + 1))
@@ -75,6 +99,7 @@ def main() -> None:
         return
 
     transcriber = Transcriber(threads=args.threads)
+    falcon_figures(transcriber)
     scores: dict[str, list[tuple[float, float, float]]] = {}
     seconds: dict[str, float] = {}  # summed wall time per part
     audio_s = 0.0
@@ -87,17 +112,17 @@ def main() -> None:
             mono = to_model_rate(song.stems[stem])
             t, act = best_time(lambda m=mono: transcriber.activations(m), args.repeats)
             seconds["model"] = seconds.get("model", 0.0) + t
-            t, notes = best_time(lambda a=act, s=stem: decode_notes(*a, STEM_OPTIONS[s]), 3)
+            t, notes = best_time(lambda a=act, m=mono, s=stem: notes_of(a, m, STEM_OPTIONS[s]), 3)
             seconds["decode"] = seconds.get("decode", 0.0) + t
             tracks[stem] = notes
             scores.setdefault(stem, []).append(note_f_measure(notes, song.notes[stem]))
-            own = note_f_measure(decode_notes(*act, BASIC_PITCH), song.notes[stem])
+            own = note_f_measure(notes_of(act, mono, BASIC_PITCH), song.notes[stem])
             scores.setdefault(f"{stem} (Basic Pitch's thresholds)", []).append(own)
             # what a separator leaves: the other stems at -20 dB
             bled = to_model_rate(song.stems[stem] + BLEED * (song.mix - song.stems[stem]))
             act = transcriber.activations(bled)
             for label, options in (("", STEM_OPTIONS[stem]), (" (Basic Pitch's)", BASIC_PITCH)):
-                f = note_f_measure(decode_notes(*act, options), song.notes[stem])
+                f = note_f_measure(notes_of(act, bled, options), song.notes[stem])
                 scores.setdefault(f"{stem} + others at -20 dB{label}", []).append(f)
         mono = to_model_rate(song.stems["drums"])
         t, hits = best_time(lambda m=mono: drum_notes(m), args.repeats)
@@ -124,7 +149,7 @@ def main() -> None:
         print(f"  {name:42s} {p:5.2f} {r:5.2f} {f:5.2f}   {per_song}")
     print(f"seconds per minute of audio, {args.threads} thread(s), best of {args.repeats}:")
     print(f"  model, per pitched stem:  {seconds['model'] / len(PITCHED) / minutes:6.3f}")
-    print(f"  decoding, per stem:       {seconds['decode'] / len(PITCHED) / minutes:6.3f}")
+    print(f"  notes from activations:   {seconds['decode'] / len(PITCHED) / minutes:6.3f}")
     print(f"  drum onsets:              {seconds['drums'] / minutes:6.3f}")
     print(f"  MIDI file (4 tracks):     {seconds['midi file'] / minutes:6.3f}")
     total = seconds["model"] + seconds["decode"] + seconds["drums"]

@@ -38,6 +38,7 @@ KEPT_FRAMES = 172 - OVERLAP_FRAMES  # 142 frames used of the 172 of each window
 N_KEYS = 88  # piano keys A0 .. C8
 MIDI_A0 = 21  # MIDI pitch of key 0
 BATCH_WINDOWS = 8  # windows per model call: bounds the model's intermediate memory
+MAX_FLATNESS = 0.2  # spectral flatness around a note above which it is noise (`tonal_notes`)
 
 _INPUT = "serving_default_input_2:0"
 _OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2")  # note, onset
@@ -74,6 +75,12 @@ def to_model_rate(audio: np.ndarray, sample_rate: int = 44100) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _finite(mono: np.ndarray) -> np.ndarray:
+    """`(n,)` float32 with NaN and infinite samples (a broken decoder's) made silence."""
+    audio = np.asarray(mono, dtype=np.float32).reshape(-1)
+    return np.where(np.isfinite(audio), audio, np.float32(0.0))
+
+
 def frame_times(n_windows: int) -> np.ndarray:
     """`(n_windows * KEPT_FRAMES,)` seconds of each unwrapped frame.
 
@@ -107,7 +114,7 @@ class Transcriber:
     def activations(self, mono_22k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`(n,)` float32 mono at 22.05 kHz -> `note`, `onset` `(frames, 88)` in 0..1 (key 0 is
         A0, MIDI 21) and `times_s` `(frames,)`, the frames covering the audio."""
-        audio = np.nan_to_num(np.asarray(mono_22k, dtype=np.float32).reshape(-1))
+        audio = _finite(mono_22k)
         n = audio.shape[0]
         padded = np.concatenate([np.zeros(OVERLAP // 2, np.float32), audio])
         starts = range(0, max(padded.shape[0], 1), HOP)
@@ -139,7 +146,31 @@ class Transcriber:
         else:
             raise InvalidOption(f"no note options for stem {stem!r}; known: {sorted(STEM_OPTIONS)}")
         note, onset, times = self.activations(mono_22k)
-        return decode_notes(note, onset, times, options)
+        return tonal_notes(decode_notes(note, onset, times, options), mono_22k)
+
+
+def tonal_notes(notes: list[Note], mono_22k: np.ndarray) -> list[Note]:
+    """The notes during which the audio `(n,)` (22.05 kHz) is tonal: the median spectral
+    flatness over the note, from 0.7 times its fundamental to its 8th partial, under
+    MAX_FLATNESS. The model hears notes in noise about as surely (activation 0.3..0.45) as many
+    real sung or bass notes, but noise is flat there (0.35 and more, white or pink) where a
+    played note is not (0.09 at most, with the other stems' bleed)."""
+    if not notes:
+        return notes
+    audio = _finite(mono_22k)
+    power = np.abs(librosa.stft(audio, n_fft=2048, hop_length=FFT_HOP)) ** 2 + 1e-12
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=2048)
+    kept = []
+    for note in notes:
+        f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
+        rows = (freqs >= 0.7 * f0) & (freqs <= min(8 * f0, SAMPLE_RATE / 2))
+        start = int(note.start_s * SAMPLE_RATE / FFT_HOP)
+        end = max(start + 1, int(note.end_s * SAMPLE_RATE / FFT_HOP))
+        band = power[rows, start:end]
+        flatness = np.exp(np.log(band).mean(axis=0)) / band.mean(axis=0)
+        if band.size and np.median(flatness) < MAX_FLATNESS:
+            kept.append(note)
+    return kept
 
 
 @dataclass(frozen=True)
@@ -154,27 +185,28 @@ class NoteOptions:
     melodia: bool = True  # also take notes from activation left without an onset
     monophonic: bool = False  # keep only the strongest note at any time
     gap_frames: int = 11  # a dip below frame_threshold shorter than this does not end a note
-    # notes whose mean `note` activation is lower are dropped (not in Basic Pitch): noise gives
-    # short notes at 0.25..0.45, partials and a chord's bleed mostly under 0.5, played notes
-    # 0.7..0.9
-    min_activation: float = 0.5
+    # (not in Basic Pitch) notes whose mean `note` activation is under this are dropped...
+    min_activation: float = 0.0
+    # ... and those under this share of the track's strong notes (the 90th percentile): the
+    # model is less sure of every note of a real recording than of a clean synth (0.3..0.6
+    # against 0.7..0.9), and the bleed of other instruments is weaker than the stem's own notes
+    relative_activation: float = 0.0
 
 
 # Chosen on GM songs rendered by FluidSynth, alone and with the other stems mixed in at -20 dB
-# as a separator leaves them (bench/bench_transcribe.py): onset thresholds above Basic Pitch's
-# 0.5 drop the weak onsets of partials and of a chord's release; "melodia" notes add a voice's
-# soft-attack notes but also partials of bass and chord notes; an activation floor of 0.55
-# drops most notes of the bleed (0.6 scored best on these songs; real stems are less clean,
-# so a little lower).
-_POLYPHONIC = NoteOptions(onset_threshold=0.6, melodia=False, min_activation=0.55)
+# as a separator leaves them, and checked on real stems (MUSDB's falcon69) for notes at all
+# (bench/bench_transcribe.py): an onset threshold above Basic Pitch's 0.5 drops the weak onsets
+# of partials and of a chord's release; "melodia" notes bring back a voice's or a real bass's
+# soft attacks but add a chord's partials; the relative floor drops most of the bleed.
+_POLYPHONIC = NoteOptions(onset_threshold=0.6, melodia=False, relative_activation=0.7)
+_MONOPHONIC = replace(_POLYPHONIC, melodia=True, monophonic=True)
 STEM_OPTIONS = {
     "other": _POLYPHONIC,
     "piano": _POLYPHONIC,
     "guitar": replace(_POLYPHONIC, min_pitch=40, max_pitch=88),  # E2 .. E6 (24 frets)
-    # E1 .. G4 (a 4-string's open E to its 15th fret on G), one note at a time
-    "bass": replace(_POLYPHONIC, monophonic=True, min_pitch=28, max_pitch=67, min_activation=0.5),
-    # C2 .. C6, one note at a time, with "melodia" notes for the legato ones
-    "vocals": replace(_POLYPHONIC, melodia=True, monophonic=True, min_pitch=36, max_pitch=84),
+    # E1 .. G4: a 4-string's open E to its 15th fret on G
+    "bass": replace(_MONOPHONIC, min_pitch=28, max_pitch=67),
+    "vocals": replace(_MONOPHONIC, min_pitch=36, max_pitch=84),  # C2 .. C6
 }
 
 
@@ -227,7 +259,10 @@ def decode_notes(
         events.append((t, end, k, float(frames[t:end, k].mean())))
     if options.melodia:
         events += _notes_without_onsets(frames, remaining, options, min_frames)
-    events = [e for e in events if e[3] >= options.min_activation]
+    if events:
+        strong = np.percentile([e[3] for e in events], 90)
+        floor = max(options.min_activation, options.relative_activation * strong)
+        events = [e for e in events if e[3] >= floor]
     if options.monophonic:
         events = _strongest_at_a_time(events, n, min_frames)
 
@@ -326,7 +361,7 @@ def drum_notes(mono_22k: np.ndarray) -> list[Note]:
     snare's body well above its low band and its mids above its highs, a hat's highs above its
     mids. A hat struck with the snare is not told apart from the snare's wires.
     """
-    audio = np.nan_to_num(np.asarray(mono_22k, dtype=np.float32).reshape(-1))
+    audio = _finite(mono_22k)
     if audio.shape[0] < 2048:
         return []
     power = np.abs(librosa.stft(audio, n_fft=1024, hop_length=FFT_HOP)) ** 2
@@ -381,7 +416,7 @@ def _drum_hits(found: list[tuple[int, int, float]]) -> list[Note]:
             continue
         top = max(lv for _, lv in hits)
         for k, lv in hits:
-            start = k * FFT_HOP / SAMPLE_RATE
+            start = float(k * FFT_HOP / SAMPLE_RATE)
             velocity = int(np.clip(round(127 * (1 + (lv - top) / 30)), 1, 127))
             notes.append(Note(start, start + 0.05, key, velocity))
     return sorted(notes, key=lambda x: (x.start_s, x.pitch))
