@@ -38,14 +38,15 @@ import soundfile  # noqa: E402
 
 from common.midi import midi_file  # noqa: E402
 from test import gmsongs  # noqa: E402
-from test.unit.transforms.test_transcribe import drum_truth, note_f_measure  # noqa: E402
+from test.unit.transforms.test_drum_notes import drum_truth  # noqa: E402
+from test.unit.transforms.test_transcribe import note_f_measure  # noqa: E402
+from transforms.drum_notes import drum_notes  # noqa: E402
 from transforms.transcribe import (  # noqa: E402
     SAMPLE_RATE,
     STEM_OPTIONS,
     NoteOptions,
     Transcriber,
     decode_notes,
-    drum_notes,
     to_model_rate,
     tonal_notes,
 )

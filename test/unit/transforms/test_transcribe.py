@@ -1,4 +1,4 @@
-"""Notes from stems: Basic Pitch on General MIDI stems rendered by FluidSynth, and drum hits.
+"""Notes from stems: Basic Pitch on General MIDI stems rendered by FluidSynth, real stems.
 
 Each stem is transcribed alone, as the separator would give it, and scored with mir_eval's
 note-onset F-measure (onset within 50 ms, pitch within 50 cents, offsets ignored).
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import types
-from collections import Counter
 from pathlib import Path
 
 import mir_eval
@@ -19,7 +18,7 @@ import soundfile
 from common.errors import InvalidOption
 from test import gmsongs
 from transforms import transcribe
-from transforms.transcribe import SAMPLE_RATE, Transcriber, drum_notes, to_model_rate
+from transforms.transcribe import SAMPLE_RATE, Transcriber, to_model_rate
 
 pytestmark = pytest.mark.skipif(
     gmsongs.fluidsynth_missing() is not None, reason=str(gmsongs.fluidsynth_missing())
@@ -44,17 +43,6 @@ def note_f_measure(notes, truth: list[tuple[float, float, int]]) -> tuple[float,
     return p, r, f
 
 
-def drum_truth(form: str, tempo_bpm: float, bars_per_section: int) -> dict[int, np.ndarray]:
-    """GM drum key -> `(hits,)` onset seconds of a gmsongs song's drum stem, from its grooves."""
-    beat_s = 60.0 / tempo_bpm
-    hits: dict[int, list[float]] = {gmsongs.KICK: [], gmsongs.SNARE: [], gmsongs.HAT: []}
-    for i, letter in enumerate(form):
-        for bar in range(i * bars_per_section, (i + 1) * bars_per_section):
-            for beat, drum in gmsongs.GROOVES[gmsongs.TEXTURES[letter].groove]:
-                hits[drum].append((bar * gmsongs.BEATS_PER_BAR + beat) * beat_s)
-    return {drum: np.array(sorted(times)) for drum, times in hits.items()}
-
-
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
     return Transcriber(threads=1)
@@ -74,17 +62,6 @@ def test_note_onset_f_measure_of_each_stem_alone(transcriber, song, stem):
     assert f >= {"bass": 0.9, "vocals": 0.8, "other": 0.7}[stem]
 
 
-def test_drum_hits_of_a_drum_stem(song):
-    notes = drum_notes(to_model_rate(song.stems["drums"]))
-    truth = drum_truth(SONG["form"], SONG["tempo_bpm"], SONG["bars_per_section"])
-    for drum, least in ((gmsongs.KICK, 0.9), (gmsongs.SNARE, 0.9), (gmsongs.HAT, 0.55)):
-        est = np.array([n.start_s for n in notes if n.pitch == drum])
-        f, p, r = mir_eval.onset.f_measure(truth[drum], est, window=0.05)
-        print(f"drum {drum}: {len(est)} hits for {len(truth[drum])}, P {p:.2f} R {r:.2f} F {f:.2f}")
-        assert f >= least
-    assert all(1 <= n.velocity <= 127 and n.end_s > n.start_s for n in notes)
-
-
 FALCON = Path(__file__).resolve().parents[4] / "shared" / "testdata" / "stems" / "falcon69"
 
 
@@ -93,15 +70,14 @@ def test_real_stems_give_notes(transcriber):
     """MUSDB's falcon69 (6 s, rock): the model is far less sure of a real bass and voice than
     of a synth's (activations 0.3..0.6 against 0.7..0.9); thresholds set on synths alone gave
     no note at all here."""
-    counts = {}
-    for stem in ("bass", "vocals", "drums"):
+    pitches = {}
+    for stem in ("bass", "vocals"):
         audio, rate = soundfile.read(FALCON / f"{stem}.flac", dtype="float32")
-        mono = to_model_rate(audio.T, rate)
-        notes = drum_notes(mono) if stem == "drums" else transcriber.transcribe(mono, stem)
-        counts[stem] = Counter(n.pitch for n in notes)
-    assert sum(counts["bass"].values()) >= 3 and set(counts["bass"]) <= set(range(28, 68))
-    assert sum(counts["vocals"].values()) >= 3
-    assert counts["drums"][gmsongs.KICK] >= 3 and counts["drums"][gmsongs.SNARE] >= 3
+        pitches[stem] = [
+            n.pitch for n in transcriber.transcribe(to_model_rate(audio.T, rate), stem)
+        ]
+    assert len(pitches["bass"]) >= 3 and set(pitches["bass"]) <= set(range(28, 68))
+    assert len(pitches["vocals"]) >= 3
 
 
 def test_a_note_late_in_a_long_track_is_on_time(transcriber):
@@ -144,8 +120,6 @@ def test_no_notes_without_music(transcriber, name):
     }[name]
     for stem in transcribe.STEM_OPTIONS:
         assert transcriber.transcribe(audio, stem) == []
-    # a noise starting from silence is one onset at 0 s, nothing after
-    assert [n for n in drum_notes(audio) if n.start_s > 0.1] == []
 
 
 @pytest.mark.parametrize("seconds", [0.3, 2.0, 5.0])  # within one model window, two, four
