@@ -4,9 +4,10 @@ Basic Pitch (Spotify, ICASSP 2022, Apache-2.0) reads mono 22.05 kHz audio in win
 43,844 samples (2 s less one hop) that overlap by 30 frames; each window gives 172 frames of
 three activations per piano key: `note` (the key sounds), `onset` (it starts) and a finer
 `contour`. We run its model with onnxruntime only (no TensorFlow), unwrap the windows as its
-`inference.py` does, and turn the activations into notes after its `note_creation.py`
-(`decode_notes`), with thresholds and a pitch range per stem (`STEM_OPTIONS`). Basic Pitch's
-own modules are not imported: its package `__init__` logs a warning per missing backend, and its
+`inference.py` does (the same activations to 1e-7, tested), and turn the activations into notes
+after its `note_creation.py` (`decode_notes`), with thresholds and a pitch range per stem
+(`STEM_OPTIONS`); notes heard in noise are then dropped (`tonal_notes`). Basic Pitch's own
+modules are not imported: its package `__init__` logs a warning per missing backend, and its
 note creation imports resampy, which needs setuptools' removed `pkg_resources`.
 
 Drums have no pitch: `transforms.drum_notes` finds their hits.

@@ -6,16 +6,19 @@ note-onset F-measure (onset within 50 ms, pitch within 50 cents, offsets ignored
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from pathlib import Path
 
 import mir_eval
 import numpy as np
+import pretty_midi
 import pytest
 import soundfile
 
 from common.errors import InvalidOption
+from common.midi import Note, midi_file
 from test import gmsongs
 from transforms import transcribe
 from transforms.transcribe import SAMPLE_RATE, Transcriber, to_model_rate
@@ -53,13 +56,33 @@ def song() -> gmsongs.Song:
     return gmsongs.render_song(**SONG)
 
 
+@pytest.fixture(scope="module")
+def transcribed(transcriber, song) -> dict[str, list[Note]]:
+    """The song's pitched stems transcribed, each alone."""
+    return {s: transcriber.transcribe(to_model_rate(song.stems[s]), s) for s in song.notes}
+
+
 @pytest.mark.parametrize("stem", ["bass", "vocals", "other"])
-def test_note_onset_f_measure_of_each_stem_alone(transcriber, song, stem):
-    notes = transcriber.transcribe(to_model_rate(song.stems[stem]), stem)
+def test_note_onset_f_measure_of_each_stem_alone(transcribed, song, stem):
+    notes = transcribed[stem]
     p, r, f = note_f_measure(notes, song.notes[stem])
     print(f"{stem}: {len(notes)} notes for {len(song.notes[stem])}, P {p:.2f} R {r:.2f} F {f:.2f}")
     # measured 1.00 (bass), 0.94 (vocals: flute, alto sax), 0.78 (other: piano, organ)
     assert f >= {"bass": 0.9, "vocals": 0.8, "other": 0.7}[stem]
+
+
+def test_the_midi_file_of_the_notes_plays_them_in_time(transcribed, song):
+    """Transcribed notes through `midi_file` with the song's beats, read back by pretty_midi:
+    the same notes at the same seconds, so the file plays in sync with the audio."""
+    data = midi_file(transcribed, song.tempo_bpm, song.beats_s, song.downbeats_s, 4)
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    np.testing.assert_allclose(pm.get_tempo_changes()[1], [song.tempo_bpm], atol=0.01)
+    for inst in pm.instruments:
+        back = sorted((n.start, n.pitch) for n in inst.notes)
+        want = sorted((n.start_s, n.pitch) for n in transcribed[inst.name])
+        assert [p for _, p in back] == [p for _, p in want]
+        np.testing.assert_allclose([t for t, _ in back], [t for t, _ in want], atol=0.005)
+    assert {i.name for i in pm.instruments} == set(transcribed)
 
 
 FALCON = Path(__file__).resolve().parents[4] / "shared" / "testdata" / "stems" / "falcon69"
