@@ -21,6 +21,7 @@ DRUM_BANDS = {"low": (30, 120), "body": (120, 300), "mid": (300, 2000), "high": 
 # (a hi-hat's highs rise less above the cymbal-and-snare wash than a kick's lows over silence)
 DRUM_RISE_DB = {"low": 10.0, "mid": 10.0, "high": 8.0}
 DRUM_RANGE_DB = 40.0  # hits quieter than the loudest level of their band by more are ignored
+N_FFT = 1024  # samples per spectrum frame (46 ms; 21.5 Hz bins)
 DRUM_FLOOR_DB = -80.0  # band levels under this (dB re a full-scale sine in one bin) are silence
 
 
@@ -36,14 +37,7 @@ def drum_notes(mono_22k: np.ndarray) -> list[Note]:
     audio = np.where(np.isfinite(audio), audio, np.float32(0.0))  # broken samples are silence
     if audio.shape[0] < 2048:
         return []
-    power = np.abs(librosa.stft(audio, n_fft=1024, hop_length=FFT_HOP)) ** 2
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=1024)
-    # power of a full-scale sine in one bin, so that levels read as dB re full scale
-    full_scale = (1024 / 4) ** 2
-    level = {
-        band: 10 * np.log10(power[(freqs >= lo) & (freqs < hi)].sum(axis=0) / full_scale + 1e-12)
-        for band, (lo, hi) in DRUM_BANDS.items()
-    }
+    level = band_levels(audio)
     # the level of frames k..k+2: the attack peaks a frame or two after the onset frame
     peak = {b: maximum_filter1d(v, 3, origin=-1) for b, v in level.items()}
 
@@ -76,6 +70,26 @@ def drum_notes(mono_22k: np.ndarray) -> list[Note]:
         if p["high"][k] >= p["mid"][k] - 5:
             found.append((k, CLOSED_HAT, p["high"][k]))
     return _drum_hits(found)
+
+
+def band_levels(audio: np.ndarray) -> dict[str, np.ndarray]:
+    """`(n,)` audio at 22.05 kHz -> each of DRUM_BANDS' `(frames,)` power in dB re a full-scale
+    sine, frame k centred on sample k * FFT_HOP. The spectrogram is taken a minute at a time: a
+    whole track's would hold 0.2 GB for 10 minutes."""
+    padded = np.pad(audio, N_FFT // 2)
+    n_frames = 1 + audio.shape[0] // FFT_HOP
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=N_FFT)
+    rows = {band: (freqs >= lo) & (freqs < hi) for band, (lo, hi) in DRUM_BANDS.items()}
+    full_scale = (N_FFT / 4) ** 2  # a full-scale sine's power in its bin (Hann window)
+    block = 60 * SAMPLE_RATE // FFT_HOP  # frames a minute
+    parts: dict[str, list[np.ndarray]] = {band: [] for band in DRUM_BANDS}
+    for first in range(0, n_frames, block):
+        last = min(first + block, n_frames)
+        piece = padded[first * FFT_HOP : (last - 1) * FFT_HOP + N_FFT]
+        power = np.abs(librosa.stft(piece, n_fft=N_FFT, hop_length=FFT_HOP, center=False)) ** 2
+        for band, r in rows.items():
+            parts[band].append(power[r].sum(axis=0) / full_scale)
+    return {b: 10 * np.log10(np.concatenate(p) + 1e-12) for b, p in parts.items()}
 
 
 def _drum_hits(found: list[tuple[int, int, float]]) -> list[Note]:

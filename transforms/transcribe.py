@@ -38,6 +38,7 @@ N_KEYS = 88  # piano keys A0 .. C8
 MIDI_A0 = 21  # MIDI pitch of key 0
 BATCH_WINDOWS = 8  # windows per model call: bounds the model's intermediate memory
 MAX_FLATNESS = 0.2  # spectral flatness around a note above which it is noise (`tonal_notes`)
+FLATNESS_FFT = 2048  # samples per frame of that flatness (93 ms; 10.8 Hz bins)
 
 _INPUT = "serving_default_input_2:0"
 _OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2")  # note, onset
@@ -156,18 +157,23 @@ def tonal_notes(notes: list[Note], mono_22k: np.ndarray) -> list[Note]:
     played note is not (0.09 at most, with the other stems' bleed)."""
     if not notes:
         return notes
-    audio = _finite(mono_22k)
-    power = np.abs(librosa.stft(audio, n_fft=2048, hop_length=FFT_HOP)) ** 2 + 1e-12
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=2048)
+    # each note's own spectrogram (2048-point frames around its hops): a whole track's would
+    # hold 0.4 GB for 10 minutes
+    audio = np.pad(_finite(mono_22k), FLATNESS_FFT // 2)
+    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=FLATNESS_FFT)
     kept = []
     for note in notes:
-        f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
-        rows = (freqs >= 0.7 * f0) & (freqs <= min(8 * f0, SAMPLE_RATE / 2))
         start = int(note.start_s * SAMPLE_RATE / FFT_HOP)
         end = max(start + 1, int(note.end_s * SAMPLE_RATE / FFT_HOP))
-        band = power[rows, start:end]
+        piece = audio[start * FFT_HOP : (end - 1) * FFT_HOP + FLATNESS_FFT]
+        if piece.shape[0] < FLATNESS_FFT:
+            continue  # past the end of the audio
+        f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
+        rows = (freqs >= 0.7 * f0) & (freqs <= min(8 * f0, SAMPLE_RATE / 2))
+        spectrum = librosa.stft(piece, n_fft=FLATNESS_FFT, hop_length=FFT_HOP, center=False)
+        band = np.abs(spectrum[rows]) ** 2 + 1e-12
         flatness = np.exp(np.log(band).mean(axis=0)) / band.mean(axis=0)
-        if band.size and np.median(flatness) < MAX_FLATNESS:
+        if np.median(flatness) < MAX_FLATNESS:
             kept.append(note)
     return kept
 
