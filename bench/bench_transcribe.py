@@ -46,9 +46,8 @@ from transforms.transcribe import (  # noqa: E402
     STEM_OPTIONS,
     NoteOptions,
     Transcriber,
-    decode_notes,
+    notes_from_activations,
     to_model_rate,
-    tonal_notes,
 )
 
 FALCON = REPO.parent / "shared" / "testdata" / "stems" / "falcon69"
@@ -57,11 +56,6 @@ FORM, BARS = "ABCA", 4
 PITCHED = ("bass", "vocals", "other")
 BASIC_PITCH = NoteOptions(min_note_s=0.1277, min_activation=0.0)
 BLEED = 0.1  # amplitude of the other stems in a stem, as a separator leaves them (-20 dB)
-
-
-def notes_of(activations: tuple, mono: np.ndarray, options: NoteOptions) -> list:
-    """What `Transcriber.transcribe` returns, from activations already computed."""
-    return tonal_notes(decode_notes(*activations, options), mono)
 
 
 def best_time(run: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -113,17 +107,17 @@ def main() -> None:
             mono = to_model_rate(song.stems[stem])
             t, act = best_time(lambda m=mono: transcriber.activations(m), args.repeats)
             seconds["model"] = seconds.get("model", 0.0) + t
-            t, notes = best_time(lambda a=act, m=mono, s=stem: notes_of(a, m, STEM_OPTIONS[s]), 3)
+            t, notes = best_time(lambda a=act, m=mono, s=stem: notes_from_activations(a, m, s), 3)
             seconds["decode"] = seconds.get("decode", 0.0) + t
             tracks[stem] = notes
             scores.setdefault(stem, []).append(note_f_measure(notes, song.notes[stem]))
-            own = note_f_measure(notes_of(act, mono, BASIC_PITCH), song.notes[stem])
+            own = note_f_measure(notes_from_activations(act, mono, BASIC_PITCH), song.notes[stem])
             scores.setdefault(f"{stem} (Basic Pitch's thresholds)", []).append(own)
             # what a separator leaves: the other stems at -20 dB
             bled = to_model_rate(song.stems[stem] + BLEED * (song.mix - song.stems[stem]))
             act = transcriber.activations(bled)
             for label, options in (("", STEM_OPTIONS[stem]), (" (Basic Pitch's)", BASIC_PITCH)):
-                f = note_f_measure(notes_of(act, bled, options), song.notes[stem])
+                f = note_f_measure(notes_from_activations(act, bled, options), song.notes[stem])
                 scores.setdefault(f"{stem} + others at -20 dB{label}", []).append(f)
         mono = to_model_rate(song.stems["drums"])
         t, hits = best_time(lambda m=mono: drum_notes(m), args.repeats)

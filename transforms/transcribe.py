@@ -19,10 +19,9 @@ import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import librosa
 import numpy as np
 import onnxruntime as ort
-from scipy.signal import argrelmax, resample_poly
+from scipy.signal import argrelmax, get_window, resample_poly
 
 from common.errors import InvalidOption
 from common.midi import Note
@@ -39,6 +38,7 @@ MIDI_A0 = 21  # MIDI pitch of key 0
 BATCH_WINDOWS = 8  # windows per model call: bounds the model's intermediate memory
 MAX_FLATNESS = 0.2  # spectral flatness around a note above which it is noise (`tonal_notes`)
 FLATNESS_FFT = 2048  # samples per frame of that flatness (93 ms; 10.8 Hz bins)
+FLATNESS_FRAMES = 64  # frames of a note that its flatness is the median of, at most
 
 _INPUT = "serving_default_input_2:0"
 _OUTPUTS = ("StatefulPartitionedCall:1", "StatefulPartitionedCall:2")  # note, onset
@@ -139,14 +139,28 @@ class Transcriber:
         `stem` ("bass", "vocals", "other", "guitar", "piano") picks the decoding thresholds and
         pitch range; a `NoteOptions` gives them directly. Silence and noise give no notes.
         """
-        if isinstance(stem, NoteOptions):
-            options = stem
-        elif stem in STEM_OPTIONS:
-            options = STEM_OPTIONS[stem]
-        else:
-            raise InvalidOption(f"no note options for stem {stem!r}; known: {sorted(STEM_OPTIONS)}")
-        note, onset, times = self.activations(mono_22k)
-        return tonal_notes(decode_notes(note, onset, times, options), mono_22k)
+        options = stem_options(stem)  # refused before the model runs
+        return notes_from_activations(self.activations(mono_22k), mono_22k, options)
+
+
+def stem_options(stem: str | NoteOptions) -> NoteOptions:
+    """A stem's note options (`STEM_OPTIONS`), or `stem` itself when it is NoteOptions."""
+    if isinstance(stem, NoteOptions):
+        return stem
+    if stem not in STEM_OPTIONS:
+        raise InvalidOption(f"no note options for stem {stem!r}; known: {sorted(STEM_OPTIONS)}")
+    return STEM_OPTIONS[stem]
+
+
+def notes_from_activations(
+    activations: tuple[np.ndarray, np.ndarray, np.ndarray],
+    mono_22k: np.ndarray,
+    stem: str | NoteOptions,
+) -> list[Note]:
+    """`Transcriber.activations(mono_22k)` -> the notes that `transcribe` gives: one model run
+    serves several option sets (the bench, the tests)."""
+    notes = decode_notes(*activations, stem_options(stem))
+    return tonal_notes(notes, mono_22k)
 
 
 def tonal_notes(notes: list[Note], mono_22k: np.ndarray) -> list[Note]:
@@ -157,22 +171,22 @@ def tonal_notes(notes: list[Note], mono_22k: np.ndarray) -> list[Note]:
     played note is not (0.09 at most, with the other stems' bleed)."""
     if not notes:
         return notes
-    # each note's own spectrogram (2048-point frames around its hops): a whole track's would
-    # hold 0.4 GB for 10 minutes
+    # a few frames of each note (FLATNESS_FRAMES at most, spread over it): the median needs no
+    # more, and a whole track's spectrogram would hold 0.4 GB for 10 minutes
     audio = np.pad(_finite(mono_22k), FLATNESS_FFT // 2)
-    freqs = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=FLATNESS_FFT)
+    window = get_window("hann", FLATNESS_FFT)
+    freqs = np.fft.rfftfreq(FLATNESS_FFT, 1 / SAMPLE_RATE)
+    last_frame = (audio.shape[0] - FLATNESS_FFT) // FFT_HOP
     kept = []
     for note in notes:
-        start = int(note.start_s * SAMPLE_RATE / FFT_HOP)
-        end = max(start + 1, int(note.end_s * SAMPLE_RATE / FFT_HOP))
-        piece = audio[start * FFT_HOP : (end - 1) * FFT_HOP + FLATNESS_FFT]
-        if piece.shape[0] < FLATNESS_FFT:
-            continue  # past the end of the audio
+        start = min(int(note.start_s * SAMPLE_RATE / FFT_HOP), last_frame)
+        end = min(max(start + 1, int(note.end_s * SAMPLE_RATE / FFT_HOP)), last_frame + 1)
+        hops = np.unique(np.linspace(start, end - 1, FLATNESS_FRAMES).astype(int)) * FFT_HOP
+        frames = np.stack([audio[h : h + FLATNESS_FFT] for h in hops]) * window
         f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
         rows = (freqs >= 0.7 * f0) & (freqs <= min(8 * f0, SAMPLE_RATE / 2))
-        spectrum = librosa.stft(piece, n_fft=FLATNESS_FFT, hop_length=FFT_HOP, center=False)
-        band = np.abs(spectrum[rows]) ** 2 + 1e-12
-        flatness = np.exp(np.log(band).mean(axis=0)) / band.mean(axis=0)
+        band = np.abs(np.fft.rfft(frames, axis=1)[:, rows]) ** 2 + 1e-12
+        flatness = np.exp(np.log(band).mean(axis=1)) / band.mean(axis=1)
         if np.median(flatness) < MAX_FLATNESS:
             kept.append(note)
     return kept
