@@ -46,6 +46,7 @@ from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import chords
 from transforms import transcribe as transcription
+from transforms.drum_notes import drum_notes
 from transforms.features import check_window
 from transforms.fft import check_music_body
 from transforms.harmony import track_harmony
@@ -174,7 +175,7 @@ async def transcribe(request: Request) -> Notes:
     values, meta = decode(await request.body(), request.headers, MusicRequest)
     mono = check_music_body(values, meta)[0]
     if meta.stem == "drums":
-        notes = await to_thread.run_sync(transcription.drum_notes, mono)
+        notes = await to_thread.run_sync(drum_notes, mono)
     else:
         transcriber: transcription.Transcriber = request.app.state.transcriber
         notes = await to_thread.run_sync(transcriber.transcribe, mono, meta.stem)

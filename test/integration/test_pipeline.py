@@ -245,13 +245,13 @@ def test_the_stems_as_midi_with_the_tempo_map(client, done_job):
     assert track["sources"]["beats"] == "mix" and track["sources"]["chords"] == "mix"
     assert track["models"]["beats"] == {"name": "beatnet", "licence": "CC BY 4.0"}
     assert track["time_signature"] in (2, 4) and track["downbeats_s"]
-    assert track["midi"]["stems"] == ["bass", "vocals", "other"]
+    assert track["midi"]["stems"] == ["bass", "vocals", "other", "drums"]
     assert track["midi"]["model"]["licence"] == "Apache-2.0"
     r = client.get(done_job["links"]["midi"])
     assert r.status_code == 200 and r.headers["content-type"] == "audio/midi"
     assert 'filename="song.mid"' in r.headers["content-disposition"]
     whole = mido.MidiFile(file=io.BytesIO(r.content))
-    assert [t.name for t in whole.tracks[1:]] == ["bass", "vocals", "other"]
+    assert [t.name for t in whole.tracks[1:]] == ["bass", "vocals", "other", "drums"]
     notes = [m for t in whole.tracks[1:] for m in t if m.type == "note_on" and m.velocity]
     assert len(notes) == sum(track["midi"]["notes"].values()) > 0
     tempo = [m.tempo for m in whole.tracks[0] if m.type == "set_tempo"]
@@ -261,8 +261,12 @@ def test_the_stems_as_midi_with_the_tempo_map(client, done_job):
     assert [t.name for t in mido.MidiFile(file=io.BytesIO(one.content)).tracks[1:]] == ["bass"]
     analysis_models = client.get("/api/models").json()["analysis"]
     assert {"task": "beats", "name": "beatnet", "licence": "CC BY 4.0"} in analysis_models
-    missing = client.get(f"{done_job['links']['midi']}/drums")
-    assert missing.status_code == 404 and "no MIDI track 'drums'" in missing.text
+    drums = mido.MidiFile(file=io.BytesIO(client.get(f"{done_job['links']['midi']}/drums").content))
+    drum_notes = {m.note for m in drums.tracks[1] if m.type == "note_on" and m.velocity}
+    assert drum_notes and drum_notes <= {36, 38, 42}  # General MIDI kick, snare, closed hi-hat
+    assert all(m.channel == 9 for m in drums.tracks[1] if m.type == "note_on")
+    missing = client.get(f"{done_job['links']['midi']}/vocals_2")
+    assert missing.status_code == 404 and "no MIDI track 'vocals_2'" in missing.text
 
 
 def test_delete_removes_the_job(client, song):
