@@ -2,11 +2,11 @@
 
 Runs once the stems are final (result.wav written). Where a neural separator ran, each part
 listens to the stems that carry it: beats to the drums and bass summed (no vocals or pads to
-blur the attacks), key and chords to the harmonic stems (other, piano, guitar: no drums, no
-vocals) with the bass stem naming the root; with `dsp`, one-stem jobs or no such stems, to the
-mix. Sections always come from the mix (a part is as much its texture as its harmony). The
-pitched stems (and the drums) go to Basic Pitch one at a time, and their notes make one
-multi-track MIDI file with the track's tempo map.
+blur the attacks; the mix where they hear no beat), key and chords to the harmonic stems
+(other, piano, guitar: no drums, no vocals) with the bass stem naming the root; with `dsp`,
+one-stem jobs or no such stems, to the mix. Sections always come from the mix (a part is as
+much its texture as its harmony). The pitched stems (and the drums) go to Basic Pitch one at a
+time, and their notes make one multi-track MIDI file with the track's tempo map.
 
 Each part that fails is null with its reason, and the job still ends `done`.
 """
@@ -122,7 +122,13 @@ class MusicAnalyser:
         # the parts' shares of the stage, as they measure on a 60 s song (figures.md)
         steps = 2 + (len(self.midi_stems(stems)) if midi else 0)
         report("beats", 0.0)
-        beats = await self._beats(job_id, music, rows.get("drums+bass", mix), "drums+bass" in rows)
+        beats = None
+        if "drums+bass" in rows:
+            beats = await self._beats(job_id, music, rows["drums+bass"], "drums+bass")
+        if beats is None or beats.tempo_bpm is None:
+            # the mix where the stems hear no beat (a separator's rough drums, a song whose
+            # pulse is in the guitar): BeatNet was trained on mixes
+            beats = await self._beats(job_id, music, mix, "mix")
         harmony_rows = {"mix": mix, **{k: rows[k] for k in ("harmonic", "bass") if k in rows}}
         report("key, chords and sections", 1 / steps)
         await self._harmony(job_id, music, harmony_rows, beats)
@@ -144,7 +150,7 @@ class MusicAnalyser:
         return response
 
     async def _beats(
-        self, job_id: str, music: Music, audio: np.ndarray, from_stems: bool
+        self, job_id: str, music: Music, audio: np.ndarray, source: str
     ) -> TrackBeats | None:
         try:
             response = await self._call(
@@ -162,7 +168,7 @@ class MusicAnalyser:
             downbeats_s=beats.downbeats_s,
             time_signature=beats.time_signature,
         )
-        music.track.setdefault("sources", {})["beats"] = "drums+bass" if from_stems else "mix"
+        music.track.setdefault("sources", {})["beats"] = source
         music.track.setdefault("models", {})["beats"] = {
             "name": beats.model,
             "licence": beats.licence,
