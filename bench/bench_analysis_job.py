@@ -1,11 +1,12 @@
 """What the analysis adds to a job: a 60 s htdemucs job with analysis on against off.
 
-    ./run.sh bench bench_analysis_job [--seconds 60] [--runs 2]
+    ./run.sh bench bench_analysis_job [--seconds 60] [--runs 2] [--no-ast]
 
 Writes a full-size htdemucs and a full-size AST (random weights, AudioSet's 527 labels) where
-downloads would leave them, starts the six services once, and times jobs from upload to `done`
-alternately with `analysis=false` and `analysis=true` (a different song each run: the result
-cache would answer a repeat). Prints each run, the best of each, and their ratio.
+downloads would leave them (`--no-ast`: no AST, so the windows go unlabelled), starts the six
+services once, and times jobs from upload to `done` in turn with analysis off, analysis on with
+`midi=false`, and everything on (a different song each run: the result cache would answer a
+repeat). Prints each run, the best of each, and their ratios to analysis off.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def upload(seconds: float, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def one_job(client: httpx.Client, data: bytes, analysis: str) -> tuple[float, dict]:
+MODES = {"off": ("false", "false"), "analysis": ("true", "false"), "all": ("true", "true")}
+
+
+def one_job(client: httpx.Client, data: bytes, mode: str) -> tuple[float, dict]:
+    analysis, midi = MODES[mode]
     start = time.perf_counter()
     r = client.post(
         "/api/jobs",
         files={"file": ("song.wav", data)},
-        data={"model": "htdemucs", "analysis": analysis},
+        data={"model": "htdemucs", "analysis": analysis, "midi": midi},
     )
     r.raise_for_status()
     job = wait_job(client, r.json()["id"], timeout=3600)
@@ -54,39 +59,47 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--tone-threads", type=int, default=0, help="TONE_THREADS (0: all)")
+    parser.add_argument("--no-ast", action="store_true", help="no AST weights: no labels")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         settings = Settings(_env_file=None, models_dir=models)
         fx.install_published(settings, "htdemucs", [fx.htdemucs(fx.FOUR, 12, **fx.FULL)])
-        write_tiny_ast(models / "huggingface", full_size=True)
+        if not args.no_ast:
+            write_tiny_ast(models / "huggingface", full_size=True)
         stack = start_stack(Path(tmp) / "data", models, tone_threads=args.tone_threads)
-        times: dict[str, list[float]] = {"false": [], "true": []}
+        times: dict[str, list[float]] = {mode: [] for mode in MODES}
         try:
             with httpx.Client(base_url=stack.url("gateway"), timeout=600) as client:
                 info = httpx.get(f"{stack.url('tone')}/info").json()
-                assert info["loaded"], info
-                one_job(client, upload(5.0, seed=99), "true")  # warm every path once
+                assert info["loaded"] != args.no_ast, info
+                one_job(client, upload(5.0, seed=99), "all")  # warm every path once
                 seed = 0
                 for run in range(args.runs):
-                    for analysis in ("false", "true"):
+                    for mode in MODES:
                         seed += 1
-                        wall, job = one_job(client, upload(args.seconds, seed), analysis)
-                        times[analysis].append(wall)
-                        print(f"run {run + 1} analysis={analysis}: {wall:.2f}s", flush=True)
+                        wall, job = one_job(client, upload(args.seconds, seed), mode)
+                        times[mode].append(wall)
+                        print(f"run {run + 1} {mode}: {wall:.2f}s", flush=True)
                 analysis_json = client.get(job["links"]["analysis"]).json()
         finally:
             stack.stop()
-    off, on = min(times["false"]), min(times["true"])
-    print(f"{args.seconds:.0f} s song, htdemucs (full size), AST (full size), best of {args.runs}")
-    print(f"analysis=false: {off:.2f}s   analysis=true: {on:.2f}s   on/off: {on / off:.3f}")
+    best = {mode: min(t) for mode, t in times.items()}
+    ast = "no AST" if args.no_ast else "AST (full size)"
+    print(f"{args.seconds:.0f} s song, htdemucs (full size), {ast}, best of {args.runs}")
+    print(
+        f"analysis off: {best['off']:.2f}s   analysis, midi=false: {best['analysis']:.2f}s "
+        f"({best['analysis'] / best['off']:.3f}x)   everything on: {best['all']:.2f}s "
+        f"({best['all'] / best['off']:.3f}x)"
+    )
     windows = analysis_json["windows"]
     labelled = sum(bool(w["tone"]) and w["tone"]["status"] == "ok" for w in windows)
     print(
         f"tone model: {analysis_json['tone_model']['status']}, {labelled} of {len(windows)} "
         f"windows labelled; job warnings: {job['warnings']}"
     )
-    print(f"tempo {analysis_json['track']['tempo_bpm']}, key {analysis_json['track']['key']}")
+    track = analysis_json["track"]
+    print(f"tempo {track['tempo_bpm']}, key {track['key']}, sources {track.get('sources')}")
 
 
 if __name__ == "__main__":
