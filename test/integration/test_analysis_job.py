@@ -1,10 +1,12 @@
 """The analysis of whole jobs through the six services: a generated song with known key, tempo
-and chords, and inputs with none (silence, 2 s, noise, a sustained tone) that still finish."""
+and chords, and inputs with none (silence, 2 s, noise, a sustained tone) that still finish, with
+null tempo, key, chords and sections, each with its reason, and a valid MIDI file."""
 
 from __future__ import annotations
 
 import io
 
+import mido
 import numpy as np
 import pytest
 import soundfile as sf
@@ -44,7 +46,9 @@ def test_track_summary_of_a_generated_song(song_analysis):
     assert track["tempo_bpm"] == pytest.approx(96.0, rel=0.02)
     assert 0 < track["tempo_confidence"] <= 1
     assert np.median(np.diff(track["beats_s"])) == pytest.approx(60 / 96, rel=0.03)
-    assert track["downbeats_s"] is None and track["reasons"]["downbeats"]
+    assert track["downbeats_s"] and track["time_signature"] in (2, 4)  # BeatNet's bars
+    assert "downbeats" not in track["reasons"]
+    assert track["models"]["beats"]["name"] == "beatnet" and track["sources"]["beats"] == "mix"
     expected = [musicgen.chord_name(r, q) for r, q in truth]
     long_chords = [c["chord"] for c in track["chords"] if c["end_s"] - c["start_s"] > 1.0]
     assert long_chords == expected
@@ -79,8 +83,13 @@ def test_windows_of_a_generated_song(song_analysis):
 def test_no_key_tempo_or_chords_but_a_finished_job(client, audio):
     job, analysis = run_job(client, audio, model="dsp")
     track = analysis["track"]
-    for field in ("key", "tempo_bpm", "chords"):
+    for field in ("key", "tempo_bpm", "beats_s", "chords", "sections"):
         assert track[field] is None, (field, track[field])
-    assert {"key", "tempo", "chords"} <= set(track["reasons"]), track["reasons"]
+    assert {"key", "tempo", "chords", "sections"} <= set(track["reasons"]), track["reasons"]
     assert "errors" not in track
     assert all("errors" not in w for w in analysis["windows"])
+    # the MIDI file is there and valid, a named track per transcribed stem
+    midi = mido.MidiFile(file=io.BytesIO(client.get(job["links"]["midi"]).content))
+    assert [t.name for t in midi.tracks[1:]] == track["midi"]["stems"]
+    if not audio.any():
+        assert sum(track["midi"]["notes"].values()) == 0  # silence: valid, and empty

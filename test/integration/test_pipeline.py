@@ -373,31 +373,3 @@ def test_models_list_says_what_is_here_and_what_is_published(client):
     assert card["published_sdr"].startswith("9.00 dB") and "Demucs" in card["sdr_source"]
     assert card["parameters_m"] > 20 and card["rtf_cpu"] > 0
     assert "non-commercial" in models["umxl"]["card"]["licence"]
-
-
-def tone(seconds: float, hz: float = 440.0) -> np.ndarray:
-    t = np.arange(int(seconds * 44100)) / 44100
-    return np.tile(0.3 * np.sin(2 * np.pi * hz * t), (2, 1)).astype(np.float32)
-
-
-@pytest.mark.parametrize(
-    "name, audio",
-    [
-        ("silence", np.zeros((2, 16 * 44100), np.float32)),
-        ("2 s of noise", 0.1 * np.random.default_rng(5).standard_normal((2, 2 * 44100))),
-        ("a held tone", tone(16.0)),
-    ],
-)
-def test_music_without_beats_or_chords_ends_done_with_reasons(client, name, audio):
-    job = wait_job(client, submit(client, wav_bytes(audio.astype(np.float32))).json()["id"])
-    assert job["status"] == "done", job
-    track = client.get(job["links"]["analysis"]).json()["track"]
-    assert track["tempo_bpm"] is None and track["beats_s"] is None and track["reasons"]["tempo"]
-    assert track["chords"] is None and track["reasons"]["chords"]
-    assert track["sections"] is None and track["reasons"]["sections"]
-    if name != "a held tone":  # a tone is one pitch class: no key, said why
-        assert track["key"] is None and track["reasons"]["key"]
-    midi = mido.MidiFile(file=io.BytesIO(client.get(job["links"]["midi"]).content))
-    assert [t.name for t in midi.tracks[1:]] == track["midi"]["stems"]
-    if name == "silence":
-        assert sum(track["midi"]["notes"].values()) == 0  # valid, and empty
