@@ -26,7 +26,7 @@ GENERATOR_CONFIG = {
     # the audio and ZIP answers as bytes (the generator knows octet-stream, not audio/*)
     "content_type_overrides": {
         media: "application/octet-stream"
-        for media in ("audio/wav", "audio/flac", "audio/mpeg", "application/zip")
+        for media in ("audio/wav", "audio/flac", "audio/mpeg", "audio/midi", "application/zip")
     },
     "post_hooks": [],  # no formatting of the generated code: it is imported, not read
 }
