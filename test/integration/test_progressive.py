@@ -88,11 +88,13 @@ def follow(client: httpx.Client, job_id: str, stem: str, on_ready=None, timeout=
                 piece = read_wav(r)
                 seen.pieces.append((have, piece))
                 have += piece.shape[0]
-            elif (
-                r.status_code == 422
-                and client.get(f"/api/jobs/{job_id}").json()["status"] == "done"
+            elif r.status_code == 422 and (
+                client.get(f"/api/jobs/{job_id}").json()["status"] == "done"
+                or have >= round(job["ready_s"] * 44100)
             ):
-                pass  # the job ended between the poll and this fetch: `have` was its end already
+                # `have` was the end already: the job ended between the poll and this fetch,
+                # or its whole result is final while it still runs (the analysis of the stems)
+                pass
             else:
                 assert r.status_code == 409 and r.json()["error"]["code"] == "not_ready", r.text
             if on_ready is not None:
