@@ -49,13 +49,10 @@ from transforms import transcribe as transcription
 from transforms.drum_notes import drum_notes
 from transforms.features import check_window
 from transforms.fft import check_music_body
-from transforms.harmony import track_harmony
+from transforms.harmony import MIN_CHORDS_S, MIN_KEY_S, short, track_harmony
 from transforms.key import KeyResult, chroma_frames, estimate_key, summed
-from transforms.rhythm import FRAME_S, length_below, to_analysis_rate
+from transforms.rhythm import FRAME_S, to_analysis_rate
 from transforms.window import resolve
-
-MIN_KEY_S = 4.0  # s of audio: less holds too few chords for a key
-MIN_CHORDS_S = 4.0
 
 router = APIRouter()
 
@@ -67,8 +64,7 @@ def key_of(result: KeyResult) -> Key | None:
 
 
 def too_short(n_samples: int, minimum_s: float, what: str) -> str:
-    length = length_below(n_samples / SAMPLE_RATE, minimum_s)
-    return f"{length} of audio; {what} needs at least {minimum_s:g} s"
+    return short(n_samples / SAMPLE_RATE, minimum_s, what)
 
 
 def window_tonal(audio: np.ndarray, window: AnalysisWindow) -> tuple[np.ndarray, WindowTonal]:
