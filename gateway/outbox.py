@@ -22,6 +22,7 @@ import httpx
 from prometheus_client import Counter
 
 from common.errors import AudiosplitError
+from common.waiting import woken
 from gateway.egress import REFUSED_HEADER
 from gateway.store import JobStore, StoreUnavailable
 from gateway.webhooks import (
@@ -128,8 +129,7 @@ class WebhookSender:
                     task = asyncio.create_task(self._attempt(claim), name=f"webhook {claim.id}")
                     self._attempts[task] = claim
                     task.add_done_callback(self._finished)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            await woken(self._wake.wait(), self.poll_s)
 
     async def _claim(self, n: int) -> list[Claim]:
         claiming = asyncio.ensure_future(asyncio.to_thread(claim_due, self.store, n, self.lease_s))

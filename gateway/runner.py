@@ -24,6 +24,7 @@ from anyio import to_thread
 
 from common.errors import AudiosplitError, NotFound
 from common.metrics import JOBS, JOBS_FINISHED
+from common.waiting import woken
 from gateway.pipeline import Pipeline
 from gateway.store import STATUSES, JobCancelled, JobStore, StoreUnavailable
 
@@ -141,8 +142,7 @@ class JobRunner:
         while True:
             if claimed := await self._claim(None):
                 return claimed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.submitted.get(), self.claim_poll_s)
+            await woken(self.submitted.get(), self.claim_poll_s)
 
     async def _claim(self, job_id: str | None) -> tuple[str, str] | None:
         try:
