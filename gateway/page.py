@@ -3,11 +3,12 @@ works offline, so everything it needs is served from `gateway/static`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from common.errors import NotFound
 
@@ -20,6 +21,7 @@ MEDIA_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
     ".png": "image/png",
+    ".webmanifest": "application/manifest+json",
     ".html": "text/html; charset=utf-8",
 }
 # Revalidate on every load: a page that changed with the gateway must not run yesterday's script.
@@ -48,3 +50,26 @@ async def static_file(name: str) -> FileResponse:
     if not known or media_type is None:
         raise NotFound(f"no static file {name!r}")
     return FileResponse(path, media_type=media_type, headers=NO_CACHE)
+
+
+SERVICE_WORKER = STATIC / "sw.js"
+
+
+def shell_urls() -> list[str]:
+    """The page shell the service worker keeps for offline use: `/`, the favicon and every
+    static file the page may load (not the worker itself)."""
+    left_out = {PAGE.name, SERVICE_WORKER.name}
+    names = sorted(
+        p.name
+        for p in STATIC.iterdir()
+        if p.is_file() and p.suffix in MEDIA_TYPES and p.name not in left_out
+    )
+    return ["/", "/favicon.svg", *(f"/static/{name}" for name in names)]
+
+
+@router.get("/sw.js")
+async def service_worker() -> Response:
+    # At the root, not under /static: a worker controls only the pages under its own path.
+    worker = SERVICE_WORKER.read_text(encoding="utf-8")
+    script = f"const SHELL = {json.dumps(shell_urls())};\n\n{worker}"
+    return Response(script, media_type=MEDIA_TYPES[".js"], headers=NO_CACHE)

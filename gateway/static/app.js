@@ -9,6 +9,7 @@ import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
 import { apiFetch, askForKey, auth, errorMessage, keyXhr, setUpKeyForm, tryKey } from "./auth.js";
+import { keptJobs } from "./offline.js";
 
 const HISTORY_KEY = "audiosplit.jobs";
 const HISTORY_MAX = 50;
@@ -345,6 +346,19 @@ function restoreHistory() {
   $("jobs-empty").hidden = list.length > 0;
 }
 
+/** Without a network: the jobs kept for offline that the history lacks (with keys on, all of
+ *  them: the key's list is on the server). Each card reads its job from the offline copy. */
+async function restoreKept() {
+  const shown = new Set(Object.values(state.cards).map((c) => c.job?.id));
+  for (const id of await keptJobs()) {
+    if (shown.has(id)) continue;
+    const c = card(id, "a job kept for offline", null);
+    c.job = { id };
+    c.status.textContent = "Checking…";
+    follow(c, id, false);
+  }
+}
+
 // Hooks for tests and the curious (the browser console).
 window.audiosplit = {
   state,
@@ -393,10 +407,13 @@ function loadModelsOnce() {
 async function start() {
   setUpForm();
   setUpKeyForm({ leave: clearCards, enter: enterWith });
+  // The service worker keeps the page, and the jobs kept for offline, for use without a network.
+  navigator.serviceWorker?.register("/sw.js").catch(() => {});
   const r = await fetch("/api/jobs?limit=1").catch(() => null);
   if (r?.status !== 401) {
     loadModelsOnce();
     restoreHistory();
+    if (!r) restoreKept();
     return;
   }
   auth.on = true;

@@ -1,24 +1,19 @@
 // The player's page: transport, clock, one lane per stem (mute, solo, volume, pan, waveform),
-// the analysis rows and the spectrogram on the same timeline, keyboard shortcuts, downloads.
+// the analysis rows and the spectrogram on the same timeline, loops snapped to beats or bars and
+// one per section (loops.js), the key, tempo and chords as the pitch and speed make them,
+// keyboard shortcuts, the offline copy (offline.js) and the downloads (downloads.js).
 
-import { drawBeats, drawSpectrogram, drawWaveform, fillAnalysisRows, fmtTime, trackSummary } from "./views.js";
-import { encodeWav } from "./wav.js";
+import { drawBeats, drawSpectrogram, drawWaveform, fillAnalysisRows, fillChords, fmtTime, trackSummary } from "./views.js";
+import { sectionBands, sectionButtons, snapGrid, snapRegion, snapTime } from "./loops.js";
+import { offlineControls } from "./offline.js";
 import { el } from "./dom.js";
-import { keyedDownload } from "./auth.js";
+import { downloads } from "./downloads.js";
 
 const COLORS = ["#c2410c", "#1d4ed8", "#047857", "#7c3aed", "#b45309", "#be185d", "#0f766e", "#4d7c0f"];
 const SEEK_STEP_S = 5;
 const DRAG_PX = 4; // a press that moves less than this is a click (seek), more a selection
 const CHORD_KEY_MS = 1500; // M or S, then a number within this time
 const GROW_DRAW_MS = 1500; // while a job separates, the waveforms are redrawn at most this often
-const FORMATS = [
-  ["wav", "WAV 32-bit float"],
-  ["wav24", "WAV 24-bit"],
-  ["wav16", "WAV 16-bit"],
-  ["flac", "FLAC 24-bit"],
-  ["flac16", "FLAC 16-bit"],
-  ["mp3", "MP3 320 kbit/s"],
-];
 
 const $ = (id) => document.getElementById(id);
 
@@ -43,6 +38,7 @@ export class MixerView {
     this.frame = 0;
     this.drawnAt = 0;
     this.note = "";
+    this.abStart = null; // where the A key put the start of a loop still without its end
     this.build(analysisNote);
     this.onKey = (e) => this.key(e);
     document.addEventListener("keydown", this.onKey);
@@ -80,7 +76,9 @@ export class MixerView {
   build(analysisNote) {
     const { player, job, analysis } = this;
     this.timelines = [];
-    $("track-info").textContent = analysis ? trackSummary(analysis) : analysisNote;
+    this.analysisNote = analysisNote;
+    this.shownPractice = "";
+    this.sections = analysis?.track?.sections || [];
     const rows = [];
     if (analysis) {
       const segs = () => el("div", { class: "segs" });
@@ -103,12 +101,56 @@ export class MixerView {
     $("timeline").replaceChildren(...rows);
     $("downloads").replaceChildren(...(this.live
       ? [el("p", { class: "help", text: "The downloads appear here when the job is done." })]
-      : this.downloads()));
+      : downloads(job, analysis, player, (m) => this.say(m))));
     $("play").onclick = () => player.toggle();
     $("to-start").onclick = () => this.seekTo(0);
     $("loop-on").onchange = (e) => player.setLoopOn(e.target.checked);
     $("loop-clear").onclick = () => player.setLoop(null, false);
+    this.buildLoopTools();
+    $("offline-ctl").replaceChildren(...(this.live ? [] : offlineControls(job)));
     this.scheduleDraw();
+  }
+
+  /** The snap choice (beats or bars of the analysis) and one loop button per section. */
+  buildLoopTools() {
+    const { analysis, player } = this;
+    const snap = $("snap");
+    const beats = snapGrid(analysis, "beats").length > 0;
+    snap.disabled = !beats;
+    if (!beats) snap.value = "off";
+    $("snap-note").textContent = beats ? "" : analysis ? "(no beats found: loops do not snap)" : "(no analysis: loops do not snap)";
+    for (const o of snap.options) o.disabled = o.value !== "off" && !snapGrid(analysis, o.value).length;
+    const buttons = sectionButtons(this.sections, (s) => {
+      player.setLoop({ start: s.start_s, end: s.end_s }, true);
+      if (!player.playing) this.seekTo(s.start_s);
+    });
+    $("sections").replaceChildren(...buttons);
+    $("sections").hidden = !buttons.length;
+  }
+
+  /** The player's pitch shift (whole semitones) and speed, as the track summary shows them. */
+  practice() {
+    return { semitones: Math.round(this.player.semitones ?? 0), speed: this.player.speed ?? 1 };
+  }
+
+  /** t on the beats or bars of the analysis when snapping is on (else t). */
+  snapped(t) {
+    return snapTime(t, snapGrid(this.analysis, $("snap").value));
+  }
+
+  /** A region dragged or keyed: its ends on the snap grid when snapping is on. */
+  snappedRegion(region) {
+    return snapRegion(region, snapGrid(this.analysis, $("snap").value), this.player.duration);
+  }
+
+  /** The key, tempo and chords as they sound now: moved by the pitch shift, scaled by the speed. */
+  showPractice() {
+    const now = this.practice();
+    const id = `${now.semitones} ${now.speed}`;
+    if (id === this.shownPractice) return;
+    this.shownPractice = id;
+    $("track-info").textContent = this.analysis ? trackSummary(this.analysis, now) : this.analysisNote;
+    if (this.analysis && this.drawnAt) fillChords(this.analysisRows.chords, this.analysis, this.player.duration, now.semitones);
   }
 
   /** A timeline row: a label (or controls) and the timeline with playhead and selection. */
@@ -116,7 +158,8 @@ export class MixerView {
     const tl = el("div", {
       class: "tl", tabindex: "0", role: "slider", "aria-label": `${name}: click to seek, drag to select a loop`,
       "aria-valuemin": "0", "aria-valuemax": String(Math.round(this.player.duration)),
-    }, content, el("div", { class: "pending", hidden: true }), el("div", { class: "sel", hidden: true }),
+    }, ...(this.sections.length ? [sectionBands(this.sections, this.player.duration)] : []), content,
+    el("div", { class: "pending", hidden: true }), el("div", { class: "sel", hidden: true }),
     el("div", { class: "playhead" }));
     this.pointer(tl);
     this.timelines.push(tl);
@@ -149,105 +192,6 @@ export class MixerView {
     return { row, canvas, mute, solo, volume, pan, volOut, panOut };
   }
 
-  downloads() {
-    const { job } = this;
-    const l = job.links;
-    const base = (job.filename || "audio").replace(/\.[^.]*$/, "") || "audio";
-    const zipFormat = el("select", { id: "zip-format", "aria-label": "Format of the stems in the ZIP" },
-      ...FORMATS.map(([v, t]) => el("option", { value: v, text: t })));
-    zipFormat.value = "flac"; // the gateway's default for the ZIP: lossless, 2.4x smaller than float
-    const clip = el("select", { id: "clip", "aria-label": "Samples beyond full scale", "aria-describedby": "clip-help" },
-      el("option", { value: "rescale", text: "rescale every stem together" }),
-      el("option", { value: "clamp", text: "clamp each sample" }));
-    const zip = el("a", { href: l.zip, download: "", id: "dl-zip", text: "ZIP of all stems + analysis" });
-    const stemLinks = [];
-    const midi = this.midiLinks();
-    const stems = job.stems.map((s) => el("li", {},
-      el("span", { class: "name", text: s }),
-      ...FORMATS.map(([f, t]) => {
-        const a = el("a", { download: "", "data-stem": s, "data-format": f, "aria-label": `${s} as ${t}`, text: t });
-        stemLinks.push(a);
-        return a;
-      }),
-      ...(midi.stems[s] ? [midi.stems[s]] : [])));
-    // The float WAV holds any value; the other formats need the clip choice.
-    const query = (f) => (f === "wav" ? "?format=wav" : `?format=${f}&clip=${clip.value}`);
-    const setHrefs = () => {
-      for (const a of stemLinks) a.href = `${l.stems[a.dataset.stem]}${query(a.dataset.format)}`;
-      zip.href = `${l.zip}${query(zipFormat.value)}`;
-    };
-    zipFormat.onchange = setHrefs;
-    clip.onchange = setHrefs;
-    setHrefs();
-    const result = el("a", { href: l.result, download: "", id: "dl-result", text: "All stems in one multi-channel WAV" });
-    for (const a of [zip, result, ...stemLinks, ...midi.all]) keyedDownload(a, (m) => this.say(m));
-    const peak = job.peak != null && job.peak > 1
-      ? `The stems peak at ${job.peak.toFixed(2)}, beyond full scale: `
-      : "";
-    const mixBits = el("select", { id: "mix-bits", "aria-label": "Format of my mix" },
-      el("option", { value: "16", text: "WAV 16-bit" }), el("option", { value: "32", text: "WAV 32-bit float" }));
-    const onlyLoop = el("input", { type: "checkbox", id: "mix-loop" });
-    const mixButton = el("button", { type: "button", id: "dl-mix", text: "Download my mix" });
-    const mixStatus = el("span", { class: "help", id: "mix-status", "aria-live": "polite" });
-    mixButton.onclick = async () => {
-      mixButton.disabled = true;
-      mixStatus.textContent = "Rendering…";
-      try {
-        const loop = onlyLoop.checked && this.player.loop;
-        const rendered = await this.player.renderMix(loop ? { start: loop.start, end: loop.end } : {});
-        const blob = new Blob([encodeWav(rendered, Number(mixBits.value))], { type: "audio/wav" });
-        const a = el("a", { href: URL.createObjectURL(blob), download: `${base}_mix.wav` });
-        document.body.append(a);
-        a.click();
-        a.remove();
-        setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
-        mixStatus.textContent = `Saved ${base}_mix.wav (${fmtTime(rendered.duration)}).`;
-      } catch (e) {
-        mixStatus.textContent = `Could not render the mix: ${e.message}`;
-      } finally {
-        mixButton.disabled = false;
-      }
-    };
-    return [
-      el("p", {}, result,
-        ` (32-bit float, 2 channels per stem in the order ${job.stems.join(", ")})`),
-      el("p", {}, zip, " — stems as ", zipFormat),
-      el("p", {}, el("label", { for: "clip" }, "Beyond full scale (all but float WAV): "), clip),
-      el("p", { class: "help", id: "clip-help", text: `${peak}16/24-bit and MP3 files cannot hold samples beyond ±1. ` +
-        "Rescale turns the whole set down together (the stems still sum to the mix); clamp cuts each sample." }),
-      ...midi.about,
-      el("ul", { class: "stem-links" }, ...stems),
-      el("p", { class: "mix" }, mixButton, " as ", mixBits, " ",
-        el("label", { class: "inline" }, onlyLoop, " only the selection"), " ", mixStatus),
-      el("p", { class: "help", text: "My mix: the stems as the mixer plays them now (mute, solo, volume, pan), rendered in this browser." }),
-    ];
-  }
-
-  /**
-   * The job's MIDI, where it has one: `all` its links (the whole file first), `stems` the link
-   * of each transcribed stem by name (for its row of the stem downloads), `about` the
-   * paragraphs for the whole file and who made the notes and the tempo map.
-   */
-  midiLinks() {
-    const href = this.job.links.midi;
-    if (!href) return { all: [], stems: {}, about: [] };
-    const { midi, models } = this.analysis?.track || {};
-    const whole = el("a", { href, download: "", id: "dl-midi", "aria-label": "MIDI of all stems", text: "MIDI" });
-    const stems = {};
-    for (const s of midi?.stems || []) {
-      const notes = midi.notes?.[s];
-      stems[s] = el("a", {
-        href: `${href}/${s}`, download: "", "data-midi-stem": s, text: "MIDI",
-        "aria-label": `${s} as MIDI${notes != null ? ` (${notes} notes)` : ""}`,
-      });
-    }
-    const by = [midi?.model && `notes by ${midi.model.name} (${midi.model.licence})`,
-      models?.beats && `tempo map from ${models.beats.name} beats (${models.beats.licence})`].filter(Boolean);
-    const what = midi?.stems?.length ? `one track per stem: ${midi.stems.join(", ")}` : "only the tempo map (no stem was transcribed)";
-    const about = [el("p", {}, whole, ` — the stems in one file, ${what}${by.length ? `; ${by.join(", ")}` : ""}`)];
-    return { all: [whole, ...Object.values(stems)], stems, about };
-  }
-
   /** Click to seek, drag to select a loop region, on any timeline row. */
   pointer(tl) {
     tl.addEventListener("pointerdown", (e) => {
@@ -261,13 +205,13 @@ export class MixerView {
         if (!dragging && Math.abs(ev.clientX - x0) < DRAG_PX) return;
         dragging = true;
         const t1 = timeAt(tl, ev.clientX, d);
-        this.showSelection({ start: Math.min(t0, t1), end: Math.max(t0, t1) });
+        this.showSelection(this.snappedRegion({ start: Math.min(t0, t1), end: Math.max(t0, t1) }));
       };
       const up = (ev) => {
         tl.removeEventListener("pointermove", move);
         tl.removeEventListener("pointerup", up);
         const t1 = timeAt(tl, ev.clientX, d);
-        if (dragging) this.player.setLoop({ start: Math.min(t0, t1), end: Math.max(t0, t1) }, true);
+        if (dragging) this.player.setLoop(this.snappedRegion({ start: Math.min(t0, t1), end: Math.max(t0, t1) }), true);
         else this.seekTo(t1);
       };
       tl.addEventListener("pointermove", move);
@@ -303,12 +247,32 @@ export class MixerView {
       this.pendingKey = null;
     } else if (k === "l") {
       p.setLoopOn(!p.loopOn);
+    } else if (k === "a" || k === "b") {
+      this.abKey(k);
     } else if (e.key === "[" || e.key === "]") {
       const at = p.position();
       const old = p.loop || { start: 0, end: p.duration };
       const region = e.key === "[" ? { start: at, end: Math.max(at, old.end) } : { start: Math.min(at, old.start), end: at };
       p.setLoop(region, true);
     }
+  }
+
+  /** A: the loop starts at the playhead (kept until B, or moved in the loop there is);
+   *  B: the loop ends at the playhead and plays. Both snapped when snapping is on. */
+  abKey(k) {
+    const p = this.player;
+    const at = this.snapped(p.position());
+    if (k === "a") {
+      this.abStart = at;
+      if (p.loop && p.loop.end > at) p.setLoop({ start: at, end: p.loop.end }, p.loopOn);
+      else this.say(`Loop from ${fmtTime(at)}: B sets its end.`);
+      return;
+    }
+    const start = this.abStart ?? p.loop?.start ?? 0;
+    if (at <= start) return this.say(`B must come after the loop's start (${fmtTime(start)}).`);
+    this.abStart = null;
+    this.say("");
+    p.setLoop({ start, end: at }, true);
   }
 
   /** Reflects the player's state in the controls (called on every change). */
@@ -329,6 +293,7 @@ export class MixerView {
     $("loop-clear").disabled = !p.loop;
     $("loop-info").textContent = p.loop ? `selection ${fmtTime(p.loop.start)}–${fmtTime(p.loop.end)}` : "";
     this.showSelection(p.loop);
+    this.showPractice();
     this.showReady();
     this.showStatus();
     this.drawClock();
@@ -409,7 +374,7 @@ export class MixerView {
     this.drawnAt = t0;
     this.lanes.forEach((l, i) => drawWaveform(l.canvas, player.stems[i].buffer, COLORS[i % COLORS.length]));
     if (analysis) {
-      fillAnalysisRows(this.analysisRows, analysis, player.duration);
+      fillAnalysisRows(this.analysisRows, analysis, player.duration, this.practice().semitones);
       drawBeats(this.beats, analysis.track?.beats_s, analysis.track?.downbeats_s, player.duration, "#555");
     }
     this.drawSpectrogram();

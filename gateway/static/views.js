@@ -2,6 +2,7 @@
 // x = t / duration of each row's width, so every row lines up with the waveforms.
 
 import { hann, makeFFT } from "./fft.js";
+import { semitoneText, transposeChord, transposeKey } from "./transpose.js";
 
 const SPEC_FFT = 4096; // samples per spectrogram column: 93 ms, 10.8 Hz bins at 44.1 kHz
 const SPEC_MIN_HZ = 40;
@@ -169,58 +170,76 @@ export function withAccidentals(name) {
     letter + acc.replaceAll("b", "♭").replaceAll("#", "♯"));
 }
 
-/** "B♭ major", or "key unknown". */
-function keyName(key) {
-  return key ? `${withAccidentals(key.tonic)} ${key.mode}` : "key unknown";
+/** "B♭ major" (moved by `semitones`: "C major" at +2), or "key unknown". */
+function keyName(key, semitones = 0) {
+  return key ? `${withAccidentals(transposeKey(key, semitones).tonic)} ${key.mode}` : "key unknown";
 }
 
 // Blocks of one section label share a colour, so a song's form (A B A …) reads at a glance.
 const SECTION_CLASSES = 4;
 
+/** The section label's colour class: blocks of one label share one. */
+export function sectionClass(sections, label) {
+  const labels = [...new Set(sections.map((s) => s.label))];
+  return `part-${labels.indexOf(label) % SECTION_CLASSES}`;
+}
+
 /**
  * Fills the analysis rows of the timeline: `rows.windows` (one segment per analysis window:
- * what plays), `rows.sections` (the song's form, A B A …) and `rows.chords`.
+ * what plays), `rows.sections` (the song's form, A B A …) and `rows.chords`; keys and chords
+ * moved by `semitones` (the player's pitch shift).
  */
-export function fillAnalysisRows(rows, analysis, duration) {
+export function fillAnalysisRows(rows, analysis, duration, semitones = 0) {
   for (const row of Object.values(rows)) row.replaceChildren();
   for (const w of analysis.windows || []) {
     const { labels, present } = windowSummary(w);
     const text = labels.length ? labels.join(", ") : present.join(" + ") || "quiet";
-    const title = `${fmtTime(w.start_s)}–${fmtTime(w.start_s + w.duration_s)}: ${text}; ${keyName(w.key)}` +
+    const title = `${fmtTime(w.start_s)}–${fmtTime(w.start_s + w.duration_s)}: ${text}; ${keyName(w.key, semitones)}` +
       (w.loudness_lufs != null ? `; ${w.loudness_lufs.toFixed(1)} LUFS` : "");
     rows.windows.append(segment(w.start_s, Math.min(duration, w.start_s + w.duration_s), duration, text, title, "win"));
   }
   const track = analysis.track || {};
   const why = (k, what) => el("span", { class: "none" }, `no ${what}: ${track.reasons?.[k] || "not found"}`);
   if (track.sections?.length) {
-    const labels = [...new Set(track.sections.map((s) => s.label))];
     for (const s of track.sections) {
       const title = `Section ${s.label}: ${fmtTime(s.start_s)}–${fmtTime(s.end_s)}`;
-      const cls = `part part-${labels.indexOf(s.label) % SECTION_CLASSES}`;
+      const cls = `part ${sectionClass(track.sections, s.label)}`;
       rows.sections.append(segment(s.start_s, Math.min(duration, s.end_s), duration, s.label, title, cls));
     }
   } else {
     rows.sections.append(why("sections", "sections"));
   }
-  if (track.chords) {
-    for (const c of track.chords) {
-      if (c.chord === "N") continue; // no chord: left blank
-      const name = withAccidentals(c.chord);
-      rows.chords.append(segment(c.start_s, c.end_s, duration, name, `${name} at ${fmtTime(c.start_s)}`, "chord"));
-    }
-  } else {
-    rows.chords.append(why("chords", "chords"));
+  fillChords(rows.chords, analysis, duration, semitones);
+}
+
+/** The chords row alone (redone when the pitch shift changes): names moved by `semitones`. */
+export function fillChords(row, analysis, duration, semitones = 0) {
+  const track = analysis.track || {};
+  row.replaceChildren();
+  if (!track.chords) {
+    row.append(el("span", { class: "none" }, `no chords: ${track.reasons?.chords || "not found"}`));
+    return;
+  }
+  for (const c of track.chords) {
+    if (c.chord === "N") continue; // no chord: left blank
+    const name = withAccidentals(transposeChord(c.chord, semitones, track.key));
+    row.append(segment(c.start_s, c.end_s, duration, name, `${name} at ${fmtTime(c.start_s)}`, "chord"));
   }
 }
 
-/** "key B♭ major · 120.0 bpm · 4/4 · −14.2 LUFS", with the reason in place of each missing value. */
-export function trackSummary(analysis) {
+/**
+ * "key B♭ major · 120.0 bpm · 4/4 · −14.2 LUFS", with the reason in place of each missing value;
+ * with the player's `semitones` and `speed`: "key C major (+2) · 96.0 bpm at 80 % · 4/4 · …".
+ */
+export function trackSummary(analysis, { semitones = 0, speed = 1 } = {}) {
   const t = analysis.track || {};
   const why = (k) => (t.reasons?.[k] ? ` (${t.reasons[k]})` : "");
   const metre = t.time_signature ? ` · ${t.time_signature}/4` : "";
+  const shift = semitones ? ` (${semitoneText(semitones)})` : "";
+  const pace = speed !== 1 ? ` at ${Math.round(speed * 100)} %` : "";
   const parts = [
-    t.key ? `key ${keyName(t.key)}` : `key unknown${why("key")}`,
-    t.tempo_bpm != null ? `${t.tempo_bpm.toFixed(1)} bpm${metre}` : `tempo unknown${why("tempo")}`,
+    t.key ? `key ${keyName(t.key, semitones)}${shift}` : `key unknown${why("key")}`,
+    t.tempo_bpm != null ? `${(t.tempo_bpm * speed).toFixed(1)} bpm${pace}${metre}` : `tempo unknown${why("tempo")}`,
     t.loudness_lufs != null ? `${t.loudness_lufs.toFixed(1)} LUFS` : `loudness unknown${why("loudness")}`,
   ];
   if (t.errors?.length) parts.push(`analysis failed: ${t.errors.join("; ")}`);

@@ -26,6 +26,8 @@ README_SHOTS = (
     "page-progressive.png",
     "page-downloading.png",
     "page-dsp-notice.png",
+    "page-practice.png",
+    "page-phone.png",
 )
 
 if not CHROMIUM.exists():
