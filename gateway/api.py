@@ -113,6 +113,7 @@ def job_json(job: JobRecord, now: float | None = None, webhook: dict | None = No
         links["stems"] = {s: f"{base}/stems/{s}" for s in job.stems}
     if job.status == "done":
         links["zip"] = f"{base}/download.zip"
+        links["mix"] = f"{base}/mix"  # with ?speed=&semitones=&gains=&format=
         if job.options.get("resolved", {}).get("midi"):
             links["midi"] = f"{base}/midi"
     if job.status in ("queued", "running"):

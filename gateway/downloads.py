@@ -1,5 +1,5 @@
 """The public REST API's downloads: the multi-channel WAV, one stem, the ZIP, the analysis,
-the MIDI of the stems."""
+the MIDI of the stems, a mix of the stems (stretched, transposed: gateway/mixdown.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from common.constants import CLIP_MODES, RESULT_FORMATS
 from common.errors import Conflict, InvalidOption, NotFound
 from gateway.api import Gw, JobId, api_router, job_json, store_call
 from gateway.jobfiles import job_files
+from gateway.mixdown import SEMITONE_RANGE, SPEED_RANGE, mix_file, mix_options
 from gateway.music import single_track
 from gateway.partial import done_piece, progress_headers, wav_range
 from gateway.results import Answer, stem_answer, zip_answer
@@ -305,6 +306,83 @@ async def get_stem_midi(job_id: JobId, stem: StemName, gw: Gw) -> Response:
         ) from None
     disposition = attachment(f"{stem_of(job.filename)}_{stem}.mid")
     return Response(one, media_type="audio/midi", headers={"Content-Disposition": disposition})
+
+
+MIX_FORMATS = sorted({media_type(f) for f in RESULT_FORMATS})
+
+
+@router.get(
+    "/jobs/{job_id}/mix",
+    summary="The stems mixed with gains and pans, time-stretched and pitch-shifted: what a "
+    "musician practising hears",
+    response_class=WavResponse,
+    responses={
+        **binary(
+            *MIX_FORMATS,
+            description="The mix, stereo, 44.1 kHz, round(frames / speed) frames, in the "
+            "format asked for. Made once per set of options and kept with the job.",
+        ),
+        **error_responses(
+            404,
+            409,
+            422,
+            503,
+            507,
+            why={
+                404: "No such job, or its result is gone (not_found).",
+                409: "The job is not done (not_ready).",
+                422: "An option is not accepted: speed or semitones out of range, a stem the "
+                "job lacks, gains or pan not STEM:VALUE, an unknown format (invalid_request, "
+                "invalid_option).",
+            },
+        ),
+    },
+)
+async def get_mix(
+    job_id: JobId,
+    gw: Gw,
+    speed: Annotated[
+        float,
+        Query(
+            ge=SPEED_RANGE[0],
+            le=SPEED_RANGE[1],
+            description="Tempo factor, pitch kept: 0.8 plays at 80 % (1.25 x as long).",
+        ),
+    ] = 1.0,
+    semitones: Annotated[
+        float,
+        Query(
+            ge=SEMITONE_RANGE[0],
+            le=SEMITONE_RANGE[1],
+            description="Transposition, tempo kept; fractions too (0.5: a quarter tone). "
+            "Speed 1 and 0 semitones: the exact sum of the stems, never stretched.",
+        ),
+    ] = 0.0,
+    gains: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="Per stem, dB: STEM:DB,... with -inf to mute, e.g. "
+            "`vocals:-inf,drums:-6`; stems not listed: 0 dB.",
+        ),
+    ] = None,
+    pan: Annotated[
+        str | None,
+        Query(
+            max_length=1000,
+            description="Per stem, a balance from -1 (left) to 1 (right): STEM:PAN,..., "
+            "e.g. `vocals:-0.5`; stems not listed: 0.",
+        ),
+    ] = None,
+    format: Format = "wav",
+    clip: Clip = "rescale",
+) -> FileResponse:
+    job = await done_job(gw, job_id)
+    options = mix_options(job.stems, speed, semitones, gains, pan, format, clip)
+    files = job_files(gw.settings, job_id)
+    path = await to_thread.run_sync(mix_file, files, job, options)
+    name = f"{stem_of(job.filename)}_mix.{path.suffix.lstrip('.')}"
+    return file_response(path, name, media_type(format))
 
 
 def streamed(answer: Answer, filename: str, headers: dict[str, str]) -> StreamingResponse:

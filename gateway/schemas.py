@@ -147,6 +147,11 @@ class JobLinks(Answer):
     )
     stems: dict[str, str] | None = Field(None, description="Per stem, its URL.")
     zip: str | None = Field(None, description="Once done: all stems and the analysis.")
+    mix: str | None = Field(
+        None,
+        description="Once done: the stems mixed, stretched and transposed (query: speed, "
+        "semitones, gains, pan, format).",
+    )
     midi: str | None = Field(
         None, description="Once done, unless midi=false: the stems as one multi-track MIDI file."
     )

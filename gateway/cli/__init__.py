@@ -2,6 +2,7 @@
 
     audiosplit separate FILE|URL... [options]   upload, follow the jobs, write the stems
     audiosplit status ID | list | delete ID... | cancel ID... | models
+    audiosplit mix ID [--speed X] [--semitones N] [--mute STEM] [--gain STEM=DB] [-o FILE]
     audiosplit keys create NAME | list | revoke NAME   (on a server host)
 
 The gateway is at `--url` (env AUDIOSPLIT_URL, else http://127.0.0.1:8000); an API key, when
@@ -10,8 +11,8 @@ failed or the gateway refused a request, 2 bad usage, 3 the gateway cannot be re
 130 interrupted.
 
 This package: `api` (the gateway client, errors, exit statuses), `separate` (the `separate`
-command; `songs` its files and links), `jobs` (status, list, delete, cancel, models); here the
-command line and `main`.
+command; `songs` its files and links), `jobs` (status, list, delete, cancel, models), `mix`
+(a job's stems mixed, stretched, transposed); here the command line and `main`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from gateway.cli.api import (
 )
 from gateway.cli.jobs import run_cancel, run_delete, run_list, run_models, run_status
 from gateway.cli.keys import add_parser as add_keys_parser
+from gateway.cli.mix import add_parser as add_mix_parser
 from gateway.cli.separate import extension, out_dirs, run_separate
 from gateway.cli.songs import song_source
 
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         "it takes (default: the compact table)",
     )
     models.set_defaults(run=run_models)
+    add_mix_parser(commands, [common])
     add_keys_parser(commands)
     return parser
 

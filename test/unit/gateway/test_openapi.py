@@ -39,6 +39,7 @@ ROUTES = {
     "GET /api/result/{job_id}": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/stems/{stem}": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/download.zip": {200, 401, 404, 409, 422, 503, 507},
+    "GET /api/jobs/{job_id}/mix": {200, 401, 404, 409, 422, 503, 507},
     "GET /api/jobs/{job_id}/analysis": {200, 401, 404, 503, 507},
     "GET /api/jobs/{job_id}/midi": {200, 401, 404, 409, 503, 507},
     "GET /api/jobs/{job_id}/midi/{stem}": {200, 401, 404, 409, 503, 507},
@@ -58,6 +59,7 @@ INVALID = {
     "GET /api/result/{job_id}": {"params": {"from_frame": -1}},
     "GET /api/jobs/{job_id}/stems/{stem}": {"params": {"format": "ogg"}},
     "GET /api/jobs/{job_id}/download.zip": {"params": {"clip": "fold"}},
+    "GET /api/jobs/{job_id}/mix": {"params": {"gains": "guitar:-6"}},
 }
 
 
