@@ -44,6 +44,15 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['models']))" > /t
 COPY deploy/install-music-models.sh /tmp/
 RUN bash /tmp/install-music-models.sh python && rm /tmp/install-music-models.sh
 
+# The page's one library (speed and pitch), pinned by package-lock.json and served by the gateway
+# from /app/node_modules. npm is needed only here: removed again in the same layer.
+COPY package.json package-lock.json ./
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+    && apt-get purge -y --auto-remove npm \
+    && rm -rf /var/lib/apt/lists/* /root/.npm
+
 COPY common/ common/
 COPY gateway/ gateway/
 COPY transforms/ transforms/

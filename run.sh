@@ -21,7 +21,7 @@ quiet_pip() {
 
 install_stamp() {
   # Re-install when the dependency list or this script's install recipe changes.
-  cat pyproject.toml "$0" deploy/install-music-models.sh | sha256sum | cut -c1-16
+  cat pyproject.toml "$0" deploy/install-music-models.sh package-lock.json | sha256sum | cut -c1-16
 }
 
 install() {
@@ -74,6 +74,7 @@ EOF
   say "install: the project itself (editable), for the \`audiosplit\` command"
   "${pip[@]}" --no-deps -e .
   install_browser
+  install_page_library
   install_postgres
   command -v fluidsynth >/dev/null && [[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]] \
     || apt_install "fluidsynth fluid-soundfont-gm" "the analysis tests on General MIDI songs"
@@ -102,6 +103,19 @@ install_browser() {
   # The browser tests drive Debian's chromium through Playwright (Playwright's own browser
   # download needs an internet this machine does not have).
   command -v chromium >/dev/null || apt_install chromium "the browser tests"
+}
+
+install_page_library() {
+  # The page's speed and pitch (Signalsmith Stretch, WASM in an AudioWorklet): one npm package,
+  # pinned in package-lock.json and served by the gateway from node_modules (gateway/page.py).
+  command -v npm >/dev/null || apt_install npm "the page's speed and pitch"
+  if ! command -v npm >/dev/null; then
+    say "install: no npm; the page plays without speed and pitch (the gateway answers 503 for its library)"
+    return
+  fi
+  say "install: the page's library (npm ci from package-lock.json)"
+  npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null \
+    || { say "install: npm ci failed"; exit 1; }
 }
 
 install_kubectl() {

@@ -1,5 +1,6 @@
 """The browser page at `/` and the few static files it loads (no build step, no CDN: the page
-works offline, so everything it needs is served from `gateway/static`)."""
+works offline, so everything it needs is served from `gateway/static`, and its one library from
+`node_modules`, installed by `./run.sh install` from package-lock.json)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from common.errors import NotFound
+from common.errors import AudiosplitError, NotFound
 
 router = APIRouter(include_in_schema=False)
 STATIC = Path(__file__).parent / "static"
@@ -18,6 +19,7 @@ PAGE = STATIC / "index.html"
 FAVICON = STATIC / "favicon.svg"
 MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
     ".png": "image/png",
@@ -28,6 +30,12 @@ MEDIA_TYPES = {
 NO_CACHE = {"Cache-Control": "no-cache"}
 # One plain file name: no folder, no dot-file, so a request can never leave gateway/static.
 STATIC_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9]+)+")
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+# The page's libraries: a fixed map from the URL's name to one file of an npm package (pinned in
+# package-lock.json), so that no request names a path of its own.
+VENDOR = {
+    "signalsmith-stretch.mjs": ("signalsmith-stretch", "SignalsmithStretch.mjs"),
+}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -50,6 +58,23 @@ async def static_file(name: str) -> FileResponse:
     if not known or media_type is None:
         raise NotFound(f"no static file {name!r}")
     return FileResponse(path, media_type=media_type, headers=NO_CACHE)
+
+
+@router.get("/static/vendor/{name}")
+async def vendor_file(name: str) -> FileResponse:
+    if name not in VENDOR:
+        raise NotFound(f"no library {name!r}: the page loads only {sorted(VENDOR)}")
+    package, file = VENDOR[name]
+    path = NODE_MODULES / package / file
+    if not path.is_file():
+        # 503, not 404: the page asked for the right file; this server lacks its install step.
+        raise AudiosplitError(
+            f"the page's library {package} is not installed (node_modules/{package}/{file} is "
+            "missing on the server): run `./run.sh install` (or `npm ci --omit=dev`)",
+            code="library_missing",
+            status=503,
+        )
+    return FileResponse(path, media_type=MEDIA_TYPES[".mjs"], headers=NO_CACHE)
 
 
 SERVICE_WORKER = STATIC / "sw.js"

@@ -4,6 +4,7 @@
 
 import { MixerView } from "./mixer.js";
 import { Player } from "./player.js";
+import { PracticeControls } from "./practice.js";
 import { LiveStems, fetchStem } from "./stems.js";
 import { ensembleHow, membersText } from "./models.js";
 import { fmtTime } from "./views.js";
@@ -36,6 +37,7 @@ export function listenable(job) {
 
 export function closePlayer() {
   openSeq++;
+  audio.practice?.dispose();
   audio.view?.dispose();
   audio.view = null;
   audio.player = null;
@@ -125,6 +127,7 @@ async function openDone(job, seq) {
   state.analysis = analysis;
   audio.player = new Player(audio.ctx, job.stems.map((name, i) => ({ name, buffer: buffers[i] })));
   audio.view = new MixerView(audio.player, job, analysis, note);
+  audio.practice = new PracticeControls(audio.player, analysis);
   $("player-body").hidden = false;
   state.timings = { ...timings, load_ms: t1 - t0, build_ms: performance.now() - t1 };
   state.ready = state.playable = true;
@@ -140,6 +143,7 @@ async function openLive(job, seq, autoplay) {
   const player = new Player(audio.ctx, live.stems(), undefined, live.readyFrames / SAMPLE_RATE);
   audio.player = player;
   audio.view = new MixerView(player, job, null, "The analysis is shown when the job is done.", { live: true });
+  audio.practice = new PracticeControls(player, null);
   $("player-body").hidden = false;
   state.playable = true;
   // Not awaited: where the browser holds the audio back until a key or click, play() waits
@@ -196,6 +200,7 @@ async function followLive(live, seq) {
   state.analysis = analysis;
   $("player-title").textContent = title(job);
   view.finish(job, analysis, note);
+  audio.practice?.setAnalysis(analysis);
   view.say("Separated: the player holds the finished stems.");
   state.ready = true;
 }

@@ -3,27 +3,26 @@
 // While a job still separates, only the first `ready` seconds of the buffers are final: playback
 // stops there (and waits), and when more arrives the sources are swapped for new ones at one
 // future sample, continuing the same timeline, so the joins are gapless.
+// Speed and pitch: at speed 1 and 0 semitones the stems play from buffer sources (exact); any
+// other setting plays them through one Signalsmith Stretch node (stretch.js), and a change
+// between the two paths is an equal-power crossfade scheduled ahead. The transport's timeline
+// is a segment (song time `offset` at context time `startedAt`, then `segSpeed` song seconds
+// per second), and `prev`, the segment still heard until `startedAt` after a change.
+
+import { FADE_S, audibleGain, buildGraph, fadeAt, setNow } from "./graph.js";
+import { StretchBus, renderStretched } from "./stretch.js";
+
+export { audibleGain };
 
 const START_LEAD_S = 0.05; // sources start this far ahead so every start() lands on one time
+const STRETCH_MARGIN_S = 0.05; // a change to the stretch node is scheduled its latency + this ahead
+const PUMP_MS = 50; // while playing: feeds the stretch node, detects its end, schedules clicks
+const PASS_LEAD_S = 0.4; // a count-in before each loop pass: the next pass is set up this early
+export const SPEED_MIN = 0.5;
+export const SPEED_MAX = 1.5;
+export const SEMITONES_MAX = 12;
 
-/** Gain of stem i under mute/solo: muted wins; when any stem is soloed, only soloed ones sound. */
-export function audibleGain(mixer, i) {
-  const m = mixer[i];
-  const anySolo = mixer.some((s) => s.solo);
-  return m.mute || (anySolo && !m.solo) ? 0 : m.volume;
-}
-
-/** Per stem: GainNode -> StereoPannerNode -> destination, set from the mixer settings. */
-function buildGraph(ctx, destination, mixer) {
-  return mixer.map((m, i) => {
-    const gain = ctx.createGain();
-    const panner = ctx.createStereoPanner();
-    gain.gain.value = audibleGain(mixer, i);
-    panner.pan.value = m.pan;
-    gain.connect(panner).connect(destination);
-    return { gain, panner };
-  });
-}
+const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
 export class Player {
   /**
@@ -50,17 +49,45 @@ export class Player {
     this.startedAt = 0; // ctx time at which the sources started
     this.loop = null; // {start, end} in seconds, or null
     this.loopOn = false;
+    this.speed = 1; // song seconds per second, pitch kept
+    this.semitones = 0; // pitch shift, fractional for cents
+    this.segSpeed = 1; // the speed of the segment from startedAt
+    this.prev = null; // {offset, startedAt, segSpeed, until}: the segment heard before startedAt
+    this.path = "direct"; // which path sounds: "direct" (buffer sources) or "stretch"
+    this.bus = null; // the StretchBus, made on the first speed or pitch change
+    this.endsAt = Infinity; // stretched without a loop: context time at which `ready` is reached
+    this.metronome = null; // a Metronome (metronome.js) when the practice controls made one
+    this.pumpTimer = 0;
   }
 
   /** The transport's position in seconds, from the context's clock. */
-  position() {
+  position(at = this.ctx.currentTime) {
     if (!this.playing || this.waiting) return this.offset;
-    const t = this.offset + Math.max(0, this.ctx.currentTime - this.startedAt);
+    if (this.prev && at < this.startedAt) {
+      // Between two loop passes (a count-in): already at the next pass's start.
+      return at >= this.prev.until ? this.offset : this.songTime(this.prev, at);
+    }
+    return this.songTime(this, at);
+  }
+
+  /** Song time heard at context time `at` on segment `seg` (looped, and up to `ready`). */
+  songTime(seg, at) {
+    const t = seg.offset + Math.max(0, at - seg.startedAt) * seg.segSpeed;
     if (this.looping() && t >= this.loop.end) {
       const len = this.loop.end - this.loop.start;
       return this.loop.start + ((t - this.loop.start) % len);
     }
     return Math.min(t, this.ready);
+  }
+
+  /** At 1x and 0 semitones the stems play from their buffers, bit-exact. */
+  neutral() {
+    return this.speed === 1 && this.semitones === 0;
+  }
+
+  /** Whether playback starts stretched: a non-neutral setting and the node loaded. */
+  stretched() {
+    return !this.neutral() && this.bus !== null;
   }
 
   /** Whether part of the song is not final yet. */
@@ -78,7 +105,8 @@ export class Player {
     return this.loopOn && this.loop !== null && this.loop.end - this.loop.start > 0.01;
   }
 
-  async play() {
+  /** Plays from the position; countIn: a bar of clicks first, when the metronome asks for it. */
+  async play({ countIn = true } = {}) {
     if (this.playing || !this.stems.length) return;
     if (this.ctx.state !== "running") await this.ctx.resume();
     if (this.playing) return; // a second play() while the context resumed
@@ -89,14 +117,209 @@ export class Player {
     offset = Math.round(offset * this.rate) / this.rate;
     this.playing = true;
     this.offset = offset;
+    this.prev = null;
     if (offset >= this.ready) {
       this.waiting = true; // nothing final here yet: extend() starts the sources
     } else {
-      const when = this.frameCeil(this.ctx.currentTime + START_LEAD_S);
-      this.startedAt = when;
+      let when = this.frameCeil(this.ctx.currentTime + this.lead(this.stretched()));
+      if (countIn && this.metronome) when = this.frameCeil(when + this.metronome.countIn(when, this.speed));
+      this.startAt(when, offset, this.stretched());
+    }
+    this.startPump();
+    this.onChange();
+  }
+
+  /** How far ahead a start on the path lands exactly. */
+  lead(stretched) {
+    return stretched ? this.bus.latency + STRETCH_MARGIN_S : START_LEAD_S;
+  }
+
+  /** Starts the path from context time `when` at song time `offset` (nothing else sounds). */
+  startAt(when, offset, stretched) {
+    this.startedAt = when;
+    this.offset = offset;
+    this.segSpeed = stretched ? this.speed : 1;
+    this.path = stretched ? "stretch" : "direct";
+    for (const n of this.nodes) setNow(n.input.gain, stretched ? 0 : 1, this.ctx);
+    if (this.bus) setNow(this.bus.fade.gain, stretched ? 1 : 0, this.ctx);
+    if (stretched) {
+      this.bus.reset(this.buffers(), offset, this.ready, this.looping() ? this.loop : null);
+      this.bus.play(when, offset, this.speed, this.semitones);
+      this.updateEnd();
+    } else {
       this.sources = this.startSources(when, offset);
     }
+  }
+
+  buffers() {
+    return this.stems.map((s) => s.buffer);
+  }
+
+  /** Stretched without a loop: where the song reaches `ready` (held there, or the end). */
+  updateEnd() {
+    this.endsAt = this.path === "stretch" && !this.looping()
+      ? this.startedAt + (this.ready - this.offset) / this.segSpeed
+      : Infinity;
+  }
+
+  startPump() {
+    if (!this.pumpTimer) this.pumpTimer = setInterval(() => this.pump(), PUMP_MS);
+  }
+
+  stopPump() {
+    clearInterval(this.pumpTimer);
+    this.pumpTimer = 0;
+  }
+
+  /** While playing: feeds the stretch node, ends where a stretched song ends, clicks. */
+  pump() {
+    if (!this.playing) return this.stopPump();
+    const now = this.ctx.currentTime;
+    if (this.retimeLater && now >= this.startedAt) {
+      this.retimeLater = false;
+      this.retimePlaying();
+    }
+    if (!this.waiting && this.looping() && this.metronome?.everyPass) this.nextPass(now);
+    this.metronome?.pump(now);
+    if (this.path !== "stretch" || this.waiting) return;
+    if (now >= this.endsAt) return this.reachedReady();
+    this.bus.pump(this.buffers(), this.position(now), this.ready);
+  }
+
+  /**
+   * A count-in before each loop pass: shortly before this pass ends, the next one is set up
+   * to start a bar of clicks after it (this pass stops at the loop's end; its own sources or
+   * the node's native loop would go on).
+   */
+  nextPass(now) {
+    const end = this.startedAt + (this.loop.end - this.offset) / this.segSpeed;
+    if (now + PASS_LEAD_S < end || now < this.startedAt) return;
+    this.metronome.retimed(end);
+    const when = this.frameCeil(end + this.metronome.countIn(end, this.segSpeed, true));
+    if (this.path === "stretch") {
+      this.bus.fade.gain.setValueAtTime(0, end);
+      this.bus.fade.gain.setValueAtTime(1, when);
+      this.bus.play(when, this.loop.start, this.segSpeed, this.semitones);
+    } else {
+      for (const src of this.sources) {
+        src.onended = () => src.disconnect();
+        src.stop(end);
+      }
+      this.sources = this.startSources(when, this.loop.start);
+    }
+    this.prev = { ...this.segment(), until: end };
+    this.offset = this.loop.start;
+    this.startedAt = when;
+  }
+
+  /** The playhead reached what is final: hold there (more is coming) or end the song. */
+  reachedReady() {
+    this.stopPaths();
+    if (this.partial()) {
+      this.waiting = true;
+      this.offset = this.ready;
+    } else {
+      this.playing = false;
+      this.offset = 0;
+    }
     this.onChange();
+  }
+
+  /** Sets the speed (0.5-1.5, pitch kept), live: see retime. */
+  setSpeed(speed) {
+    this.speed = clamp(Number(speed), SPEED_MIN, SPEED_MAX);
+    return this.retime();
+  }
+
+  /** Sets the pitch shift in semitones (-12..12, fractions are cents), live: see retime. */
+  setPitch(semitones) {
+    this.semitones = clamp(Number(semitones), -SEMITONES_MAX, SEMITONES_MAX);
+    return this.retime();
+  }
+
+  /** Loads the stretch node once (the library is fetched from the gateway). */
+  loadStretch() {
+    this.busLoading ??= StretchBus.create(this.ctx, this.nodes.map((n) => n.gain)).then((bus) => {
+      this.bus = bus;
+      return bus;
+    }, (e) => {
+      this.busLoading = null;
+      throw e;
+    });
+    return this.busLoading;
+  }
+
+  /** The new speed and pitch take effect: from a time a little ahead while playing, with no
+   *  gap (the stretched node changes on its own; between paths, a crossfade). */
+  async retime() {
+    if (!this.neutral() && !this.bus) {
+      try {
+        await this.loadStretch();
+      } catch (e) {
+        Object.assign(this, { speed: 1, semitones: 0 }); // it plays as it did: say so
+        this.onChange();
+        throw e;
+      }
+    }
+    if (this.playing && !this.waiting) this.retimePlaying();
+    this.onChange();
+  }
+
+  retimePlaying() {
+    const now = this.ctx.currentTime;
+    const want = this.stretched();
+    if (this.prev && this.prev.until < Infinity && now < this.startedAt) {
+      this.retimeLater = true; // between two loop passes: once the next one started
+      return;
+    }
+    if (now < this.startedAt && !this.prev) {
+      // Not started yet (the lead or a count-in): the same start, on the path now wanted.
+      const when = Math.max(this.startedAt, this.frameCeil(now + this.lead(want)));
+      this.stopPaths();
+      return this.startAt(when, this.offset, want);
+    }
+    // A change still ahead is replaced, so the timeline goes on from the segment heard now.
+    const base = this.prev && now < this.startedAt ? this.prev : this.segment();
+    const when = this.frameCeil(now + this.lead(want));
+    const at = Math.round(this.songTime(base, when) * this.rate) / this.rate;
+    if (want && this.path === "stretch") {
+      this.bus.play(when, at, this.speed, this.semitones);
+    } else if (want) {
+      this.bus.reset(this.buffers(), at, this.ready, this.looping() ? this.loop : null);
+      this.bus.play(when, at, this.speed, this.semitones);
+      this.crossfade(when, true);
+    } else if (this.path === "stretch") {
+      this.sources = this.startSources(when, at);
+      this.crossfade(when, false);
+      this.bus.stop(when + FADE_S, true);
+    } else {
+      return; // direct and neutral: nothing changes
+    }
+    this.path = want ? "stretch" : "direct";
+    this.prev = base;
+    this.offset = at;
+    this.startedAt = when;
+    this.segSpeed = want ? this.speed : 1;
+    this.updateEnd();
+    this.metronome?.retimed(when);
+  }
+
+  segment() {
+    return { offset: this.offset, startedAt: this.startedAt, segSpeed: this.segSpeed, until: Infinity };
+  }
+
+  /** Equal-power crossfade at `when` between the paths; toStretch: from direct to stretched. */
+  crossfade(when, toStretch) {
+    for (const n of this.nodes) fadeAt(n.input.gain, !toStretch, when);
+    fadeAt(this.bus.fade.gain, toStretch, when);
+    if (toStretch) {
+      const old = this.sources;
+      this.sources = [];
+      for (const src of old) {
+        src.onended = () => src.disconnect();
+        src.stop(when + FADE_S);
+      }
+    }
   }
 
   /** One source per stem from `when` at buffer time `offset`; without a loop they stop at
@@ -110,7 +333,7 @@ export class Player {
         src.loopStart = this.loop.start;
         src.loopEnd = this.loop.end;
       }
-      src.connect(this.nodes[i].gain);
+      src.connect(this.nodes[i].input);
       src.start(when, offset);
       if (!this.looping() && this.partial()) src.stop(when + (this.ready - offset));
       return src;
@@ -149,6 +372,17 @@ export class Player {
       return this.onChange();
     }
     if (this.looping() && !replaced && !this.waiting) return this.onChange(); // the loop lies in what was final
+    if (this.path === "stretch" && !this.waiting) {
+      // The node reads the stems' buffers as it is fed: it plays on; only the end moves.
+      this.updateEnd();
+      return this.onChange();
+    }
+    if (this.waiting && this.stretched()) {
+      this.waiting = false;
+      this.prev = null;
+      this.startAt(this.frameCeil(this.ctx.currentTime + this.lead(true)), this.offset, true);
+      return this.onChange();
+    }
     const when = this.frameCeil(this.ctx.currentTime + START_LEAD_S);
     if (!this.waiting) {
       // The swap: old sources stop and new ones start on the same frame, reading on from there.
@@ -160,6 +394,7 @@ export class Player {
       }
       if (at < before) {
         const old = this.sources;
+        this.prev = this.segment(); // heard until `when`
         this.sources = this.startSources(when, at);
         this.offset = at;
         this.startedAt = when;
@@ -176,8 +411,8 @@ export class Player {
     }
     if (this.offset < this.ready) {
       this.waiting = false;
-      this.startedAt = when;
-      this.sources = this.startSources(when, this.offset);
+      this.prev = null;
+      this.startAt(when, this.offset, false);
     }
     this.onChange();
   }
@@ -185,7 +420,7 @@ export class Player {
   pause() {
     if (!this.playing) return;
     const at = this.position();
-    this.stopSources();
+    this.stopPaths();
     this.playing = false;
     this.waiting = false;
     this.offset = at;
@@ -201,11 +436,11 @@ export class Player {
   seek(t) {
     const to = Math.max(0, Math.min(this.ready, t));
     if (this.playing) {
-      this.stopSources();
+      this.stopPaths();
       this.playing = false;
       this.waiting = false;
       this.offset = to;
-      this.play();
+      this.play({ countIn: false });
     } else {
       this.offset = to;
       this.onChange();
@@ -241,10 +476,11 @@ export class Player {
   /**
    * The mix as the mixer stands (or with `opts` changed), rendered offline through the same
    * graph. opts: mute / solo: a list of stem names or "all"; mixer: {name: {volume, pan, mute,
-   * solo}}; start, end: seconds (default the whole song).
-   * @returns {Promise<AudioBuffer>} stereo, at the stems' sample rate
+   * solo}}; start, end: seconds (default the whole song); speed, semitones (default the
+   * player's); click: with the metronome's clicks (default: its "in my mix" choice).
+   * @returns {Promise<AudioBuffer>} stereo, at the stems' sample rate, (end - start) / speed long
    */
-  renderMix(opts = {}) {
+  async renderMix(opts = {}) {
     const mixer = this.mixer.map((m) => ({ ...m, ...(opts.mixer || {})[m.name] }));
     for (const key of ["mute", "solo"]) {
       const names = opts[key];
@@ -255,12 +491,22 @@ export class Player {
     const first = Math.round((opts.start ?? 0) * rate);
     const last = Math.min(this.stems[0].buffer.length, Math.round((opts.end ?? this.duration) * rate));
     const frames = Math.max(1, last - first);
-    const offline = new OfflineAudioContext(2, frames, rate);
+    const speed = clamp(opts.speed ?? this.speed, SPEED_MIN, SPEED_MAX);
+    const semitones = clamp(opts.semitones ?? this.semitones, -SEMITONES_MAX, SEMITONES_MAX);
+    const neutral = speed === 1 && semitones === 0;
+    const offline = new OfflineAudioContext(2, neutral ? frames : Math.max(1, Math.round(frames / speed)), rate);
     const nodes = buildGraph(offline, offline.destination, mixer);
+    if (opts.click ?? this.metronome?.inMix) {
+      this.metronome?.renderInto(offline, offline.destination, first / rate, last / rate, speed);
+    }
+    if (!neutral) {
+      return renderStretched(offline, nodes.map((n) => n.gain), this.buffers(),
+        { first: first / rate, last: last / rate, speed, semitones });
+    }
     this.stems.forEach((s, i) => {
       const src = offline.createBufferSource();
       src.buffer = s.buffer;
-      src.connect(nodes[i].gain);
+      src.connect(nodes[i].input);
       src.start(0, first / rate);
     });
     return offline.startRendering();
@@ -269,6 +515,18 @@ export class Player {
   restartIfPlaying() {
     if (this.playing) this.seek(this.position());
     else this.onChange();
+  }
+
+  /** Silences both paths at once: the sources stopped, the stretch node stopped and emptied. */
+  stopPaths() {
+    this.stopSources();
+    if (this.bus) {
+      setNow(this.bus.fade.gain, 0, this.ctx);
+      // A moment in the past: the node takes it at once and keeps it as its current state.
+      this.bus.stop(Math.max(0, this.ctx.currentTime - 0.01));
+    }
+    this.endsAt = Infinity;
+    this.metronome?.silence();
   }
 
   stopSources() {
@@ -286,10 +544,13 @@ export class Player {
   }
 
   dispose() {
-    this.stopSources();
+    this.stopPaths();
+    this.stopPump();
+    this.bus?.dispose();
     this.playing = false;
     this.waiting = false;
     for (const n of this.nodes) {
+      n.input.disconnect();
       n.gain.disconnect();
       n.panner.disconnect();
     }
