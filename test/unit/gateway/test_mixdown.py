@@ -13,8 +13,9 @@ import pytest
 import soundfile as sf
 
 import gateway.mixdown as mixdown
+from common.config import Settings
 from common.errors import InvalidOption
-from gateway.jobfiles import JobFiles
+from gateway.jobfiles import JobFiles, job_files
 from gateway.mixdown import MixOptions, mix_file, mix_options, mix_weights
 from gateway.store import JobRecord
 
@@ -211,3 +212,26 @@ def test_without_pedalboard_a_stretch_is_refused_and_the_exact_mix_works(tmp_pat
     assert refused.value.code == "stretch_unavailable" and refused.value.status == 422
     assert not list((files.dir / mixdown.MIX_DIR).iterdir())  # no half file left
     assert render(files, job).shape == (2, int(SECONDS * RATE))
+
+
+def test_with_object_storage_a_mix_is_rendered_once_for_every_gateway(
+    tmp_path, s3server, s3_url, monkeypatch
+):
+    """Gateway A renders and puts the mix in the bucket; gateway B (its own data dir) serves
+    it from there without rendering; deleting the job removes it from the bucket."""
+    for k, v in s3server.env().items():
+        monkeypatch.setenv(k, v)
+    extra = {"storage_url": s3_url, "s3_endpoint_url": s3server.endpoint_url}
+    a, b = (Settings(_env_file=None, data_dir=tmp_path / n, **extra) for n in ("a", "b"))
+    local, job = job_with(tmp_path / "fuser", {s: sine(330.0, 0.1) for s in STEMS})
+    here, there = job_files(a, job.id), job_files(b, job.id)
+    here.store.put_file(f"{here.result_key}/result.wav", local.result_path)  # as the fuser does
+    renders = []
+    real = mixdown.render_mix
+    monkeypatch.setattr(mixdown, "render_mix", lambda *a: (renders.append(1), real(*a)))
+    options = mix_options(STEMS, 0.9, 1, "vocals:-inf", None, "flac")
+    first = mix_file(here, job, options).read_bytes()
+    assert mix_file(there, job, options).read_bytes() == first and len(renders) == 1
+    assert any("/mixes/" in key for key in here.store.list_prefix(here.key))
+    here.delete()
+    assert here.store.list_prefix(here.key) == []
