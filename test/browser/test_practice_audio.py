@@ -296,6 +296,34 @@ def test_the_click_lands_on_the_beat_grid_at_80_percent(page):
     assert peaks[0] > 1.3 * peaks[1] and peaks[4] > 1.3 * peaks[3]
 
 
+# "My mix" with the click: a silent stem, the metronome's beats every 0.5 s, rendered at 0.8x.
+MIX_CLICK_JS = """async (analysis) => {
+  const { Player, Metronome, beatGrid, silence, ctx } = window.pa;
+  const p = new Player(ctx, [{ name: "quiet", buffer: silence(3) }]);
+  const m = new Metronome(p, beatGrid(analysis));
+  p.metronome = m;
+  await p.setSpeed(0.8);
+  const without = await p.renderMix({});
+  m.inMix = true;
+  const mix = await p.renderMix({});
+  p.dispose();
+  m.dispose();
+  const peak = (b) => b.getChannelData(0).reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  return { length: mix.length, without: peak(without), l: Array.from(mix.getChannelData(0)) };
+}"""
+
+
+def test_my_mix_holds_the_click_on_the_stretched_grid_only_when_asked(page):
+    analysis = grid_analysis(3.0, 0.5, 4)
+    r = page.evaluate(MIX_CLICK_JS, analysis)
+    assert r["without"] == 0
+    assert r["length"] == round(3 * RATE / 0.8)
+    found = onsets(np.array(r["l"]), 0.05, gap_s=0.3)
+    expected = np.round(np.array(analysis["track"]["beats_s"]) / 0.8 * RATE)
+    assert len(found) == len(expected)
+    assert np.abs(found - expected).max() <= 0.001 * RATE  # the 1 ms attack of the click
+
+
 @pytest.fixture(scope="module")
 def opened(page, base_url, tmp_path_factory):
     """A 6-second job (dsp, no analysis) opened in the page's player."""
@@ -329,6 +357,14 @@ def test_the_speed_control_sets_the_player_and_the_clock_runs_at_that_rate(opene
     assert (p1 - p0) / (t1 - t0) == pytest.approx(0.75, rel=0.01)
     page.get_by_role("button", name="Reset speed and pitch").click()
     page.wait_for_function("() => window.audiosplit.player.speed === 1")
+    page.locator("#player-h").click()  # focus off the controls: the page's keys apply
+    page.keyboard.press("[")
+    page.wait_for_function("() => window.audiosplit.player.speed === 0.95")
+    page.keyboard.press("=")
+    page.wait_for_function("() => window.audiosplit.player.semitones === 1")
+    expect(page.get_by_role("slider", name="Pitch")).to_have_value("1")
+    page.get_by_role("button", name="Reset speed and pitch").click()
+    page.wait_for_function("() => window.audiosplit.player.neutral()")
     expect(page.get_by_role("checkbox", name="Click", exact=True)).to_be_disabled()  # no beats
 
 
