@@ -181,6 +181,9 @@ def stretch(mix: np.ndarray, speed: float, semitones: float) -> np.ndarray:
         SAMPLE_RATE,
         stretch_factor=speed,
         pitch_shift_in_semitones=semitones,
+        high_quality=True,
+        transient_mode="crisp",  # drum hits stay hits
+        preserve_formants=True,  # a transposed voice keeps its timbre
     )
 
 
