@@ -275,7 +275,7 @@ export class Player {
     if (now < this.startedAt && !this.prev) {
       // Not started yet (the lead or a count-in): the same start, on the path now wanted.
       const when = Math.max(this.startedAt, this.frameCeil(now + this.lead(want)));
-      this.stopPaths();
+      this.stopPaths({ clicks: false }); // a count-in goes on
       return this.startAt(when, this.offset, want);
     }
     // A change still ahead is replaced, so the timeline goes on from the segment heard now.
@@ -517,8 +517,9 @@ export class Player {
     else this.onChange();
   }
 
-  /** Silences both paths at once: the sources stopped, the stretch node stopped and emptied. */
-  stopPaths() {
+  /** Silences both paths at once: the sources stopped, the stretch node stopped and emptied;
+   *  and the clicks still to come, unless `clicks` is false. */
+  stopPaths({ clicks = true } = {}) {
     this.stopSources();
     if (this.bus) {
       setNow(this.bus.fade.gain, 0, this.ctx);
@@ -526,7 +527,7 @@ export class Player {
       this.bus.stop(Math.max(0, this.ctx.currentTime - 0.01));
     }
     this.endsAt = Infinity;
-    this.metronome?.silence();
+    if (clicks) this.metronome?.silence();
   }
 
   stopSources() {

@@ -446,3 +446,37 @@ def test_switching_speed_and_pitch_while_playing_leaves_no_gap(page):
     ]
     nominal = 0.5 / np.sqrt(2)  # the sine's RMS
     assert min(levels) > 0.2 * nominal and max(levels) < 1.5 * nominal, (min(levels), max(levels))
+
+
+# A job still separating: 0.8 s of 3 s final at first. Stretched, the player is fed only what
+# is final, waits where it ends, plays on when more is final, and ends at the song's end.
+PARTIAL_JS = """async () => {
+  const { Player, sine, ctx, until } = window.pa;
+  const p = new Player(ctx, [{ name: "s", buffer: sine(3, 440) }], () => {}, 0.8);
+  await p.setSpeed(0.8);
+  await p.play();
+  await until(() => p.position() > 0.6);
+  const fed = p.bus.fedEnd;
+  await until(() => p.waiting);
+  const held = p.position();
+  await new Promise((ok) => setTimeout(ok, 300));
+  const stillHeld = p.position();
+  p.extend(3.0);
+  const resumed = p.playing && !p.waiting && p.path === "stretch";
+  await until(() => p.position() > 1.5);
+  const t0 = ctx.currentTime, p0 = p.position();
+  await new Promise((ok) => setTimeout(ok, 500));
+  const rate = (p.position() - p0) / (ctx.currentTime - t0);
+  await until(() => !p.playing);
+  p.dispose();
+  return { fed, held, stillHeld, resumed, rate, end: p.position() };
+}"""
+
+
+def test_a_partial_job_plays_stretched_up_to_what_is_final_and_on_when_more_is(page):
+    r = page.evaluate(PARTIAL_JS)
+    assert r["fed"] <= 0.8 + 1e-6  # the node never held what is not final
+    assert r["held"] == r["stillHeld"] == pytest.approx(0.8)
+    assert r["resumed"]
+    assert r["rate"] == pytest.approx(0.8, rel=0.05)
+    assert r["end"] == 0  # played to the end: back to the start, stopped
