@@ -248,12 +248,7 @@ export class MixerView {
     } else if (k === "l") {
       p.setLoopOn(!p.loopOn);
     } else if (k === "a" || k === "b") {
-      this.abKey(k);
-    } else if (e.key === "[" || e.key === "]") {
-      const at = p.position();
-      const old = p.loop || { start: 0, end: p.duration };
-      const region = e.key === "[" ? { start: at, end: Math.max(at, old.end) } : { start: Math.min(at, old.start), end: at };
-      p.setLoop(region, true);
+      this.abKey(k); // [ and ] are the speed's (practice.js)
     }
   }
 
