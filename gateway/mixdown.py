@@ -5,7 +5,7 @@ The stretch is Rubber Band's, through Spotify's `pedalboard.time_stretch` (GPL-3
 says what that means for an installation). Speed 1 and 0 semitones never go through it: that
 mix is the stems' weighted sum, exactly, made block by block. A stretch takes the whole mix at
 once (pedalboard has no streaming stretch): ~21 MB of float32 stereo a minute of song, plus the
-stretched copy and Rubber Band's own buffers, ~80 MB a minute at the peak (bench/bench_mix.py).
+stretched copy and Rubber Band's own buffers, ~75 MB a minute at the peak (bench/bench_mix.py).
 
 Each mix is kept beside the job's other files, `mixes/<key>.<ext>` (in the bucket too with
 object storage), `key` a digest of the normalised options: the same options are rendered once
@@ -238,7 +238,7 @@ def mix_file(files: JobFiles, job: JobRecord, options: MixOptions) -> Path:
     return path
 
 
-# Stretches at once in this gateway (others wait): each holds the whole song, ~80 MB a minute
+# Stretches at once in this gateway (others wait): each holds the whole song, ~75 MB a minute
 # of it at its peak (docs/api.md), so a few requests for long songs cannot exhaust memory.
 _STRETCHES = threading.BoundedSemaphore(2)
 _renders_guard = threading.Lock()
