@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from email.message import Message
+from pathlib import Path
 
 import httpx
 
@@ -147,12 +149,38 @@ class Api:
                 self.say(f"the gateway at {self.url} answers again")
             return result
 
+    def save(
+        self, link: str, params: Mapping[str, str], target_of: Callable[[httpx.Response], Path]
+    ) -> Path:
+        """GET `link` streamed to `<target>.part`, renamed to the target when whole; the target
+        is chosen from the answer (its attachment name) by `target_of`."""
+        try:
+            with self.http.stream("GET", link, params=params) as response:
+                self.check(response)
+                target = target_of(response)
+                part = target.with_name(target.name + ".part")
+                with open(part, "wb") as f:
+                    for block in response.iter_bytes():
+                        f.write(block)
+        except httpx.TransportError as e:
+            raise self.unreachable(e) from e
+        os.replace(part, target)
+        return target
+
     def job(self, job_id: str) -> dict:
         return self.call("GET", f"/api/jobs/{job_id}").json()
 
     def cancel(self, job_id: str) -> dict:
         """The job, cancelled; `Refused` 409 when it had ended, 404 when there is none."""
         return self.call("POST", f"/api/jobs/{job_id}/cancel").json()
+
+
+def attachment_name(response: httpx.Response) -> str | None:
+    """The file name of `Content-Disposition: attachment; filename="song_vocals.flac"`."""
+    header = Message()
+    header["content-disposition"] = response.headers.get("content-disposition", "")
+    name = header.get_filename()
+    return Path(name).name if name else None
 
 
 def no_job(job_id: str, e: Refused) -> Refused:

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-from email.message import Message
 from pathlib import Path
 
-import httpx
-
 from common.constants import RESULT_FORMATS
-from gateway.cli.api import EXIT_OK, Api, UsageError
+from gateway.cli.api import EXIT_OK, Api, UsageError, attachment_name
 
 
 def add_parser(commands, parents: list[argparse.ArgumentParser]) -> None:
@@ -120,25 +116,10 @@ def run_mix(args: argparse.Namespace) -> int:
 
 
 def download_mix(api: Api, job_id: str, params: dict[str, str], out: Path | None) -> Path:
-    """The mix streamed to `<out>.part` and renamed to `out` (or to the gateway's name)."""
-    try:
-        with api.http.stream("GET", f"/api/jobs/{job_id}/mix", params=params) as response:
-            api.check(response)
-            fallback = f"{job_id}_mix.{params['format'].rstrip('0123456789')}"  # wav16: .wav
-            target = out or Path(attachment_name(response) or fallback)
-            part = target.with_name(target.name + ".part")
-            with open(part, "wb") as f:
-                for block in response.iter_bytes():
-                    f.write(block)
-    except httpx.TransportError as e:
-        raise api.unreachable(e) from e
-    os.replace(part, target)
-    return target
-
-
-def attachment_name(response: httpx.Response) -> str | None:
-    """The file name of `Content-Disposition: attachment; filename="song_mix.mp3"`."""
-    header = Message()
-    header["content-disposition"] = response.headers.get("content-disposition", "")
-    name = header.get_filename()
-    return Path(name).name if name else None
+    """The mix saved to `out`, or under the gateway's name in the current folder."""
+    fallback = f"{job_id}_mix.{params['format'].rstrip('0123456789')}"  # wav16: .wav
+    return api.save(
+        f"/api/jobs/{job_id}/mix",
+        params,
+        lambda response: out or Path(attachment_name(response) or fallback),
+    )

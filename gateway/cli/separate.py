@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import re
 import sys
 import time
 from collections.abc import Callable, Iterator
-from email.message import Message
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,6 +37,7 @@ from gateway.cli.api import (
     Api,
     Refused,
     Unreachable,
+    attachment_name,
     default_url,
     error_code,
     error_message,
@@ -221,25 +220,12 @@ def download(api: Api, song: Song, args: argparse.Namespace, view: ProgressView)
 
 
 def fetch(api: Api, link: str, params: dict, folder: Path, name: str) -> Path:
-    try:
-        with api.http.stream("GET", link, params=params) as response:
-            api.check(response)
-            target = folder / f"{name}{extension(response)}"
-            part = target.with_name(target.name + ".part")
-            with open(part, "wb") as f:
-                for block in response.iter_bytes():
-                    f.write(block)
-    except httpx.TransportError as e:
-        raise api.unreachable(e) from e
-    os.replace(part, target)
-    return target
+    return api.save(link, params, lambda response: folder / f"{name}{extension(response)}")
 
 
 def extension(response: httpx.Response) -> str:
     """'.flac' from `Content-Disposition: attachment; filename="song_vocals.flac"`."""
-    header = Message()
-    header["content-disposition"] = response.headers.get("content-disposition", "")
-    if name := header.get_filename():
+    if name := attachment_name(response):
         return Path(name).suffix
     return ".json" if "json" in response.headers.get("content-type", "") else ""
 

@@ -3,7 +3,8 @@
 import pytest
 
 from gateway import cli
-from gateway.cli.mix import attachment_name, mix_params
+from gateway.cli.api import attachment_name
+from gateway.cli.mix import mix_params
 from test.unit.gateway.test_cli import subparser
 
 
