@@ -89,6 +89,20 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
+MISSING_LOG = (
+    "instrument labels off: %s weights not found under %s; run ./run.sh fetch-models ast where "
+    "the network allows, or copy them there"
+)
+
+
+def weights_cached(cache: Path) -> bool:
+    """Whether the hub cache holds AST's config (a download or a copy put it there): without
+    it `from_pretrained` can only fail."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(AST_MODEL_ID, "config.json", cache_dir=cache), str)
+
+
 def load_tone_model(settings: Settings) -> ToneModel:
     """Load AST from the local cache; never raises (a missing model is a documented state).
 
@@ -96,6 +110,11 @@ def load_tone_model(settings: Settings) -> ToneModel:
     it says what is missing and what to do, without the server's paths; the full story, paths
     included, is logged here once, at start."""
     cache = hub_cache_dir(settings)
+    if not weights_cached(cache):
+        # said before transformers' model code is imported: that import alone costs ~3 s of CPU
+        # at every start of a service that then has nothing to load
+        log.warning(MISSING_LOG, AST_MODEL_ID, cache)
+        return ToneModel(cache, reason=MISSING_WEIGHTS)
     try:
         from transformers import ASTForAudioClassification
     except ImportError as e:
@@ -109,12 +128,7 @@ def load_tone_model(settings: Settings) -> ToneModel:
         device = pick_device(settings.device)
         model = model.to(device).eval()
     except OSError:
-        log.warning(
-            "instrument labels off: %s weights not found under %s; run "
-            "./run.sh fetch-models ast where the network allows, or copy them there",
-            AST_MODEL_ID,
-            cache,
-        )
+        log.warning(MISSING_LOG, AST_MODEL_ID, cache)
         return ToneModel(cache, reason=MISSING_WEIGHTS)
     except Exception:  # a corrupt or incompatible checkpoint: degrade, and say why
         log.exception("instrument labels off: loading %s from %s failed", AST_MODEL_ID, cache)
