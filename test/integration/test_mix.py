@@ -1,6 +1,6 @@
-"""GET /api/jobs/{id}/mix and `audiosplit mix` through the real stack (dsp separator, one
-3 s job for the module): the stretched mix's length, the exact mix at speed 1, the refusals,
-the file the command writes."""
+"""GET /api/jobs/{id}/mix and `audiosplit mix` through the real stack the integration tests
+share (dsp separator, one 3 s job for the module): the stretched mix's length, the exact mix
+at speed 1, the refusals, the file the command writes."""
 
 from __future__ import annotations
 
@@ -15,21 +15,10 @@ import pytest
 import soundfile as sf
 
 from test.songgen import make_song, mixture
-from test.stackutil import REPO, dsp_stack, wait_job, wav_bytes
+from test.stackutil import REPO, wait_job, wav_bytes
 
 SONG_S = 3.0
 RATE = 44100
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    yield from dsp_stack(tmp_path_factory, "mix")
-
-
-@pytest.fixture(scope="module")
-def client(stack):
-    with httpx.Client(base_url=stack.url("gateway"), timeout=120) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
