@@ -85,7 +85,7 @@ export function downloads(job, analysis, player, say) {
     el("ul", { class: "stem-links" }, ...stems),
     el("p", { class: "mix" }, mixButton, " as ", mixBits, " ",
       el("label", { class: "inline" }, onlyLoop, " only the selection"), " ", mixStatus),
-    el("p", { class: "help", text: "My mix: the stems as the mixer plays them now (mute, solo, volume, pan), rendered in this browser." }),
+    el("p", { class: "help", text: "My mix: the stems as you hear them now (mute, solo, volume, pan, speed and pitch, and the click when “click in my mix” is on), rendered in this browser." }),
   ];
 }
 
