@@ -81,6 +81,7 @@ class ModelCard(Message):
     licence: str = "not stated"  # of the weights, as published
     rtf_cpu: float | None = None  # separation time / song length on the 2-core dev CPU
     rtf_note: str | None = None
+    task: str | None = None  # what it is for: one of prediction.catalogue.TASKS
 
 
 class DownloadProgress(Message):

@@ -149,6 +149,34 @@ CARDS: dict[str, ModelCard] = {
 }
 
 
+# What a model is for, as `GET /api/models` groups them: task -> what a person asks for.
+TASKS = {
+    "four_stems": "4 stems (vocals, drums, bass, other)",
+    "six_stems": "6 stems (adds guitar and piano)",
+    "vocals": "vocals and the rest",
+    "lead_backing": "lead and backing vocals",
+    "drum_parts": "drum parts (kick, snare, toms, cymbals)",
+    "dereverb": "without reverb",
+    "denoise": "without noise",
+}
+TASK_OF = {
+    **dict.fromkeys(("htdemucs", "htdemucs_ft", "hdemucs_mmi", "mdx_extra"), "four_stems"),
+    **dict.fromkeys(("umxhq", "umxl", "umx", "dsp"), "four_stems"),
+    **dict.fromkeys(("bs_roformer_musdb18", "mel_band_roformer_musdb18"), "four_stems"),
+    "scnet_xl_ihf": "four_stems",
+    "htdemucs_6s": "six_stems",
+    "bs_roformer_sw": "six_stems",
+    "bs_roformer_viperx": "vocals",
+    "mel_band_roformer_kj": "vocals",
+    "mel_band_roformer_karaoke": "lead_backing",
+    "mdx23c_drumsep": "drum_parts",
+    "mel_band_roformer_dereverb": "dereverb",
+    "mel_band_roformer_denoise": "denoise",
+}
+
+
 def card_of(name: str) -> ModelCard | None:
-    """The card of a registry name; None for a model named by a checkpoint's path."""
-    return CARDS.get(name)
+    """The card of a registry name (its task set); None for a model named by a checkpoint's
+    path."""
+    card = CARDS.get(name)
+    return card.model_copy(update={"task": TASK_OF.get(name)}) if card is not None else None
