@@ -95,7 +95,7 @@ class SeparatorInfo(Message):
     """What the predictor knows of one model."""
 
     name: str
-    family: Literal["demucs", "openunmix", "roformer", "dsp"]
+    family: Literal["demucs", "openunmix", "roformer", "mdx23c", "scnet", "dsp"]
     stems: list[str]
     available: bool
     # weights missing here but downloadable now (a hub answers and AUTO_FETCH is on)
@@ -188,6 +188,27 @@ class EnsembleJob(Message):
     members: list[EnsembleMember] = Field(min_length=2)
     method: EnsembleMethod = "avg_wave"
     stems: list[str]  # output stems in channel order; every member has each of them
+    out_key: str = Field(pattern=STORAGE_KEY)
+    activity_window: int = Field(default=0, ge=0)
+    activity_hop: int = Field(default=0, ge=0)
+
+
+class AssembledStem(Message):
+    """One stem of an assembled result: the stem numbered `index` of a fused result (a
+    multi-channel WAV in the job storage, channels = stems x [L, R])."""
+
+    name: str
+    result_key: str = Field(pattern=STORAGE_KEY)
+    index: int = Field(ge=0)
+
+
+class AssemblyJob(Message):
+    """`POST /assemblies/{id}` on the fuser: the job's final files, each stem taken as it is
+    from one of several fused results (a chained job: the first stage's stems, a chained
+    stem's parts in its place)."""
+
+    job_id: str
+    stems: list[AssembledStem] = Field(min_length=1)
     out_key: str = Field(pattern=STORAGE_KEY)
     activity_window: int = Field(default=0, ge=0)
     activity_hop: int = Field(default=0, ge=0)

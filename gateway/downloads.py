@@ -41,7 +41,7 @@ Clip = Annotated[
         "set scaled so its loudest sample fits, as Demucs does) or clamp"
     ),
 ]
-STEM_NAME = re.compile(r"[a-z0-9_]{1,32}")
+STEM_NAME = re.compile(r"[a-z0-9_][a-z0-9_-]{0,47}")  # a chained stem's part: `vocals-lead`
 
 
 def stem_param(stem: Annotated[str, PathParam(description="One of the job's `stems`.")]) -> str:

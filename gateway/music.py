@@ -29,6 +29,7 @@ from common.midi import Note, midi_file
 from common.rawfile import RawArrayFile
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import encode
+from gateway.chains import parent_stem
 from gateway.jobfiles import JobFiles
 
 log = logging.getLogger("audiosplit.music")
@@ -54,16 +55,21 @@ class Music:
 
 def listens_to_stems(model: str, stems: list[str]) -> bool:
     """Whether the stems are worth listening to: a neural separator's full set."""
-    return not any(m in NEURAL_FREE for m in model.split(",")) and "drums" in stems
+    has_drums = "drums" in {parent_stem(s) for s in stems}  # or a chained job's drum parts
+    return not any(m in NEURAL_FREE for m in model.split(",")) and has_drums
 
 
 def read_rows(
     files: JobFiles, stems: list[str], rows: dict[str, tuple[str, ...]]
 ) -> dict[str, np.ndarray]:
     """Mono float32 rows at 22.05 kHz from result.wav: each row the sum of the stems it names
-    (those the job has), read block by block and resampled as it streams."""
+    (those the job has; a chained stem's parts stand for it), read block by block and
+    resampled as it streams."""
     files.fetch(files.result_path)
-    wanted = {name: [stems.index(s) for s in parts if s in stems] for name, parts in rows.items()}
+    wanted = {
+        name: [i for i, s in enumerate(stems) if parent_stem(s) in parts]
+        for name, parts in rows.items()
+    }
     wanted = {name: idx for name, idx in wanted.items() if idx}
     streams = {
         name: soxr.ResampleStream(SAMPLE_RATE, ANALYSIS_RATE, 1, "float32") for name in wanted

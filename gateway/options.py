@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from common.constants import AUTO_CHAIN, MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
 from common.interfaces import SeparatorInfo
+from gateway.chains import parse_chain, parse_recipe, resolve_chain
 from gateway.ensemble import check_members, parse_members, parse_method
 from gateway.messages import auto_reason, unavailable_message, weights_state
 
@@ -26,6 +27,8 @@ KNOWN_FIELDS = {
     "midi",
     "ensemble_weights",
     "ensemble_method",
+    "chain",
+    "recipe",
     "url",  # taken by the API before the options are parsed: a link instead of `file`
     "callback_url",
 }
@@ -44,6 +47,8 @@ class JobOptions:
     midi: bool = True  # the pitched stems as MIDI; part of the analysis (needs analysis=true)
     ensemble_weights: tuple[float, ...] | None = None  # with a comma-separated `model`
     ensemble_method: str = "avg_wave"  # or median_wave (prediction/ensemble_math.py)
+    chain: tuple[tuple[str, str], ...] = ()  # (stem, second model): gateway/chains.py
+    recipe: str | None = None  # named first stage and chain (gateway/chains.py RECIPES)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class ResolvedOptions:
     members: list[dict] | None = None
     ensemble_method: str | None = None  # avg_wave / median_wave; None: one model
     midi: bool = False  # MIDI of the stems: asked for (default) and analysis on
+    # stems separated again: [{"stem", "model", "parts"}] (gateway/chains.py); None: no chain
+    chain: list[dict] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +80,11 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
             f"unknown form field(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(sorted(KNOWN_FIELDS))}"
         )
-    model = fields.get("model", "").strip() or default_model
+    recipe = parse_recipe(fields.get("recipe", ""))
+    chain = parse_chain(fields.get("chain", ""))
+    if recipe is not None and chain:
+        raise InvalidOption("give a recipe or a chain, not both (a recipe names its chain)")
+    model = fields.get("model", "").strip() or (recipe.model if recipe else default_model)
     weights = None
     method = parse_method(fields.get("ensemble_method", ""))
     if "," in model:
@@ -101,10 +112,27 @@ def parse_options(fields: dict[str, str], default_model: str = "auto") -> JobOpt
         midi=_parse_bool(fields.get("midi", "true"), "midi"),
         ensemble_weights=weights,
         ensemble_method=method,
+        chain=recipe.chain if recipe else chain,
+        recipe=fields.get("recipe", "").strip() or None,
     )
 
 
 def resolve_options(options: JobOptions, infos: dict[str, SeparatorInfo]) -> ResolvedOptions:
+    """The first stage (one model, auto or an ensemble), then the chain's second stages."""
+    resolved = resolve_first_stage(options, infos)
+    if not options.chain:
+        return resolved
+    chain, stems = resolve_chain(options.chain, resolved.stems, infos)
+    links = ", ".join(f"{link['stem']} by {link['model']}" for link in chain)
+    return replace(
+        resolved,
+        chain=chain,
+        stems=stems,
+        model_reason=f"{resolved.model_reason}; then {links} (chained)",
+    )
+
+
+def resolve_first_stage(options: JobOptions, infos: dict[str, SeparatorInfo]) -> ResolvedOptions:
     """Pick the model (auto or named), check the stem against it, fill in quality defaults."""
     if "," in options.model:
         return resolve_ensemble(options, infos)

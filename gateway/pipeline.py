@@ -20,6 +20,7 @@ from common.config import Settings
 from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
 from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
 from common.interfaces import (
+    AssemblyJob,
     ChunkSpec,
     EnsembleJob,
     EnsembleMember,
@@ -39,6 +40,7 @@ from common.redact import settings_paths, without_paths
 from common.replicas import ReplicaPool, expect_ok
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
+from gateway.chains import assembled_stems, read_stem
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.music import Music, MusicAnalyser
@@ -54,6 +56,8 @@ from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
 
+FIRST_STAGE = "first"  # under the result's key: a chained job's first stage
+CHAINS = "chains"  # under the result's key: `chains/<k>`, the k-th chained stem's parts
 SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
 
 
@@ -114,19 +118,14 @@ class Pipeline:
         if self.store.transition(job_id, status="running", stage="planning") is None:
             raise JobCancelled("was cancelled before it started")
         start = time.perf_counter()
-        await self._fetch_weights(job_id, opts["model"])
+        chained = [link["model"] for link in opts.get("chain") or []]
+        await self._fetch_weights(job_id, ",".join(dict.fromkeys([opts["model"], *chained])))
 
         analysis = None
         if opts["analysis"]:
             analysis = asyncio.create_task(self.analyser.run(job_id, track))
-        members = opts.get("members") or [{"model": opts["model"]}]
         try:
-            if len(members) == 1:
-                result, total = await self._separate_model(
-                    job_id, job_id, opts["model"], track, opts, files.result_key, (0, 1)
-                )
-            else:
-                result, total = await self._separate_ensemble(job_id, members, track, opts, files)
+            result, total = await self._separate_all(job_id, track, opts, files)
         except BaseException:
             if analysis:
                 analysis.cancel()
@@ -168,6 +167,89 @@ class Pipeline:
         for name in model.split(","):  # an ensemble's members, each fetched in turn
             if name != "dsp" and "/" not in name:  # dsp has no weights, a path no hub
                 await self._fetch_one(job_id, name)
+
+    async def _separate_all(
+        self, job_id: str, track, opts: dict, files: JobFiles
+    ) -> tuple[FusedResult, int]:
+        """The first stage (one model or an ensemble), then a chain's second stages; returns
+        the job's result and the number of chunks run."""
+        members = opts.get("members") or [{"model": opts["model"]}]
+        links = opts.get("chain") or []
+        if len(members) == 1 and not links:
+            return await self._separate_model(
+                job_id, job_id, opts["model"], track, opts, files.result_key, (0, 1)
+            )
+        # a chained job's first stage fuses into files of its own, like an ensemble's members
+        n_frames, n_parts = track.shape[1], len(members) + len(links)
+        if not links:
+            return await self._separate_ensemble(
+                job_id, members, track, opts, files, files.result_key, n_parts
+            )
+        first_key = f"{files.result_key}/{FIRST_STAGE}"
+        first = await to_thread.run_sync(finished_member, files.store, first_key, n_frames)
+        total = 0
+        if first is not None:
+            log.info("the chain's first stage finished before: not run again")
+        elif len(members) == 1:
+            result, total = await self._separate_model(
+                job_id, f"{job_id}-s", opts["model"], track, opts, first_key, (0, n_parts)
+            )
+            first = MemberResult(result.result_key, result.stems)
+        else:
+            result, total = await self._separate_ensemble(
+                job_id, members, track, opts, files, first_key, n_parts
+            )
+            first = MemberResult(result.result_key, result.stems)
+        chained = await self._separate_chain(job_id, links, first, n_frames, opts, files, n_parts)
+        return chained[0], total + chained[1]
+
+    async def _separate_chain(
+        self,
+        job_id: str,
+        links: list[dict],
+        first: MemberResult,
+        n_frames: int,
+        opts: dict,
+        files: JobFiles,
+        n_parts: int,
+    ) -> tuple[FusedResult, int]:
+        """Each chained stem of the first stage separated by its model, as that model alone
+        separates a track (its own plan, normalisation and defaults), into `result/chains/<k>`;
+        then the job's result assembled: the first stage's stems, each chained one replaced
+        by its parts. A resumed job skips the links whose result is complete."""
+        total = 0
+        alone = {**opts, "stem": None, "overlap": None}  # the second model's own defaults
+        parts = {}
+        for k, link in enumerate(links):
+            out_key = f"{files.result_key}/{CHAINS}/{k}"
+            done = await to_thread.run_sync(finished_member, files.store, out_key, n_frames)
+            if done is not None:
+                log.info("chain link %d (%s) finished before: not run again", k, link["model"])
+                parts[link["stem"]] = done
+                continue
+            stem = await to_thread.run_sync(
+                read_stem, files.store, first.result_key, first.stems.index(link["stem"])
+            )
+            at = (n_parts - len(links) + k, n_parts)
+            result, chunks = await self._separate_model(
+                job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at
+            )
+            parts[link["stem"]] = MemberResult(result.result_key, result.stems)
+            total += chunks
+        self.store.update(job_id, stage="fusing")
+        job = AssemblyJob(
+            job_id=job_id,
+            stems=assembled_stems(first, links, parts),
+            out_key=files.result_key,
+            activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
+            activity_hop=self.analyser.hop if opts["analysis"] else 0,
+        )
+        result = await self._fuser_json(
+            "POST", f"/assemblies/{job_id}", FusedResult, json=job.model_dump()
+        )
+        for folder in (FIRST_STAGE, CHAINS):
+            await to_thread.run_sync(files.delete_results_under, folder)
+        return result, total
 
     async def _fetch_one(self, job_id: str, model: str) -> None:
         response = await self.pools.predictor.request("GET", f"/models/{model}")
@@ -263,7 +345,8 @@ class Pipeline:
             self.store, job_id, total, part, status.ready_frames if own else 0, share
         )
         # the stems are known once planned: a client can lay out its players while it runs
-        stems = {"stems": output_stems(fuse_job)} if part[0] == 0 else {}
+        first = part[0] == 0 and not opts.get("chain")  # a chain's stems are known at submission
+        stems = {"stems": output_stems(fuse_job)} if first else {}
         report.write(done, stage="separating", **stems)
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
         normalise = norm if plan.model.normalise else None
@@ -297,15 +380,26 @@ class Pipeline:
         return result, total
 
     async def _separate_ensemble(
-        self, job_id: str, members: list[dict], track, opts: dict, files: JobFiles
+        self,
+        job_id: str,
+        members: list[dict],
+        track,
+        opts: dict,
+        files: JobFiles,
+        out_key: str,
+        n_parts: int,
     ) -> tuple[FusedResult, int]:
         """Each member as its own model run into `result/members/<k>`, then the fuser's
-        weighted average into the job's result files; the members' files are removed after.
-        A resumed job skips the members that had finished (their result is complete)."""
+        weighted average into `out_key` (the job's result, or a chain's first stage); the
+        members' files are removed after. A resumed job skips the members that had finished
+        (their result is complete). `n_parts`: the job's model runs, chained ones included."""
         fused, total = [], 0
+        measure = opts["analysis"] and out_key == files.result_key  # a chain measures its end
         for k, member in enumerate(members):
-            out_key = f"{files.result_key}/members/{k}"
-            done = await to_thread.run_sync(finished_member, files.store, out_key, track.shape[1])
+            member_key = f"{files.result_key}/members/{k}"
+            done = await to_thread.run_sync(
+                finished_member, files.store, member_key, track.shape[1]
+            )
             if done is not None:
                 log.info(
                     "ensemble member %d (%s) finished before: not run again", k, member["model"]
@@ -313,7 +407,7 @@ class Pipeline:
                 fused.append(done)
                 continue
             result, chunks = await self._separate_model(
-                job_id, f"{job_id}-m{k}", member["model"], track, opts, out_key, (k, len(members))
+                job_id, f"{job_id}-m{k}", member["model"], track, opts, member_key, (k, n_parts)
             )
             fused.append(MemberResult(result.result_key, result.stems))
             total += chunks
@@ -328,9 +422,9 @@ class Pipeline:
             ],
             stems=fused[0].stems,
             method=opts.get("ensemble_method") or "avg_wave",
-            out_key=files.result_key,
-            activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
-            activity_hop=self.analyser.hop if opts["analysis"] else 0,
+            out_key=out_key,
+            activity_window=ANALYSIS_WINDOW if measure else 0,
+            activity_hop=self.analyser.hop if measure else 0,
         )
         result = await self._fuser_json(
             "POST", f"/ensembles/{job_id}", FusedResult, json=job.model_dump()

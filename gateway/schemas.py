@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from common.apidocs import ERROR_CONTENT
 from common.constants import DSP_STEMS, MODEL_NAMES
 from common.interfaces import ENSEMBLE_METHODS, ErrorDetail, SeparatorInfo
+from gateway.chains import RECIPES
 from gateway.options import MAX_OVERLAP, MAX_SHIFTS, QUALITIES
 from gateway.store import STATUSES
 
@@ -107,6 +108,23 @@ class JobSubmission(BaseModel):
         description="With an ensemble `model` only: per stem, the members' weighted mean "
         "(`avg_wave`) or weighted median (`median_wave`) waveform; empty: avg_wave.",
     )
+    chain: str = Field(
+        "",
+        description="Stems separated again by a second model, `STEM>MODEL`, comma-separated or "
+        "the field repeated (e.g. `vocals>mel_band_roformer_karaoke,drums>mdx23c_drumsep`): "
+        "each such stem is replaced in `stems` by its parts, `<stem>-<part>` (`vocals-lead`).",
+    )
+    recipe: Literal[("", *RECIPES)] = Field(  # type: ignore[valid-type]
+        "",
+        description="A named first stage and chain: "
+        + "; ".join(
+            f"`{name}`: {r.label} ({r.model}, then "
+            + ", ".join(f"{stem}>{model}" for stem, model in r.chain)
+            + ")"
+            for name, r in RECIPES.items()
+        )
+        + ". A `model` given beside it replaces the first stage; not with `chain`.",
+    )
 
 
 def job_submission_body() -> dict:
@@ -164,6 +182,12 @@ class EnsembleShare(Answer):
     share: float = Field(description="The weight over the sum of the weights.")
 
 
+class ChainLink(Answer):
+    stem: str = Field(description="The first stage's stem separated again.")
+    model: str = Field(description="The model that separates it.")
+    parts: list[str] = Field(description="The stems it is replaced by, `<stem>-<part>`.")
+
+
 class JobOptionsUsed(Answer):
     """The options the job runs with, defaults filled in."""
 
@@ -174,6 +198,7 @@ class JobOptionsUsed(Answer):
     midi: bool | None = None
     members: list[EnsembleShare] | None = Field(None, description="An ensemble's members.")
     ensemble_method: Literal[ENSEMBLE_METHODS] | None = None  # type: ignore[valid-type]
+    chain: list[ChainLink] | None = Field(None, description="Stems separated again.")
 
 
 class WebhookState(Answer):

@@ -20,6 +20,7 @@ log = logging.getLogger("audiosplit.upload")
 
 MAX_FIELD_BYTES = 4096
 MAX_FIELDS = 32
+REPEATABLE = frozenset({"chain"})  # fields a client may give more than once
 
 
 @dataclass
@@ -97,7 +98,7 @@ class _Receiver:
         if self._in_file:
             self._in_file = False
         elif self._field_name:
-            self.upload.fields[self._field_name] = self._field.decode("utf-8", "replace")
+            add_field(self.upload.fields, self._field_name, self._field.decode("utf-8", "replace"))
 
     def close(self) -> None:
         if self._file is not None:
@@ -190,4 +191,16 @@ async def receive_form(request: Request) -> Upload:
         raise BadRequest("the form is not UTF-8", code="bad_form") from e
     if len(pairs) > MAX_FIELDS:
         raise BadRequest("too many form fields")
-    return Upload(fields=dict(pairs))
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        add_field(fields, name, value)
+    return Upload(fields=fields)
+
+
+def add_field(fields: dict[str, str], name: str, value: str) -> None:
+    """A form field; a repeatable one given again is joined to the earlier (`chain=a>x` twice
+    reads as `a>x,b>y`), any other given again replaces it."""
+    if name in REPEATABLE and fields.get(name, "").strip():
+        fields[name] = f"{fields[name]},{value}"
+    else:
+        fields[name] = value

@@ -21,11 +21,18 @@ from fastapi import Path as PathParam
 
 from common.config import Settings, get_settings
 from common.errors import BadRequest, StorageError
-from common.interfaces import EnsembleJob, FuseChunkMeta, FusedResult, FuseJob, FuseStatus
+from common.interfaces import (
+    AssemblyJob,
+    EnsembleJob,
+    FuseChunkMeta,
+    FusedResult,
+    FuseJob,
+    FuseStatus,
+)
 from common.service import create_service_app
 from common.storage import Storage, storage_for
 from common.wire import decode
-from prediction.fusion import JobAccumulator, combine_members
+from prediction.fusion import JobAccumulator, assemble_stems, combine_members
 
 router = APIRouter()
 
@@ -93,6 +100,24 @@ async def combine(job_id: JobId, job: EnsembleJob, root: Root) -> FusedResult:
         raise StorageError(f"cannot combine the members of {job_id}: {e}") from e
     finally:
         if root.store.remote:  # the combination is in the bucket: drop the local copy
+            await to_thread.run_sync(shutil.rmtree, acc.dir, True)
+
+
+@router.post("/assemblies/{job_id}", response_model=FusedResult)
+async def assemble(job_id: JobId, job: AssemblyJob, root: Root) -> FusedResult:
+    """A chained job's final file: each stem taken from the fused result that holds it."""
+    if job.job_id != job_id:
+        raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
+    names = [stem.name for stem in job.stems]
+    if len(set(names)) != len(names):
+        raise BadRequest(f"stems named twice: {names}")
+    acc = root(job_id)
+    try:
+        return await to_thread.run_sync(assemble_stems, job, acc)
+    except (OSError, sf.LibsndfileError) as e:
+        raise StorageError(f"cannot assemble the stems of {job_id}: {e}") from e
+    finally:
+        if root.store.remote:  # the assembly is in the bucket: drop the local copy
             await to_thread.run_sync(shutil.rmtree, acc.dir, True)
 
 

@@ -1,0 +1,144 @@
+"""Chained separation: `chain=STEM>MODEL` separates a stem of the first stage again.
+
+`chain=vocals>mel_band_roformer_karaoke,drums>mdx23c_drumsep` (repeatable or comma-separated):
+the first stage (one model, `auto` or an ensemble) gives its stems; each named stem is then
+separated by its second model, through the same plan, fan-out and fuser as any model, and is
+replaced in the job's stems by its parts, `<stem>-<part>` (`vocals-lead`, `drums-kick`), in
+the first stage's order. A recipe names a first stage and its chain for what people ask for
+(`recipe=karaoke`); `model` given beside it replaces the recipe's first stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from common.constants import CHANNELS, MODEL_NAMES
+from common.errors import InvalidOption, ModelUnavailable
+from common.interfaces import AssembledStem, SeparatorInfo
+from common.storage import Storage
+from gateway.messages import unavailable_message
+
+MAX_LINKS = 4  # second stages in one job (a 4-stem first stage, each stem again)
+READ_BLOCK = 1 << 18  # frames of a result read at a time
+PART_SEPARATOR = "-"  # `<stem>-<part>`: stem names themselves never hold one
+
+
+@dataclass(frozen=True)
+class Recipe:
+    label: str  # what the page offers
+    model: str  # the first stage
+    chain: tuple[tuple[str, str], ...]  # (stem, second model)
+
+
+RECIPES = {
+    "karaoke": Recipe(
+        "lead and backing vocals", "htdemucs", (("vocals", "mel_band_roformer_karaoke"),)
+    ),
+    "drum_parts": Recipe("drum parts", "htdemucs", (("drums", "mdx23c_drumsep"),)),
+    "dry_vocals": Recipe(
+        "vocals without reverb", "htdemucs", (("vocals", "mel_band_roformer_dereverb"),)
+    ),
+    "clean_vocals": Recipe(
+        "vocals without noise", "htdemucs", (("vocals", "mel_band_roformer_denoise"),)
+    ),
+}
+
+
+def parse_chain(raw: str) -> tuple[tuple[str, str], ...]:
+    """`vocals>model_a,drums>model_b` -> (("vocals", "model_a"), ("drums", "model_b")); a 422
+    naming what is wrong. Empty: no chain."""
+    links = []
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        stem, sep, model = (part.strip() for part in item.partition(">"))
+        if not sep or not stem or not model:
+            raise InvalidOption(f"chain: expected STEM>MODEL (e.g. vocals>dsp), got {item!r}")
+        if model not in MODEL_NAMES:
+            raise InvalidOption(
+                f"chain {item!r}: unknown model {model!r}; valid models: {', '.join(MODEL_NAMES)}",
+                code="unknown_model",
+            )
+        links.append((stem, model))
+    stems = [s for s, _ in links]
+    if len(set(stems)) != len(stems):
+        raise InvalidOption(f"chain: each stem is chained once, got {raw!r}")
+    if len(links) > MAX_LINKS:
+        raise InvalidOption(f"chain: at most {MAX_LINKS} stems are separated again")
+    return tuple(links)
+
+
+def parse_recipe(raw: str) -> Recipe | None:
+    name = raw.strip()
+    if not name:
+        return None
+    if name not in RECIPES:
+        raise InvalidOption(
+            f"unknown recipe {name!r}; recipes: {', '.join(RECIPES)}", code="unknown_recipe"
+        )
+    return RECIPES[name]
+
+
+def resolve_chain(
+    links: tuple[tuple[str, str], ...], first_stems: list[str], infos: dict[str, SeparatorInfo]
+) -> tuple[list[dict], list[str]]:
+    """([{"stem", "model", "parts"}], the job's stems): each chained stem replaced by its parts
+    in place. Raises when a stem is not the first stage's or a second model lacks weights."""
+    resolved = []
+    stems = list(first_stems)
+    for stem, model in links:
+        if stem not in first_stems:
+            raise InvalidOption(
+                f"chain {stem}>{model}: the first stage gives no {stem!r} stem "
+                f"(it gives {', '.join(first_stems)})"
+            )
+        info = infos[model]
+        if not (info.available or info.fetchable):
+            raise ModelUnavailable(f"in the chain, {unavailable_message(info)}")
+        parts = [f"{stem}{PART_SEPARATOR}{part}" for part in info.stems]
+        at = stems.index(stem)
+        stems[at : at + 1] = parts
+        resolved.append({"stem": stem, "model": model, "parts": parts})
+    return resolved, stems
+
+
+def parent_stem(name: str) -> str:
+    """The first stage's stem a part comes from (`vocals-lead` -> `vocals`); a stem's own."""
+    return name.split(PART_SEPARATOR, 1)[0]
+
+
+def read_stem(store: Storage, key: str, index: int) -> np.ndarray:
+    """(2, n) float32: the stem numbered `index` of a fused result (channels = stems x [L, R]),
+    read in blocks so only that stem is ever held."""
+    with store.open(key) as f, sf.SoundFile(f) as wav:
+        stem = np.empty((CHANNELS, wav.frames), dtype=np.float32)
+        for lo in range(0, wav.frames, READ_BLOCK):
+            block = wav.read(min(READ_BLOCK, wav.frames - lo), dtype="float32", always_2d=True)
+            stem[:, lo : lo + len(block)] = block[:, CHANNELS * index : CHANNELS * (index + 1)].T
+    return stem
+
+
+def assembled_stems(first, links: list[dict], parts: dict) -> list[AssembledStem]:
+    """The job's stems, in order: the first stage's, each chained stem replaced by its parts
+    (`first`, `parts[stem]`: results with `.result_key` and `.stems`)."""
+    out = []
+    chained = {link["stem"]: link for link in links}
+    for i, stem in enumerate(first.stems):
+        if stem not in chained:
+            out.append(AssembledStem(name=stem, result_key=first.result_key, index=i))
+            continue
+        held = parts[stem]
+        names = chained[stem]["parts"]
+        out += [
+            AssembledStem(name=name, result_key=held.result_key, index=j)
+            for j, name in enumerate(names)
+        ]
+        if len(held.stems) != len(names):
+            raise ModelUnavailable(
+                f"{chained[stem]['model']} gave {len(held.stems)} stems, "
+                f"{len(names)} were planned ({', '.join(names)})"
+            )
+    return out
