@@ -21,6 +21,7 @@ from fastapi.security import APIKeyHeader
 from common.errors import Conflict, InvalidOption, NotFound
 from gateway.access import Caller, authenticate, may_see
 from gateway.cancel import cancel, clean_up, wait_until_stopped
+from gateway.chains import RECIPES, recipe_json, tasks_json
 from gateway.jobfiles import job_files
 from gateway.messages import public_model, result_notice
 from gateway.music import TRANSCRIBER
@@ -34,6 +35,7 @@ from gateway.schemas import (
 from gateway.store import RUNNABLE, STATUSES, JobRecord
 from gateway.tenants import DAY_S, Tenant, tenant_by_name, usage_window
 from gateway.webhooks import webhook_state, webhook_states
+from prediction.catalogue import TASKS
 from transforms.beats import LICENCES as BEAT_LICENCES
 
 # The spec's security scheme. `authenticate` does the checking; this dependency only puts the
@@ -365,7 +367,12 @@ async def list_models(gw: Gw) -> JSONResponse:
     infos = await gw.model_infos()
     # reasons without paths
     return JSONResponse(
-        {"models": [public_model(i) for i in infos.values()], "analysis": analysis_models(gw)}
+        {
+            "models": [public_model(i) for i in infos.values()],
+            "tasks": tasks_json(list(infos.values()), TASKS),
+            "recipes": [recipe_json(name, r) for name, r in RECIPES.items()],
+            "analysis": analysis_models(gw),
+        }
     )
 
 

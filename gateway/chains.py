@@ -12,22 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-import soundfile as sf
-
-from common.constants import CHANNELS, MODEL_NAMES
+from common.constants import MODEL_NAMES
 from common.errors import InvalidOption, ModelUnavailable
-from common.interfaces import AssembledStem, SeparatorInfo
-from common.storage import Storage
+from common.interfaces import SeparatorInfo
 from gateway.messages import unavailable_message
 
 MAX_LINKS = 4  # second stages in one job (a 4-stem first stage, each stem again)
-READ_BLOCK = 1 << 18  # frames of a result read at a time
 PART_SEPARATOR = "-"  # `<stem>-<part>`: stem names themselves never hold one
 
 
 @dataclass(frozen=True)
 class Recipe:
+    task: str  # what it gives: one of prediction.catalogue.TASKS
     label: str  # what the page offers
     model: str  # the first stage
     chain: tuple[tuple[str, str], ...]  # (stem, second model)
@@ -35,14 +31,17 @@ class Recipe:
 
 RECIPES = {
     "karaoke": Recipe(
-        "lead and backing vocals", "htdemucs", (("vocals", "mel_band_roformer_karaoke"),)
+        "lead_backing",
+        "lead and backing vocals",
+        "htdemucs",
+        (("vocals", "mel_band_roformer_karaoke"),),
     ),
-    "drum_parts": Recipe("drum parts", "htdemucs", (("drums", "mdx23c_drumsep"),)),
+    "drum_parts": Recipe("drum_parts", "drum parts", "htdemucs", (("drums", "mdx23c_drumsep"),)),
     "dry_vocals": Recipe(
-        "vocals without reverb", "htdemucs", (("vocals", "mel_band_roformer_dereverb"),)
+        "dereverb", "vocals without reverb", "htdemucs", (("vocals", "mel_band_roformer_dereverb"),)
     ),
     "clean_vocals": Recipe(
-        "vocals without noise", "htdemucs", (("vocals", "mel_band_roformer_denoise"),)
+        "denoise", "vocals without noise", "htdemucs", (("vocals", "mel_band_roformer_denoise"),)
     ),
 }
 
@@ -110,35 +109,22 @@ def parent_stem(name: str) -> str:
     return name.split(PART_SEPARATOR, 1)[0]
 
 
-def read_stem(store: Storage, key: str, index: int) -> np.ndarray:
-    """(2, n) float32: the stem numbered `index` of a fused result (channels = stems x [L, R]),
-    read in blocks so only that stem is ever held."""
-    with store.open(key) as f, sf.SoundFile(f) as wav:
-        stem = np.empty((CHANNELS, wav.frames), dtype=np.float32)
-        for lo in range(0, wav.frames, READ_BLOCK):
-            block = wav.read(min(READ_BLOCK, wav.frames - lo), dtype="float32", always_2d=True)
-            stem[:, lo : lo + len(block)] = block[:, CHANNELS * index : CHANNELS * (index + 1)].T
-    return stem
+def recipe_json(name: str, recipe: Recipe) -> dict:
+    return {
+        "name": name,
+        "task": recipe.task,
+        "label": recipe.label,
+        "model": recipe.model,
+        "chain": ",".join(f"{stem}>{model}" for stem, model in recipe.chain),
+    }
 
 
-def assembled_stems(first, links: list[dict], parts: dict) -> list[AssembledStem]:
-    """The job's stems, in order: the first stage's, each chained stem replaced by its parts
-    (`first`, `parts[stem]`: results with `.result_key` and `.stems`)."""
+def tasks_json(infos: list[SeparatorInfo], tasks: dict[str, str]) -> list[dict]:
+    """`GET /api/models`' grouping: per task (in `tasks`' order), the models made for it and
+    the recipes that chain models to give it."""
     out = []
-    chained = {link["stem"]: link for link in links}
-    for i, stem in enumerate(first.stems):
-        if stem not in chained:
-            out.append(AssembledStem(name=stem, result_key=first.result_key, index=i))
-            continue
-        held = parts[stem]
-        names = chained[stem]["parts"]
-        out += [
-            AssembledStem(name=name, result_key=held.result_key, index=j)
-            for j, name in enumerate(names)
-        ]
-        if len(held.stems) != len(names):
-            raise ModelUnavailable(
-                f"{chained[stem]['model']} gave {len(held.stems)} stems, "
-                f"{len(names)} were planned ({', '.join(names)})"
-            )
+    for task, label in tasks.items():
+        models = [i.name for i in infos if i.card is not None and i.card.task == task]
+        recipes = [name for name, r in RECIPES.items() if r.task == task]
+        out.append({"task": task, "label": label, "models": models, "recipes": recipes})
     return out

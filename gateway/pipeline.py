@@ -13,13 +13,15 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import soundfile as sf
 from anyio import to_thread
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
-from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
+from common.constants import ANALYSIS_WINDOW, CHANNELS, SAMPLE_RATE
 from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
 from common.interfaces import (
+    AssembledStem,
     AssemblyJob,
     ChunkSpec,
     EnsembleJob,
@@ -38,9 +40,9 @@ from common.interfaces import (
 from common.logs import job_id_var
 from common.redact import settings_paths, without_paths
 from common.replicas import ReplicaPool, expect_ok
+from common.storage import Storage
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
-from gateway.chains import assembled_stems, read_stem
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.music import Music, MusicAnalyser
@@ -58,6 +60,7 @@ log = logging.getLogger("audiosplit.pipeline")
 
 FIRST_STAGE = "first"  # under the result's key: a chained job's first stage
 CHAINS = "chains"  # under the result's key: `chains/<k>`, the k-th chained stem's parts
+READ_BLOCK = 1 << 18  # frames of a stored result read at a time
 SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
 
 
@@ -545,3 +548,37 @@ def with_music(track: dict, music: Music) -> None:
             track.get("reasons", {}).pop(name, None)
     if music.errors:
         track["errors"] = [*track.get("errors", []), *music.errors]
+
+
+def read_stem(store: Storage, key: str, index: int) -> np.ndarray:
+    """(2, n) float32: the stem numbered `index` of a fused result (channels = stems x [L, R]),
+    read in blocks so only that stem is ever held."""
+    with store.open(key) as f, sf.SoundFile(f) as wav:
+        stem = np.empty((CHANNELS, wav.frames), dtype=np.float32)
+        for lo in range(0, wav.frames, READ_BLOCK):
+            block = wav.read(min(READ_BLOCK, wav.frames - lo), dtype="float32", always_2d=True)
+            stem[:, lo : lo + len(block)] = block[:, CHANNELS * index : CHANNELS * (index + 1)].T
+    return stem
+
+
+def assembled_stems(first, links: list[dict], parts: dict) -> list[AssembledStem]:
+    """The job's stems, in order: the first stage's, each chained stem replaced by its parts
+    (`first`, `parts[stem]`: results with `.result_key` and `.stems`)."""
+    out = []
+    chained = {link["stem"]: link for link in links}
+    for i, stem in enumerate(first.stems):
+        if stem not in chained:
+            out.append(AssembledStem(name=stem, result_key=first.result_key, index=i))
+            continue
+        held = parts[stem]
+        names = chained[stem]["parts"]
+        out += [
+            AssembledStem(name=name, result_key=held.result_key, index=j)
+            for j, name in enumerate(names)
+        ]
+        if len(held.stems) != len(names):
+            raise ModelUnavailable(
+                f"{chained[stem]['model']} gave {len(held.stems)} stems, "
+                f"{len(names)} were planned ({', '.join(names)})"
+            )
+    return out

@@ -287,8 +287,27 @@ class AnalysisModel(Answer):
     licence: str
 
 
+class ModelTask(Answer):
+    task: str = Field(examples=["lead_backing"])
+    label: str = Field(description="What a person asks for.", examples=["lead and backing vocals"])
+    models: list[str] = Field(description="The models made for it.")
+    recipes: list[str] = Field(description="The recipes that chain models to give it.")
+
+
+class RecipeInfo(Answer):
+    name: str = Field(examples=["karaoke"])
+    task: str
+    label: str
+    model: str = Field(description="The first stage.")
+    chain: str = Field(description="As the `chain` field takes it.", examples=["vocals>dsp"])
+
+
 class ModelList(Answer):
     models: list[ModelInfo]  # type: ignore[valid-type]
+    tasks: list[ModelTask] = Field([], description="The models grouped by what they are for.")
+    recipes: list[RecipeInfo] = Field(
+        [], description="Named first stages and chains (`recipe` of POST /api/jobs)."
+    )
     analysis: list[AnalysisModel] = Field(
         [], description="The trained models the analysis runs (BEAT_MODEL picks the beats')."
     )

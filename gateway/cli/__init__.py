@@ -23,6 +23,7 @@ from pathlib import Path
 
 from common.constants import CLIP_MODES, MODEL_NAMES, RESULT_FORMATS
 from common.interfaces import ENSEMBLE_METHODS
+from gateway.chains import RECIPES
 from gateway.cli.api import (
     API_KEY_ENV,
     API_KEY_HEADER,
@@ -154,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=ENSEMBLE_METHODS,
         help="with an ensemble --model: per stem the weighted mean of the members' waveforms "
         "(avg_wave) or their weighted median (median_wave) (default: avg_wave)",
+    )
+    sep.add_argument(
+        "--chain",
+        action="append",
+        metavar="STEM>MODEL",
+        help="separate a stem again with a second model, e.g. vocals>mel_band_roformer_karaoke; "
+        "its parts replace it, named <stem>-<part> (repeatable)",
+    )
+    sep.add_argument(
+        "--recipe",
+        choices=tuple(RECIPES),
+        help="a named first stage and chain: "
+        + "; ".join(f"{name}: {r.label}" for name, r in RECIPES.items())
+        + " (--model replaces the recipe's first stage)",
     )
     sep.add_argument(
         "--quality",

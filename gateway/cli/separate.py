@@ -148,6 +148,12 @@ def job_fields(args: argparse.Namespace) -> dict[str, str]:
         fields["ensemble_method"] = args.ensemble_method
     if args.callback_url:
         fields["callback_url"] = args.callback_url
+    if args.chain:
+        fields["chain"] = ",".join(args.chain)
+    if args.recipe:
+        fields["recipe"] = args.recipe
+        if args.model == "auto":  # not given: the recipe's own first stage
+            del fields["model"]
     return fields
 
 

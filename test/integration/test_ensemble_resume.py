@@ -1,7 +1,9 @@
 """An ensemble job whose whole stack is killed (-9) after its first member finished resumes
 without separating that member again: the restarted predictor gets no chunk of it (its
 per-model request count, which starts from zero in the new process), only of the member that
-was running, and the result is still the weighted average of the members' own jobs."""
+was running, and the result is still the weighted average of the members' own jobs. The job
+also chains its vocals to a second model (an ensemble as a chain's first stage, resumed): the
+parts equal that model alone on the ensemble's vocals."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from test.stackutil import TESTDATA, stack_settings, wait_job
 from test.stackutil import separate_through_the_stack as separate
 
 MEMBERS = ("dsp", "htdemucs")  # the fast one first: killed while the second one runs
+CHAIN = ("vocals", "htdemucs")
 WEIGHTS = (1.0, 3.0)
 SECONDS = 24.0
 POLL_S = 0.05
@@ -72,6 +75,7 @@ def test_a_resumed_ensemble_skips_the_members_that_had_finished(tmp_path, music)
             "model": ",".join(MEMBERS),
             "ensemble_weights": ",".join(map(str, WEIGHTS)),
             "analysis": "false",
+            "chain": ">".join(CHAIN),
         }
         with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
             r = client.post("/api/jobs", files={"file": ("m.wav", buf.getvalue())}, data=fields)
@@ -98,14 +102,23 @@ def test_a_resumed_ensemble_skips_the_members_that_had_finished(tmp_path, music)
                 io.BytesIO(client.get(job["links"]["result"]).content), dtype="float32"
             )
         assert not members.exists()  # removed once combined
-        ensemble = result.T.reshape(len(job["stems"]), 2, -1)
+        got = result.T.reshape(len(job["stems"]), 2, -1)
         own = [separate(stack, music, model=m) for m in MEMBERS]
-        expected = sum(
-            w * np.stack([stems[one["stems"].index(s)] for s in job["stems"]])
+        first_stems = own[0][0]["stems"]
+        ensemble = sum(
+            w * np.stack([stems[one["stems"].index(s)] for s in first_stems])
             for w, (one, stems) in zip(WEIGHTS, own, strict=True)
         ) / sum(WEIGHTS)
-        error = np.abs(ensemble - expected).max() / np.abs(expected).max()
-        print(f"resumed ensemble vs the weighted average of its members: {error:.2e} x peak")
+        chained = first_stems.index(CHAIN[0])
+        part_job, parts = separate(stack, ensemble[chained], model=CHAIN[1])
+        assert job["stems"] == [
+            *first_stems[:chained],
+            *(f"{CHAIN[0]}-{p}" for p in part_job["stems"]),
+            *first_stems[chained + 1 :],
+        ]
+        expected = np.concatenate([ensemble[:chained], parts, ensemble[chained + 1 :]])
+        error = np.abs(got - expected).max() / np.abs(expected).max()
+        print(f"resumed chained ensemble vs its members' average, chained: {error:.2e} x peak")
         assert error <= 1e-4
     finally:
         stack.stop()
