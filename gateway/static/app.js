@@ -4,7 +4,7 @@
 // the player. Plain modules, no build step, nothing loaded from elsewhere.
 
 import { POLL_MS, audio, closePlayer, listenable, openJob, sleep, state } from "./listen.js";
-import { ensembleHow, loadModels, membersText, modelFields } from "./models.js";
+import { chainText, ensembleHow, loadModels, membersText, modelFields, stemFields } from "./models.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
 import { el } from "./dom.js";
@@ -86,9 +86,10 @@ function setUpForm() {
       return;
     }
     const fields = {
-      ...models, quality: $("quality").value, stems: $("stems").value,
+      ...models, ...stemFields(), quality: $("quality").value,
       analysis: $("analysis").checked ? "true" : "false",
     };
+    if (fields.recipe && fields.model === "auto") delete fields.model; // the recipe's own
     for (const f of files) upload(f, fields);
     if (link) sendLink(link, fields);
     input.value = "";
@@ -198,7 +199,9 @@ function showJob(c, job) {
   const members = membersText(job);
   const how = ensembleHow(job) === "median" ? " (weighted median)" : "";
   const ensemble = members ? [el("li", { class: "members", text: `Ensemble${how}: ${members}` })] : [];
-  c.info.replaceChildren(...ensemble, ...notes, ...warns);
+  const chained = chainText(job);
+  const chain = chained ? [el("li", { class: "chain", text: `Separated again: ${chained}` })] : [];
+  c.info.replaceChildren(...ensemble, ...chain, ...notes, ...warns);
   c.alert.textContent = job.status === "failed" ? `${c.title.textContent} failed: ${job.error?.message || "unknown error"}` : "";
   const actions = [];
   if (job.status === "done") actions.push(button("Open", `Open ${c.title.textContent} in the player`, () => openJob(job.id, { reveal: true }), "open"));

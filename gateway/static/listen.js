@@ -6,7 +6,7 @@ import { MixerView } from "./mixer.js";
 import { Player } from "./player.js";
 import { PracticeControls } from "./practice.js";
 import { LiveStems, fetchStem } from "./stems.js";
-import { ensembleHow, membersText } from "./models.js";
+import { chainText, ensembleHow, membersText } from "./models.js";
 import { fmtTime } from "./views.js";
 import { apiFetch } from "./auth.js";
 
@@ -54,7 +54,9 @@ async function getJob(id) {
 function title(job) {
   const members = membersText(job);
   const by = members ? `the weighted ${ensembleHow(job)} of ${members}` : job.model;
-  return `${job.filename} — ${job.stems.length} stems by ${by}, ${fmtTime(job.duration_s)}`;
+  const chained = chainText(job);
+  const again = chained ? ` (then ${chained})` : "";
+  return `${job.filename} — ${job.stems.length} stems by ${by}${again}, ${fmtTime(job.duration_s)}`;
 }
 
 /** Brings the player to the top of the view and gives it the focus, so that Space plays

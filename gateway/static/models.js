@@ -29,7 +29,8 @@ export async function loadModels() {
   try {
     const r = await apiFetch("/api/models");
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    const models = (await r.json()).models || [];
+    const answer = await r.json();
+    const models = answer.models || [];
     list.replaceChildren();
     for (const m of models) {
       const note = MODEL_NOTES[m.name] || `${m.family} model.`;
@@ -46,6 +47,7 @@ export async function loadModels() {
         m.available ? "" : el("small", { text: ` ${m.reason}` })));
     }
     const usable = models.filter((m) => m.available || m.fetchable);
+    offerRecipes(answer.recipes || [], new Set(usable.map((m) => m.name)));
     $("ensemble-models").replaceChildren(...usable.map(memberRow));
     const autoHelp = `Which separator runs. Usable here: ${usable.map((m) => m.name).join(", ") || "none"}; auto picks the best of them.`;
     const byName = Object.fromEntries(models.map((m) => [m.name, m]));
@@ -58,6 +60,41 @@ export async function loadModels() {
   } catch (e) {
     list.replaceChildren(el("li", { text: `Could not list the models (${e.message}); auto still works.` }));
   }
+}
+
+/**
+ * The recipes (a first stage, then a stem separated again) as choices of the stem select:
+ * "lead and backing vocals" and the like, disabled where a chained model is not usable here.
+ */
+function offerRecipes(recipes, usable) {
+  $("stems").querySelector("optgroup.recipes")?.remove();
+  if (!recipes.length) return;
+  const group = el("optgroup", { class: "recipes", label: "Separated again (a second model)" });
+  for (const r of recipes) {
+    const chained = r.chain.split(",").map((link) => link.split(">")[1]);
+    const missing = chained.filter((m) => !usable.has(m));
+    group.append(el("option", {
+      value: `recipe:${r.name}`, disabled: missing.length > 0,
+      text: `${r.label}${missing.length ? ` — ${missing.join(", ")} not installed` : ""}`,
+      title: `${r.model}, then ${r.chain.replaceAll(">", " by ")}`,
+    }));
+  }
+  $("stems").append(group);
+}
+
+/**
+ * The form's stem fields: {stems} for all or one stem, or {stems: "all", recipe} for a recipe
+ * (its chained stem's parts replace it: vocals-lead, vocals-backing …).
+ */
+export function stemFields() {
+  const value = $("stems").value;
+  if (!value.startsWith("recipe:")) return { stems: value };
+  return { stems: "all", recipe: value.slice("recipe:".length) };
+}
+
+/** "vocals by mel_band_roformer_karaoke" for each chained stem of the job; "" for none. */
+export function chainText(job) {
+  return (job.options?.chain || []).map((c) => `${c.stem} by ${c.model}`).join(", ");
 }
 
 /** One model of the ensemble: a checkbox and its weight. */
