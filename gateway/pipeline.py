@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -18,7 +20,7 @@ from anyio import to_thread
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
-from common.constants import ANALYSIS_WINDOW, CHANNELS, SAMPLE_RATE
+from common.constants import ANALYSIS_WINDOW, CHANNELS, SAMPLE_RATE, WIRE_DTYPE
 from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
 from common.interfaces import (
     AssembledStem,
@@ -38,6 +40,7 @@ from common.interfaces import (
     SeparatorInfo,
 )
 from common.logs import job_id_var
+from common.rawfile import RawArrayFile
 from common.redact import settings_paths, without_paths
 from common.replicas import ReplicaPool, expect_ok
 from common.storage import Storage
@@ -230,13 +233,16 @@ class Pipeline:
                 log.info("chain link %d (%s) finished before: not run again", k, link["model"])
                 parts[link["stem"]] = done
                 continue
-            stem = await to_thread.run_sync(
-                read_stem, files.store, first.result_key, first.stems.index(link["stem"])
-            )
+            path = files.dir / f"chain-{k}.f32"
+            index = first.stems.index(link["stem"])
+            stem = await to_thread.run_sync(stem_file, files.store, first.result_key, index, path)
             at = (n_parts - len(links) + k, n_parts)
-            result, chunks = await self._separate_model(
-                job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at
-            )
+            try:
+                result, chunks = await self._separate_model(
+                    job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at
+                )
+            finally:
+                path.unlink(missing_ok=True)
             parts[link["stem"]] = MemberResult(result.result_key, result.stems)
             total += chunks
         self.store.update(job_id, stage="fusing")
@@ -550,15 +556,19 @@ def with_music(track: dict, music: Music) -> None:
         track["errors"] = [*track.get("errors", []), *music.errors]
 
 
-def read_stem(store: Storage, key: str, index: int) -> np.ndarray:
-    """(2, n) float32: the stem numbered `index` of a fused result (channels = stems x [L, R]),
-    read in blocks so only that stem is ever held."""
-    with store.open(key) as f, sf.SoundFile(f) as wav:
-        stem = np.empty((CHANNELS, wav.frames), dtype=np.float32)
-        for lo in range(0, wav.frames, READ_BLOCK):
-            block = wav.read(min(READ_BLOCK, wav.frames - lo), dtype="float32", always_2d=True)
-            stem[:, lo : lo + len(block)] = block[:, CHANNELS * index : CHANNELS * (index + 1)].T
-    return stem
+def stem_file(store: Storage, key: str, index: int, path: Path) -> RawArrayFile:
+    """The stem numbered `index` of a fused result (channels = stems x [L, R]) as a (2, n)
+    float32 file at `path`, read a window at a time like the job's input: a chained stem
+    costs the gateway a block of memory, whatever the song's length."""
+    with store.open(key) as f, sf.SoundFile(f) as wav, open(path, "wb") as out:
+        n = wav.frames
+        out.truncate(CHANNELS * n * 4)
+        for lo in range(0, n, READ_BLOCK):
+            block = wav.read(min(READ_BLOCK, n - lo), dtype="float32", always_2d=True)
+            pair = block[:, CHANNELS * index : CHANNELS * (index + 1)].T.astype(WIRE_DTYPE)
+            for side in range(CHANNELS):
+                os.pwrite(out.fileno(), pair[side].tobytes(), (side * n + lo) * 4)
+    return RawArrayFile(path, (CHANNELS, n))
 
 
 def assembled_stems(first, links: list[dict], parts: dict) -> list[AssembledStem]:
