@@ -135,7 +135,8 @@ def weights_word(model: dict) -> str:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    models = Api(args.url).call("GET", "/api/models").json()["models"]
+    answer = Api(args.url).call("GET", "/api/models").json()
+    models = answer["models"]
     if args.json:
         print_json(models)
         return EXIT_OK
@@ -147,7 +148,13 @@ def run_models(args: argparse.Namespace) -> int:
         console.print(models_table(models))
     lines = "\n".join(line.rstrip() for line in drawn.get().splitlines()).strip("\n")
     lines = lines.splitlines()
-    sys.stdout.write("".join(line + "\n" for line in (*lines, *MODELS_KEY)))
+    recipes = [
+        f"  {r['name']}: {r['label']} ({r['model']}, then {r['chain']})"
+        for r in answer.get("recipes", [])
+    ]
+    if recipes:
+        recipes.insert(0, "recipes (separate --recipe NAME; --chain STEM>MODEL for your own):")
+    sys.stdout.write("".join(line + "\n" for line in (*lines, *MODELS_KEY, *recipes)))
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from gateway import cli
+from gateway.chains import RECIPES, recipe_json
 from gateway.cli import api as cli_api
 from gateway.cli.jobs import field_lines
 from gateway.cli.separate import notice_lines
@@ -35,7 +36,7 @@ def models_json() -> dict:
                 "card": card.model_dump(exclude={"version"}),
             }
         )
-    return {"models": models}
+    return {"models": models, "recipes": [recipe_json(n, r) for n, r in RECIPES.items()]}
 
 
 @pytest.fixture
@@ -77,6 +78,10 @@ def test_models_is_a_compact_table_within_100_columns(gateway, capsys):
     assert rows["umxhq"][2:4] == ["on", "use"] and rows["umxl"][2] == "missing"
     assert rows["dsp"][2:4] == ["built", "in"]
     assert not any("Demucs v4 README" in line for line in lines)  # that is --long's
+    assert rows["karaoke:"] == [
+        "karaoke:",
+        *"lead and backing vocals (htdemucs, then vocals>mel_band_roformer_karaoke)".split(),
+    ]
 
 
 def test_models_long_keeps_every_column(gateway, capsys):
