@@ -107,6 +107,21 @@ def test_separate_says_each_fact_once_on_a_short_line(separated):
     assert "instrument labels" not in result.stdout  # AST's absence is not every job's news
 
 
+def test_a_chained_stem_is_written_as_its_parts(url, songs, tmp_path):
+    """`--chain vocals>dsp`: the vocals' parts in place of the vocals, each a file."""
+    args = ("--chain", "vocals>dsp", "--no-analysis", "--format", "flac", "--out", "out")
+    result = audiosplit("separate", songs / "second.flac", *args, "--url", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_clean(result)
+    folder = tmp_path / "out" / "second"
+    written = sorted(p.stem for p in folder.glob("*.flac"))
+    assert written == sorted([*(f"vocals-{s}" for s in STEMS), *(s for s in STEMS[1:])]), written
+    refused = audiosplit(
+        "separate", songs / "second.flac", "--chain", "guitar>dsp", "--url", url, cwd=tmp_path
+    )
+    assert refused.returncode == 1 and "gives no 'guitar' stem" in refused.stdout + refused.stderr
+
+
 def test_models_fits_100_columns(url, tmp_path):
     result = audiosplit("models", "--url", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
