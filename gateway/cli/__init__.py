@@ -161,14 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="STEM>MODEL",
         help="separate a stem again with a second model, e.g. vocals>mel_band_roformer_karaoke; "
-        "its parts replace it, named <stem>-<part> (repeatable)",
+        "its parts replace it, named <stem>-<part> (repeatable; default: none)",
     )
     sep.add_argument(
         "--recipe",
         choices=tuple(RECIPES),
         help="a named first stage and chain: "
         + "; ".join(f"{name}: {r.label}" for name, r in RECIPES.items())
-        + " (--model replaces the recipe's first stage)",
+        + " (--model replaces the recipe's first stage; default: none)",
     )
     sep.add_argument(
         "--quality",
