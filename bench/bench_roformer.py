@@ -8,12 +8,14 @@ land (`<models>/roformer/`), as the registry name it belongs to: `mel_musdb18` t
 Mel-Band RoFormer (mel_band_roformer_musdb18, 58 M parameters, 8 s chunks), `bs_musdb18` the
 4-stem BS-RoFormer (bs_roformer_musdb18, 132 M, 11 s chunks), `viperx` the 160 M-parameter
 vocals BS-RoFormer, `musdb18_example` MSST's configs/config_musdb18_bs_roformer.yaml (a
-training example, 3 s chunks) with its four stems as outputs. Loads it through the registry,
-runs the job's chunks one window at a time through `separate_chunks` and the fuser's files, and
-prints the predictor's separation time as a real-time factor of the music and the process's
-peak resident memory (the full-size network's constant: its weights and one chunk's forward);
-then (unless `--no-reference`) MSST's reference on the whole track (the test's `msst_demix`)
-and max |diff| / peak between the two.
+training example, 3 s chunks) with its four stems as outputs; `karaoke`, `dereverb`, `denoise`
+(one 228 M-parameter Mel-Band network, 8 s chunks) and `sw` (the 175 M-parameter 6-stem
+BS-RoFormer, 13.4 s chunks) the published configs test/resources/roformer/ keeps. Loads it
+through the registry, runs the job's chunks one window at a time through `separate_chunks` and
+the fuser's files, and prints the predictor's separation time as a real-time factor of the
+music and the process's peak resident memory (the full-size network's constant: its weights
+and one chunk's forward); then (unless `--no-reference`) MSST's reference on the whole track
+(the test's `msst_demix`) and max |diff| / peak between the two.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch  # noqa: E402
 
 from common.config import Settings  # noqa: E402
 from prediction.registry import ModelRegistry  # noqa: E402
+from prediction.roformer_networks import read_config  # noqa: E402
 from test.separation_fixtures import real_music, relative_error  # noqa: E402
 from test.unit.prediction import test_roformer_separator as t  # noqa: E402
 
@@ -45,6 +48,20 @@ CONFIGS = {  # --config: (registry name, config)
     "bs_musdb18": ("bs_roformer_musdb18", t.BS_MUSDB18),
     "viperx": ("bs_roformer_viperx", t.VIPERX_BS),
     "musdb18_example": ("bs_roformer_viperx", MUSDB18_4STEM),
+}
+PUBLISHED = Path(__file__).resolve().parent.parent / "test" / "resources" / "roformer"
+CONFIGS |= {  # --config: (registry name, its published config)
+    key: (name, read_config(PUBLISHED / file))
+    for key, name, file in [
+        (
+            "karaoke",
+            "mel_band_roformer_karaoke",
+            "model_mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt.yaml",
+        ),
+        ("dereverb", "mel_band_roformer_dereverb", "dereverb_mel_band_roformer_anvuew.yaml"),
+        ("denoise", "mel_band_roformer_denoise", "model_mel_band_roformer_denoise.yaml"),
+        ("sw", "bs_roformer_sw", "config_BandSplit-Roformer_SW_by-jarredou.yaml"),
+    ]
 }
 
 

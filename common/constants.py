@@ -39,6 +39,10 @@ MODEL_NAMES = (
     "mel_band_roformer_kj",
     "bs_roformer_musdb18",
     "mel_band_roformer_musdb18",
+    "mel_band_roformer_karaoke",
+    "mel_band_roformer_dereverb",
+    "mel_band_roformer_denoise",
+    "bs_roformer_sw",
     "dsp",
 )
 # model=auto, per quality: the first of these whose weights are present or can be fetched now

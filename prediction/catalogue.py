@@ -18,6 +18,7 @@ DEMUCS_WEIGHTS = "not stated (code MIT; trained on MUSDB18-HQ + 800 songs)"
 HTDEMUCS_PARAMS = 26.90  # millions
 UMX_PARAMS = 4 * 8.89  # four targets
 UMXL_PARAMS = 4 * 28.26
+MEL_384_6_PARAMS = 228.20  # MSST's Mel-Band RoFormer of the karaoke/de-reverb/de-noise configs
 
 
 def _card(params_m: float | None, **kw) -> ModelCard:
@@ -136,6 +137,50 @@ CARDS: dict[str, ModelCard] = {
         "--no-reference; 5.32 on 20 s); peak 4.2 GB. 4 stems (drums, bass, other, vocals); "
         "config model_mel_band_roformer_ep_1_sdr_8.2175.yaml: dim 256, depth 4, 60 mel bands, "
         "mask MLPs x1, 8 s chunks",
+    ),
+    # Lead/backing, de-reverb and de-noise share one network (MSST's Mel-Band RoFormer, dim 384,
+    # depth 6, 60 mel bands, 8 s chunks); the SDR in a checkpoint's name is its author's
+    # validation figure on data not published.
+    "mel_band_roformer_karaoke": _card(
+        MEL_384_6_PARAMS,
+        published_sdr=None,
+        sdr_source="no test figure in MSST's or audio-separator's lists; the checkpoint's name "
+        "carries its authors' validation SDR 10.1956 (aufr33 & viperx; data not published)",
+        licence="not stated",
+        rtf_note="full size at random weights, 30 s of music (one job chunk: 8 s of context on "
+        "each side), 2 torch threads, 2026-12-07 (./run.sh bench bench_roformer --config "
+        "karaoke --seconds 30 --threads 2 --no-reference): RTF 64.47, but NOT on an idle CPU "
+        "(other work kept the 2-core machine's load average at 5.7-9; the bench got 50 % of the "
+        "CPU, 985 s of CPU time: about 16 with both cores to itself, not measured); peak 5.1 GB. "
+        "Lead + backing vocals (the config's karaoke, the lead, and the residual), for a vocals "
+        "stem: chain=vocals>mel_band_roformer_karaoke",
+    ),
+    "mel_band_roformer_dereverb": _card(
+        MEL_384_6_PARAMS,
+        published_sdr=None,
+        sdr_source="MSST docs/pretrained_models.md lists it without a figure ('---'); the "
+        "checkpoint's name carries its author's validation SDR 19.1729 (anvuew)",
+        licence="not stated",
+        rtf_note="dry + reverb (the config's noreverb and the residual); the same network as "
+        "mel_band_roformer_karaoke, so about its speed",
+    ),
+    "mel_band_roformer_denoise": _card(
+        MEL_384_6_PARAMS,
+        published_sdr=None,
+        sdr_source="MSST docs/pretrained_models.md lists it without a figure ('---'); the "
+        "checkpoint's name carries its author's validation SDR 27.9959 (aufr33)",
+        licence="not stated",
+        rtf_note="clean + noise (the config's dry and the residual); the same network as "
+        "mel_band_roformer_karaoke, so about its speed",
+    ),
+    "bs_roformer_sw": _card(
+        174.66,
+        published_sdr=None,
+        sdr_source="not in MSST's list; audio-separator lists it without a figure; its trainer "
+        "is not named (the uploader says he only renamed the keys)",
+        licence="not stated",
+        rtf_note="6 stems (bass, drums, other, vocals, guitar, piano); BS-RoFormer dim 256, "
+        "depth 12, 62 bands, 13.4 s chunks",
     ),
     "dsp": _card(
         None,

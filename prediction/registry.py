@@ -32,6 +32,10 @@ ROFORMER_MODELS = (
     "mel_band_roformer_kj",
     "bs_roformer_musdb18",
     "mel_band_roformer_musdb18",
+    "mel_band_roformer_karaoke",
+    "mel_band_roformer_dereverb",
+    "mel_band_roformer_denoise",
+    "bs_roformer_sw",
 )
 # A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
 # Separator; where weights can be fetched also download(name, settings) and, for its progress,

@@ -14,6 +14,11 @@ The package's classes build MSST's modules for most of MSST's config keys. Where
   written) in MSST's names.
 - MSST-only options whose neutral value builds the package's network (`NEUTRAL_KEYS`) are
   dropped; any other value of them is refused: a different network.
+- Defaults: a key a config leaves out takes MSST's default (`MSST_DEFAULTS`), not the
+  package's. The package's Mel-Band RoFormer builds a linear transformer in each layer unless
+  told not to (`linear_transformer_depth=1`); MSST's builds none (0), and the published
+  Mel-Band configs that leave the key out (KimberleyJensen's, aufr33's, anvuew's) are
+  MSST's networks.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ NEUTRAL_KEYS = {
     "use_torch_checkpoint": False,  # training-time memory saving
     "sage_attention": False,
 }
+# MSST's defaults for the keys whose package default differs (MelBandRoformer: 1).
+MSST_DEFAULTS = {"linear_transformer_depth": 0}
 PACKAGE_EXPANSION = 4  # the mask estimators' width factor the package's classes build
 LAYER_KEY = re.compile(r"^layers\.(\d+)\.(\d+)\.")
 
@@ -72,7 +79,7 @@ def build_model(config: dict, architecture: str | None = None) -> torch.nn.Modul
 
     architecture = architecture or architecture_of(config)
     cls = MelBandRoformer if architecture == "mel_band_roformer" else BSRoformer
-    kwargs = dict(config["model"])
+    kwargs = {**MSST_DEFAULTS, **config["model"]}
     expansion = int(kwargs.pop("mlp_expansion_factor", PACKAGE_EXPANSION))
     known = inspect.signature(cls.__init__).parameters
     for key in [k for k in kwargs if k not in known]:

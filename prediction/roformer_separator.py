@@ -21,7 +21,7 @@ of equal stretches changes nothing (one-model jobs use no overlap at all).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,14 @@ class Checkpoint:
     sha256: str | None = None  # None: not published
     licence: str = "not stated"
     published_sdr: str | None = None
+    # Our names for outputs whose config names are obscure (config instrument -> our stem),
+    # applied wherever the stems are listed (`Inference.stems`, `model_info`): a chained part
+    # is `<stem>-<model stem>`, so `vocals>mel_band_roformer_karaoke` gives `vocals-lead`.
+    rename: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def our_stems(self) -> list[str]:
+        return [self.rename.get(s, s) for s in self.stems]
 
     @property
     def files(self) -> tuple[str, str]:
@@ -60,6 +68,9 @@ class Checkpoint:
 MUSDB_INSTRUMENTS = ("drums", "bass", "other", "vocals")  # MSST's MUSDB18 configs' order
 MSST_CONFIGS = "https://raw.githubusercontent.com/ZFTurbo/Music-Source-Separation-Training/main"
 MSST_RELEASES = "https://github.com/ZFTurbo/Music-Source-Separation-Training/releases/download"
+AUDIO_SEPARATOR_RELEASE = (
+    "https://github.com/nomadkaraoke/python-audio-separator/releases/download/model-configs"
+)
 CHECKPOINTS = {
     # MSST's docs/pretrained_models.md, "Vocal models".
     "bs_roformer_viperx": Checkpoint(
@@ -101,11 +112,72 @@ CHECKPOINTS = {
         published_sdr="MUSDB18 test avg 8.22 (MSST's Mel-Band RoFormer experiments table; "
         "per stem not published)",
     ),
+    # Lead vs backing vocals, by aufr33 & viperx: not in MSST's list; audio-separator's
+    # models.json ("Roformer Model: Mel-Roformer-Karaoke-Aufr33-Viperx") fetches the checkpoint
+    # from UVR's model repository. Its config as first published (jarredou's Hugging Face
+    # repository, now gone) names the outputs `karaoke` (the target) and `other`;
+    # audio-separator's copy names them Vocals / Instrumental in that order, and the projects
+    # that use the model take the target for the lead voice: on a vocals stem `karaoke` is the
+    # lead and `other` the backing vocals. The config is MSST-WebUI's copy, pinned to the
+    # commit whose text test/resources/roformer/ keeps.
+    "mel_band_roformer_karaoke": Checkpoint(
+        architecture="mel_band_roformer",
+        checkpoint_url="https://github.com/TRvlvr/model_repo/releases/download/"
+        "all_public_uvr_models/mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt",
+        config_url="https://raw.githubusercontent.com/SUC-DriverOld/MSST-WebUI/"
+        "2e6255b5cb9ab8b75bff29cfa4c97984b2ddff51/configs_backup/vocal_models/"
+        "model_mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt.yaml",
+        stems=("karaoke", "other"),
+        rename={"karaoke": "lead", "other": "backing"},
+        published_sdr="10.1956 in the checkpoint's name (its authors' validation SDR; data "
+        "and stem not stated; no figure in MSST's or audio-separator's lists)",
+    ),
+    # MSST's docs/pretrained_models.md, "Single stem models": anvuew's de-reverb. The config
+    # names the outputs `noreverb` (the target) and `reverb`.
+    "mel_band_roformer_dereverb": Checkpoint(
+        architecture="mel_band_roformer",
+        checkpoint_url="https://huggingface.co/anvuew/dereverb_mel_band_roformer/resolve/main/"
+        "dereverb_mel_band_roformer_anvuew_sdr_19.1729.ckpt",
+        config_url="https://huggingface.co/anvuew/dereverb_mel_band_roformer/resolve/main/"
+        "dereverb_mel_band_roformer_anvuew.yaml",
+        stems=("noreverb", "reverb"),
+        rename={"noreverb": "dry"},
+        published_sdr="--- in MSST's table; 19.1729 in the checkpoint's name (its author's "
+        "validation SDR)",
+    ),
+    # MSST's docs/pretrained_models.md, "Single stem models": aufr33's de-noise (the table's
+    # "MelBand Roformer Denoise"; the aggressive one shares its config). The config names the
+    # outputs `dry` (the target: the music without the noise) and `other`.
+    "mel_band_roformer_denoise": Checkpoint(
+        architecture="mel_band_roformer",
+        checkpoint_url=f"{MSST_RELEASES}/v.1.0.7/denoise_mel_band_roformer_aufr33_sdr_27.9959.ckpt",
+        config_url=f"{MSST_RELEASES}/v.1.0.7/model_mel_band_roformer_denoise.yaml",
+        stems=("dry", "other"),
+        rename={"dry": "clean", "other": "noise"},
+        published_sdr="--- in MSST's table; 27.9959 in the checkpoint's name (its author's "
+        "validation SDR)",
+    ),
+    # BS-RoFormer SW: six stems in the config's `training.instruments` order, no target. Not in
+    # MSST's list; audio-separator lists it ("BS Roformer SW by jarredou") and serves both files
+    # from its model-configs release (the first host, jarredou's BS-ROFO-SW-Fixed on Hugging
+    # Face, refuses downloads; its uploader says he renamed the keys, not that he trained it).
+    "bs_roformer_sw": Checkpoint(
+        architecture="bs_roformer",
+        checkpoint_url=f"{AUDIO_SEPARATOR_RELEASE}/BS-Roformer-SW.ckpt",
+        config_url=f"{AUDIO_SEPARATOR_RELEASE}/BS-Roformer-SW.yaml",
+        stems=("bass", "drums", "other", "vocals", "guitar", "piano"),
+        published_sdr=None,
+    ),
 }
 
 
 def roformer_dir(settings: Settings) -> Path:
     return Path(settings.models_dir) / "roformer"
+
+
+def rename_of(name: str) -> dict[str, str]:
+    """A registry name's renamed outputs (`Checkpoint.rename`); none for a checkpoint path."""
+    return CHECKPOINTS[name].rename if name in CHECKPOINTS else {}
 
 
 def config_beside(checkpoint: Path) -> Path | None:
@@ -135,9 +207,10 @@ class Inference:
     target: str | None  # training.target_instrument: the model's one output
     instruments: tuple[str, ...]
     normalise: bool
+    rename: dict[str, str] = field(default_factory=dict)  # `Checkpoint.rename`
 
     @classmethod
-    def of(cls, config: dict) -> Inference:
+    def of(cls, config: dict, rename: dict[str, str] | None = None) -> Inference:
         inference, training = config["inference"], config["training"]
         if int(config["audio"].get("sample_rate", 44100)) != 44100:
             raise ModelUnavailable("the RoFormer config is not for 44.1 kHz audio")
@@ -148,16 +221,20 @@ class Inference:
             target=training.get("target_instrument") or None,
             instruments=tuple(training["instruments"]),
             normalise=bool(inference.get("normalize", False)),
+            rename=dict(rename or {}),
         )
 
     @property
     def stems(self) -> list[str]:
         """The model's outputs; a one-target model also gives the mix minus the target (MSST's
-        `--extract_instrumental`), named by the config's other instrument, or `no_<target>`."""
+        `--extract_instrumental`), named by the config's other instrument, or `no_<target>`;
+        then renamed as `rename` says."""
         if self.target is None:
-            return list(self.instruments)
-        rest = [s for s in self.instruments if s != self.target]
-        return [self.target, rest[0] if len(rest) == 1 else f"no_{self.target}"]
+            names = list(self.instruments)
+        else:
+            rest = [s for s in self.instruments if s != self.target]
+            names = [self.target, rest[0] if len(rest) == 1 else f"no_{self.target}"]
+        return [self.rename.get(s, s) for s in names]
 
 
 def model_info(
@@ -168,7 +245,7 @@ def model_info(
     if inference:
         stems = inference.stems
     else:
-        stems = list(CHECKPOINTS[name].stems) if name in CHECKPOINTS else []
+        stems = CHECKPOINTS[name].our_stems if name in CHECKPOINTS else []
     return SeparatorInfo(
         name=name,
         family="roformer",
@@ -195,7 +272,7 @@ def probe_files(name: str, settings: Settings) -> SeparatorInfo:
             entry = CHECKPOINTS[name]
             reason += f" Download {entry.checkpoint_url} and {entry.config_url} there."
         return model_info(name, None, available=False, reason=reason)
-    inference = Inference.of(read_config(config))
+    inference = Inference.of(read_config(config), rename_of(name))
     return model_info(name, inference, available=True, reason=f"{name}: found {checkpoint}")
 
 
@@ -261,7 +338,7 @@ def load(name: str, settings: Settings) -> RoformerSeparator:
     return RoformerSeparator(
         name,
         model,
-        Inference.of(config),
+        Inference.of(config, rename_of(name)),
         device,
         batch_size=settings.predictor_batch_size or None,
         reason=info.reason,
