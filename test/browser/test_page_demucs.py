@@ -1,7 +1,8 @@
 """The page against a stack with (small, random-weight) Demucs models written where their
 downloads land: an ensemble chosen on the page, and listening to a long song while it separates
 (dsp, one chunk at a time, so the job is seen partial), until the player holds the finished
-stems."""
+stems; and a recipe chosen on the page (lead and backing vocals: htdemucs, then its vocals by
+the karaoke RoFormer, its published config narrowed, random weights)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,19 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
 from common.config import Settings
+from prediction import roformer_networks as rn
 from test.browser.conftest import SAMPLE_RATE
 from test.browser.test_page import WAIT_MS, card, goto_page, new_page, upload
 from test.separation_fixtures import FOUR, SIX, SMALL, htdemucs, install_published
 from test.songgen import make_song, mixture
-from test.stackutil import start_stack, wait_job
+from test.stackutil import REPO, start_stack, wait_job
+from test.unit.prediction import test_roformer_separator as rt
+
+KARAOKE = "mel_band_roformer_karaoke"
+KARAOKE_CONFIG = (
+    REPO
+    / "test/resources/roformer/model_mel_band_roformer_karaoke_aufr33_viperx_sdr_10.1956.ckpt.yaml"
+)
 
 # Seconds of the song heard while it separates (dsp, one chunk at a time, separated 60 s of it
 # in 24 s on this contended 2-core machine). On a quiet machine 120 s finished before playback
@@ -54,6 +63,9 @@ def stack(tmp_path_factory):
     settings = Settings(_env_file=None, models_dir=models)
     install_published(settings, "htdemucs", [htdemucs(FOUR, 0, **SMALL)])
     install_published(settings, "htdemucs_6s", [htdemucs(SIX, 1, **SMALL)])
+    # the karaoke model's outputs as published (karaoke, other: renamed lead, backing)
+    training = rn.read_config(KARAOKE_CONFIG)["training"]
+    rt.install(settings, KARAOKE, {**rt.SMALL_MEL, "training": training}, seed=2)
     stack = start_stack(
         tmp_path_factory.mktemp("page_data"), models, compile_models="off", chunk_concurrency=1
     )
@@ -111,6 +123,31 @@ def test_an_ensemble_chosen_on_the_page_runs_and_lists_its_members(context, song
     expect(card(page, job["id"]).locator(".members")).to_have_text(f"Ensemble: {members}")
     expect(page.locator("#player-title")).to_contain_text(f"the weighted average of {members}")
     expect(page.locator(".lane")).to_have_count(4)
+    assert page.errors == []
+    page.close()
+
+
+def test_a_recipe_chosen_on_the_page_replaces_the_vocals_by_their_parts(context, songs):
+    page = new_page(context)
+    goto_page(page)
+    karaoke = page.locator('#stems option[value="recipe:karaoke"]')
+    expect(karaoke).to_have_text("lead and backing vocals")
+    expect(karaoke).to_be_enabled()
+    drums = page.locator('#stems option[value="recipe:drum_parts"]')
+    expect(drums).to_be_disabled()
+    expect(drums).to_contain_text("mdx23c_drumsep not installed")
+    upload(page, songs["short song.wav"], analysis=False, stems="recipe:karaoke")
+    page.wait_for_function(DONE, timeout=WAIT_MS)
+    job = page.evaluate("window.audiosplit.state.job")
+    assert job["status"] == "done" and job["model"] == "htdemucs", job  # the recipe's own
+    parts = ["vocals-lead", "vocals-backing"]
+    assert job["stems"] == [p for s in FOUR for p in (parts if s == "vocals" else [s])], job
+    chained = f"vocals by {KARAOKE}"
+    expect(card(page, job["id"]).locator(".chain")).to_have_text(f"Separated again: {chained}")
+    expect(page.locator("#player-title")).to_contain_text(f"5 stems by htdemucs (then {chained})")
+    expect(page.locator(".lane")).to_have_count(5)
+    for part in parts:
+        expect(page.locator(".lane").filter(has_text=part)).to_have_count(1)
     assert page.errors == []
     page.close()
 
