@@ -3,6 +3,7 @@ song, next to Demucs' own `separate_tensor` on the same audio; and the disk a fi
 
     ./run.sh bench bench_memory [--minutes 1 10] [--size small|full] [--no-demucs]
                                 [--compile auto|on|off] [--model htdemucs|dsp|<RoFormer name>]
+                                [--chain STEM>MODEL]
 
 For each length: a fresh stack (so peaks are per song) with an htdemucs-architecture model at
 random weights in its models dir, one job with `analysis=false`; then every stem is downloaded
@@ -14,7 +15,8 @@ process per length and reports its own peak (`--no-demucs` skips it). `--size sm
 parameters, fast) shows how memory grows with length; `--size full` (42 M, ~0.5 real time on
 2 cores) adds the real model's constant. `--model` a RoFormer name (mel_band_roformer_kj, …):
 that model's published config narrowed as the unit tests run it (dim 16, depth 1, 1 s MSST
-chunks), random weights in `<models>/roformer/`.
+chunks), random weights in `<models>/roformer/`. `--chain vocals>dsp`: the job is chained (its
+first stage's stem separated again; docs/models.md#chains).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--no-demucs", action="store_true", help="skip Demucs' own run")
     parser.add_argument("--compile", default=None, help="COMPILE_MODELS for the predictor")
     parser.add_argument("--model", default="htdemucs", help="the job's model (dsp: no weights)")
+    parser.add_argument("--chain", default="", help="the job's chain, e.g. vocals>dsp")
     args = parser.parse_args()
     arch = fx.SMALL if args.size == "small" else fx.FULL
     rows = []
@@ -98,7 +101,7 @@ def main() -> None:
                     r = client.post(
                         "/api/jobs",
                         files={"file": (song.name, song.read_bytes())},
-                        data={"model": args.model, "analysis": "false"},
+                        data={"model": args.model, "analysis": "false", "chain": args.chain},
                     )
                     r.raise_for_status()
                     phases = [peak_mb(stack.procs["gateway"].pid)]  # upload and decode
