@@ -116,7 +116,9 @@ def stems_from_labels(scores: np.ndarray, labels: list[str]) -> dict[str, float]
 
 
 def stem_family(stem: str) -> str | None:
-    """The family a separator's stem belongs to: itself, or None (`no_vocals`, unknown)."""
+    """The family a separator's stem belongs to: itself, a chained stem's part its stem's
+    (`vocals-lead`: vocals), or None (`no_vocals`, unknown)."""
+    stem = stem.split("-", 1)[0]
     return stem if stem in STEM_FAMILIES else None
 
 
@@ -129,8 +131,8 @@ def stems_from_activity(activity_db: Mapping[str, float], mix_db: float) -> dict
         if family is None:
             continue
         if level < SILENT_STEM_DB or not math.isfinite(mix_db):
-            present[family] = 0.0
+            present.setdefault(family, 0.0)
             continue
-        score = 1.0 + (level - mix_db) / ACTIVITY_RANGE_DB
-        present[family] = round(min(1.0, max(0.0, score)), 4)
+        score = round(min(1.0, max(0.0, 1.0 + (level - mix_db) / ACTIVITY_RANGE_DB)), 4)
+        present[family] = max(score, present.get(family, 0.0))  # a part's loudest
     return present

@@ -145,7 +145,9 @@ class MusicAnalyser:
 
     @staticmethod
     def midi_stems(stems: list[str]) -> list[str]:
-        return [s for s in (*PITCHED_STEMS, *DRUM_STEMS) if s in stems]
+        """The stems transcribed; a chained stem is, as the sum of its parts (`vocals`)."""
+        present = {parent_stem(s) for s in stems}
+        return [s for s in (*PITCHED_STEMS, *DRUM_STEMS) if s in present]
 
     async def _call(self, pool: ReplicaPool, path: str, audio: np.ndarray, meta: MusicRequest):
         body, headers = encode(np.ascontiguousarray(audio, dtype=np.float32), meta)

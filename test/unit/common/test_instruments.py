@@ -50,3 +50,9 @@ def test_a_family_scores_its_best_class():
 )
 def test_stem_levels_against_the_mix(level, mix, score):
     assert stems_from_activity({"drums": level, "no_drums": -1.0}, mix) == {"drums": score}
+
+
+def test_a_chained_stem_s_parts_count_for_its_family():
+    """vocals-lead and vocals-backing: vocals, as present as the louder part."""
+    activity = {"vocals-lead": -70.0, "vocals-backing": -35.0, "drums-kick": -90.0}
+    assert stems_from_activity(activity, -20.0) == {"vocals": 0.5, "drums": 0.0}

@@ -10,7 +10,7 @@ import soundfile as sf
 
 from common.midi import Note, midi_file
 from gateway.jobfiles import JobFiles
-from gateway.music import listens_to_stems, read_rows, single_track
+from gateway.music import MusicAnalyser, listens_to_stems, read_rows, single_track
 
 
 def test_the_stems_are_listened_to_where_a_neural_separator_made_them():
@@ -19,6 +19,23 @@ def test_the_stems_are_listened_to_where_a_neural_separator_made_them():
     assert not listens_to_stems("dsp", ["vocals", "drums", "bass", "other"])
     assert not listens_to_stems("htdemucs,dsp", ["vocals", "drums", "bass", "other"])
     assert not listens_to_stems("htdemucs", ["vocals", "no_vocals"])  # one stem and the rest
+    chained = ["drums-kick", "drums-snare", "bass", "other", "vocals-lead", "vocals-backing"]
+    assert listens_to_stems("htdemucs", chained)  # a chained stem's parts stand for it
+    assert MusicAnalyser.midi_stems(chained) == ["bass", "vocals", "other", "drums"]
+
+
+def test_a_chained_stem_s_parts_are_summed_into_its_row(tmp_path):
+    files = JobFiles(tmp_path / "jobs", "job2")
+    n = 44100
+    t = np.arange(n) / 44100
+    lead, backing = 0.1 * np.sin(2 * np.pi * 220 * t), 0.05 * np.sin(2 * np.pi * 330 * t)
+    channels = np.stack([x for s in (lead, backing, 0 * t) for x in (s, s)], axis=1)
+    files.result_dir.mkdir(parents=True)
+    sf.write(files.result_path, channels.astype(np.float32), 44100, subtype="FLOAT")
+    stems = ["vocals-lead", "vocals-backing", "bass"]
+    row = read_rows(files, stems, {"vocals": ("vocals",)})["vocals"]
+    middle = slice(1000, n // 2 - 1000)
+    assert np.abs(row[middle] - (lead + backing)[::2][middle]).max() < 1e-2
 
 
 def test_rows_sum_the_stems_they_name_at_22_khz(tmp_path):
