@@ -51,7 +51,7 @@ def stems_of(client, job: dict) -> np.ndarray:
 
 def test_a_chained_stem_s_parts_equal_the_second_model_alone(client, music):
     wav = float_wav(music)
-    chained = run_job(client, wav, model="dsp", chain="vocals>dsp")
+    chained = run_job(client, wav, model="dsp", chain="vocals>dsp", analysis="true")
     parts = [f"vocals-{s}" for s in DSP]
     assert chained["stems"] == [*parts, "drums", "bass", "other"]
     assert chained["options"]["chain"] == [{"stem": "vocals", "model": "dsp", "parts": parts}]
@@ -71,6 +71,10 @@ def test_a_chained_stem_s_parts_equal_the_second_model_alone(client, music):
     assert one.status_code == 200, one.text
     part, _ = sf.read(io.BytesIO(one.content), dtype="float32")
     assert np.abs(part.T - got[parts.index("vocals-bass")]).max() <= 1e-6
+    analysis = client.get(chained["links"]["analysis"]).json()
+    assert set(analysis["windows"][0]["stem_activity"]) == set(chained["stems"])
+    assert analysis["windows"][0]["stems_present"].keys() >= {"vocals", "drums"}
+    assert "vocals" in analysis["track"]["midi"]["stems"]  # the parts' sum, transcribed
     names = zipfile.ZipFile(io.BytesIO(client.get(chained["links"]["zip"]).content)).namelist()
     for stem in chained["stems"]:
         assert any(n.endswith(f"/{stem}.flac") or n == f"{stem}.flac" for n in names), names
