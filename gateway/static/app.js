@@ -3,7 +3,7 @@
 // the gateway has keys on, the key's jobs as the server lists them); open a finished one in
 // the player. Plain modules, no build step, nothing loaded from elsewhere.
 
-import { POLL_MS, audio, closePlayer, listenable, openJob, sleep, state } from "./listen.js";
+import { POLL_MS, audio, closePlayer, holds, listenable, openJob, sleep, state } from "./listen.js";
 import { chainText, ensembleHow, loadModels, membersText, modelFields, stemFields } from "./models.js";
 import { fmtTime } from "./views.js";
 import { encodeWav } from "./wav.js";
@@ -218,7 +218,9 @@ async function cancelJob(c) {
   const r = await apiFetch(c.job.links.cancel, { method: "POST" }).catch(() => null);
   if (r?.ok) {
     showJob(c, await r.json());
-    if (state.job?.id === c.job.id) closePlayer();
+    // also while the player is still loading it (it opened by itself as the job started):
+    // else it would go on to hold a cancelled job, and the next upload would not open
+    if (holds(c.job.id)) closePlayer();
     return;
   }
   c.alert.textContent = `Could not cancel ${c.title.textContent}: ${r ? await errorMessage(r) : "server unreachable"}`;
@@ -234,7 +236,7 @@ async function deleteJob(c) {
   }
   forget(id);
   removeCard(c);
-  if (state.job?.id === id) closePlayer();
+  if (holds(id)) closePlayer();
 }
 
 /** Polls a job until it ends: done, failed or cancelled (network errors: retried, the job is

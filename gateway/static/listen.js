@@ -29,14 +29,21 @@ export const state = {
 };
 export const audio = { ctx: null, player: null, view: null };
 let openSeq = 0;
+let opening = null; // the id of the job openJob is loading, until it shows or fails
 
 /** The job is running and its first seconds can be played. */
 export function listenable(job) {
   return job.status === "running" && job.ready_s > 0 && Boolean(job.links?.stems);
 }
 
+/** The player shows job `id`, or is loading it: cancelling or deleting the job closes it. */
+export function holds(id) {
+  return state.job?.id === id || opening === id;
+}
+
 export function closePlayer() {
   openSeq++;
+  opening = null;
   audio.practice?.dispose();
   audio.view?.dispose();
   audio.view = null;
@@ -75,6 +82,7 @@ export async function openJob(id, { autoplay = false, reveal = false } = {}) {
   closePlayer();
   const seq = openSeq;
   state.loading = true;
+  opening = id;
   $("player").hidden = false;
   $("player-body").hidden = true;
   $("track-info").textContent = "";
@@ -99,7 +107,10 @@ export async function openJob(id, { autoplay = false, reveal = false } = {}) {
     state.error = e.message;
     status.textContent = `Could not open the job: ${e.message}`;
   } finally {
-    if (seq === openSeq) state.loading = false;
+    if (seq === openSeq) {
+      state.loading = false;
+      opening = null;
+    }
   }
 }
 
@@ -167,7 +178,9 @@ async function followLive(live, seq) {
       job = await getJob(job.id);
       if (seq !== openSeq) return;
       if (job.status === "failed") throw new Error(`the job failed: ${job.error?.message || "unknown error"}`);
-      if (job.status === "cancelled") throw new Error("the job was cancelled");
+      // Cancelled elsewhere (another tab, the API): its files are gone, and a player left
+      // holding it would keep the next upload from opening by itself.
+      if (job.status === "cancelled") return closePlayer();
       const grew = await live.grow(job);
       if (seq !== openSeq) return;
       if (unreachable) view.say("");

@@ -27,6 +27,16 @@ from test.stackutil import APPS_KEY
 KEY = APPS_KEY
 LONG_S = 180.0  # a dsp job that still runs while a second is uploaded, and is cancelled
 DRIP_PIECES, DRIP_PAUSE_S = 12, 0.25  # the link's song arrives over 3 s: its fetch is seen
+# Stems that reach the page 1.5 s late, so that a cancel lands while the player is still
+# opening the job (it opens by itself once the job's first seconds are final).
+SLOW_STEMS = """() => {
+  window.realFetch = window.fetch;
+  window.fetch = async (...args) => {
+    const r = await window.realFetch(...args);
+    if (String(args[0]).includes("/stems/")) await new Promise((ok) => setTimeout(ok, 1500));
+    return r;
+  };
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +110,17 @@ def test_a_queued_job_says_its_place_and_a_running_one_is_cancelled(keyed, long_
     expect(first.locator(".job-status")).to_have_text(re.compile(r"^Cancelled"))
     expect(first.get_by_role("button", name=re.compile("^Cancel "))).to_have_count(0)
     expect(second).to_have_attribute("data-status", "running", timeout=WAIT_MS)
-    second.get_by_role("button", name="Cancel long 2.wav").click()
-    expect(second).to_have_attribute("data-status", "cancelled")
+    page.evaluate(SLOW_STEMS)
+    try:
+        page.wait_for_function("() => window.audiosplit.state.loading", timeout=WAIT_MS)
+        second.get_by_role("button", name="Cancel long 2.wav").click()
+        expect(second).to_have_attribute("data-status", "cancelled")
+        # the player lets go of the job it was opening: the next upload opens by itself
+        page.wait_for_function(
+            "() => !window.audiosplit.state.job && !window.audiosplit.state.loading"
+        )
+    finally:
+        page.evaluate("() => { window.fetch = window.realFetch; }")
     job_id = first.get_attribute("data-job-id")
     r = httpx.get(f"{base_url}/api/jobs/{job_id}", headers={"X-API-Key": KEY})
     assert r.json()["status"] == "cancelled"
