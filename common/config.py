@@ -202,6 +202,13 @@ class Settings(BaseSettings):
         "forwards.",
     )
 
+    warm_up: bool = Field(
+        default=True,
+        description="The fft and cqt services warm up before they report healthy (librosa's "
+        "kernels, AST's features, BeatNet, Basic Pitch: seconds of CPU each), so the first "
+        "analysis does not wait for it; false: each loads on its first call (the tests' stacks, "
+        "most of which run no analysis).",
+    )
     beat_model: Literal["beatnet", "madmom"] = Field(
         default="beatnet",
         description="The beat, downbeat and tempo model (fft service): `beatnet` (CC BY 4.0) or "

@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 from anyio import to_thread
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 
 from common.config import Settings, get_settings
 from common.constants import ANALYSIS_FRAME_HOP, SAMPLE_RATE
@@ -42,19 +42,20 @@ from common.interfaces import (
     WindowTonal,
 )
 from common.jit import compile_lock
+from common.once import Once
 from common.service import create_service_app
 from common.wire import decode, encode
 from transforms import chords
 from transforms import transcribe as transcription
 from transforms.drum_notes import drum_notes
 from transforms.features import check_window
-from transforms.fft import check_music_body
+from transforms.fft import check_music_body, warmed_up
 from transforms.harmony import MIN_CHORDS_S, MIN_KEY_S, short, track_harmony
 from transforms.key import KeyResult, chroma_frames, estimate_key, summed
 from transforms.rhythm import FRAME_S, to_analysis_rate
 from transforms.window import resolve
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(warmed_up)])
 
 
 def key_of(result: KeyResult) -> Key | None:
@@ -173,7 +174,8 @@ async def transcribe(request: Request) -> Notes:
     if meta.stem == "drums":
         notes = await to_thread.run_sync(drum_notes, mono)
     else:
-        transcriber: transcription.Transcriber = request.app.state.transcriber
+        model: Once[transcription.Transcriber] = request.app.state.transcriber
+        transcriber = await to_thread.run_sync(model.get)  # loaded here under WARM_UP=false
         notes = await to_thread.run_sync(transcriber.transcribe, mono, meta.stem)
     return Notes(
         stem=meta.stem,
@@ -199,8 +201,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await to_thread.run_sync(warm_up)
-        app.state.transcriber = await to_thread.run_sync(transcription.Transcriber)
+        app.state.warm = Once(warm_up)
+        app.state.transcriber = Once(transcription.Transcriber)
+        if settings.warm_up:
+            await to_thread.run_sync(app.state.warm.get)
+            await to_thread.run_sync(app.state.transcriber.get)
         app.state.ready = True
         yield
 

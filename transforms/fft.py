@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Annotated
 
 import httpx
@@ -44,6 +45,7 @@ from common.interfaces import (
     WindowFeatures,
 )
 from common.jit import compile_lock
+from common.once import Once
 from common.replicas import ReplicaPool
 from common.service import create_service_app
 from common.wire import decode, encode
@@ -56,7 +58,16 @@ DOWNBEATS_REASON = "librosa's beat tracker follows beats, not bars: no downbeats
 TONE_TIMEOUT_S = 60.0  # one AST forward on a slow CPU takes seconds, not minutes
 TONE_RETRIES = 2
 
-router = APIRouter()
+
+async def warmed_up(request: Request) -> None:
+    """Every route's first step (here and in the cqt service): warm up, once, where the
+    lifespan did not (`WARM_UP=false`); callers meanwhile wait for the same warm-up."""
+    once: Once[None] = request.app.state.warm
+    if not once.done:
+        await to_thread.run_sync(once.get)
+
+
+router = APIRouter(dependencies=[Depends(warmed_up)])
 
 
 def get_tone_pool(request: Request) -> ReplicaPool:
@@ -184,7 +195,8 @@ def check_music_body(values: np.ndarray, meta: MusicRequest) -> np.ndarray:
 async def beats(request: Request) -> TrackBeats:
     values, meta = decode(await request.body(), request.headers, MusicRequest)
     mono = check_music_body(values, meta)[0]
-    tracker: BeatTracker = request.app.state.beats
+    beats: Once[BeatTracker] = request.app.state.beats
+    tracker = await to_thread.run_sync(beats.get)  # loaded here under WARM_UP=false
     found = await to_thread.run_sync(tracker.track, mono)
     return TrackBeats(
         tempo_bpm=found.tempo_bpm,
@@ -243,8 +255,11 @@ def create_app(
             timeout=httpx.Timeout(TONE_TIMEOUT_S, connect=5.0), transport=tone_transport
         )
         app.state.tone = ReplicaPool("tone", settings.urls["tone"], client, TONE_RETRIES)
-        await to_thread.run_sync(warm_up)
-        app.state.beats = await to_thread.run_sync(BeatTracker, settings.beat_model)
+        app.state.warm = Once(warm_up)
+        app.state.beats = Once(partial(BeatTracker, settings.beat_model))
+        if settings.warm_up:
+            await to_thread.run_sync(app.state.warm.get)
+            await to_thread.run_sync(app.state.beats.get)
         app.state.ready = True
         try:
             yield

@@ -1,4 +1,5 @@
-"""The real stack and a real headless Chromium, once per module, for the page's tests.
+"""The real stack (once per session) and a real headless Chromium (once per module), for the
+page's tests.
 
 Skipped, naming what to install, where Debian's Chromium or Playwright for Python is missing.
 """
@@ -44,8 +45,11 @@ except ImportError:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory):
+    """One stack (dsp, default settings) for the session's page tests; a module that needs
+    other settings defines its own `stack`. Each module's browser profile is its own, so its
+    job history starts empty."""
     yield from dsp_stack(tmp_path_factory, "page")
 
 

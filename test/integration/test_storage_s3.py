@@ -3,7 +3,8 @@ the same stems as on local disk, the growing prefix read from the bucket, a fuse
 killed with -9 mid-job costing no chunk, the S3 server stopped mid-job (waited out while it
 comes back within STORAGE_RETRY_S; a clear failure naming the storage when it does not).
 
-Each test runs its own stack of real processes (dsp separator, empty models dir).
+Each test runs its own stack of real processes (dsp separator, empty models dir); the
+local-disk result they are compared with comes from the stack the integration tests share.
 """
 
 from __future__ import annotations
@@ -74,12 +75,11 @@ def wait_mid_job(client: httpx.Client, job_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def on_local_disk(tmp_path_factory, upload) -> np.ndarray:
-    """(frames, 8): the job's result with the files on local disk (the default)."""
-    with own_stack(tmp_path_factory.mktemp("local")) as stack:
-        with httpx.Client(base_url=stack.url("gateway"), timeout=60) as client:
-            job = submit(client, upload, analysis="false")
-            return result_of(client, wait_job(client, job["id"], timeout=JOB_TIMEOUT_S))
+def on_local_disk(client, upload) -> np.ndarray:
+    """(frames, 8): the job's result with the files on local disk (the default), from the
+    stack the integration tests share (test/integration/conftest.py)."""
+    job = submit(client, upload, analysis="false")
+    return result_of(client, wait_job(client, job["id"], timeout=JOB_TIMEOUT_S))
 
 
 def bucket(server: LocalS3, prefix: str, monkeypatch) -> S3Storage:

@@ -54,6 +54,18 @@ def test_health_and_a_key(client):
     assert frames.shape == (12, 1 + audio.shape[1] // 2 // 512)
 
 
+def test_without_warm_up_it_is_healthy_at_once_and_loads_on_first_use(tmp_path):
+    """WARM_UP=false: healthy before the warm-up; the first window warms it up; Basic Pitch
+    waits for the first /transcribe."""
+    with TestClient(create_app(Settings(data_dir=tmp_path, warm_up=False))) as client:
+        state = client.app.state
+        assert client.get("/health").status_code == 200
+        assert not state.warm.done and not state.transcriber.done
+        _, estimate = tonal(post(client, chords()))
+        assert estimate.key.tonic == "C"
+        assert state.warm.done and not state.transcriber.done
+
+
 def test_silence_has_no_key(client):
     _, estimate = tonal(post(client, np.zeros((2, 10 * SR), np.float32)))
     assert estimate.key is None and "silent" in estimate.key_reason and not any(estimate.chroma)

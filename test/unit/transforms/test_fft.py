@@ -71,6 +71,19 @@ def fft_client(tmp_path, tone_app: FastAPI | None = None) -> TestClient:
     return TestClient(create_app(settings, tone_transport=transport))
 
 
+def test_without_warm_up_it_is_healthy_at_once_and_loads_on_first_use(tmp_path):
+    """WARM_UP=false (the tests' stacks): healthy before the warm-up; the first window warms
+    it up; BeatNet waits for the first /beats."""
+    settings = Settings(data_dir=tmp_path, tone_urls=closed_port_url(), warm_up=False)
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state
+        assert client.get("/health").status_code == 200
+        assert not state.warm.done and not state.beats.done
+        body, headers = window_request(a440())
+        assert features_of(client.post("/analyse", content=body, headers=headers)).index == 2
+        assert state.warm.done and not state.beats.done
+
+
 def test_features_and_the_forwarded_tone_input(tmp_path):
     seen: list = []
     audio = a440()
