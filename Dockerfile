@@ -41,6 +41,11 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['models']))" > /t
     && pip install -c /etc/pip-constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
+# MSST's MDX23C and SCNet networks (prediction/msst_separator.py): its wheel pins torch<2.12 and
+# lists training packages; --no-deps keeps the torch above. Its model modules need only
+# ml-collections, which the models extra installed.
+RUN pip install --no-deps msst==0.1.0
+
 COPY deploy/install-music-models.sh /tmp/
 RUN bash /tmp/install-music-models.sh python && rm /tmp/install-music-models.sh
 

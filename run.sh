@@ -9,6 +9,7 @@ VENV=.venv
 PY="$VENV/bin/python"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"       # CPU wheel here; set e.g. a CUDA build elsewhere
 TORCHAUDIO_SPEC="${TORCHAUDIO_SPEC:-torchaudio==2.11.0}"
+MSST_SPEC="${MSST_SPEC:-msst==0.1.0}"               # MDX23C and SCNet (MSST's own classes)
 STAMP="$VENV/.audiosplit-installed"
 
 say() { printf '[audiosplit] %s\n' "$*" >&2; }
@@ -69,6 +70,11 @@ EOF
     say "install: torchaudio's compiled extensions do not load here; removing $libdir/*.so so it runs as pure Python"
     rm -f "$libdir"/*.so
   fi
+  # MSST's wheel (MDX23C and SCNet networks, its reference demix) pins torch<2.12 and lists its
+  # training and plotting packages; its model modules import only ml-collections (pyproject.toml)
+  # beside torch, and `import msst` itself only the standard library and PyYAML.
+  say "install: $MSST_SPEC without dependencies (it would replace torch otherwise)"
+  "${pip[@]}" --no-deps "$MSST_SPEC"
   say "install: BeatNet and Basic Pitch (weights in their wheels) without their declared dependencies"
   bash deploy/install-music-models.sh "$PY"
   say "install: the project itself (editable), for the \`audiosplit\` command"
@@ -78,7 +84,7 @@ EOF
   install_postgres
   command -v fluidsynth >/dev/null && [[ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ]] \
     || apt_install "fluidsynth fluid-soundfont-gm" "the analysis tests on General MIDI songs"
-  "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr' \
+  "$PY" -c 'import torch, torchaudio, demucs.api, openunmix, fastapi, av, soxr, msst.models.scnet, msst.models.mdx23c_tfc_tdf_v3' \
     || { say "install: imports failed after install"; exit 1; }
   install_kubectl
   install_stamp > "$STAMP"

@@ -43,6 +43,8 @@ MODEL_NAMES = (
     "mel_band_roformer_dereverb",
     "mel_band_roformer_denoise",
     "bs_roformer_sw",
+    "mdx23c_drumsep",
+    "scnet_xl_ihf",
     "dsp",
 )
 # model=auto, per quality: the first of these whose weights are present or can be fetched now

@@ -182,6 +182,37 @@ CARDS: dict[str, ModelCard] = {
         rtf_note="6 stems (bass, drums, other, vocals, guitar, piano); BS-RoFormer dim 256, "
         "depth 12, 62 bands, 13.4 s chunks",
     ),
+    # MSST's own networks (the msst wheel, prediction/msst_separator.py); parameters counted on
+    # the network of the published config.
+    "mdx23c_drumsep": _card(
+        109.38,
+        published_sdr="DrumSep test: kick 14.54, snare 9.79, toms 10.63, hh 3.19, cymbals "
+        "(ride + crash) 6.08 dB",
+        sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models' (aufr33 & jarredou's "
+        "DrumSep test set)",
+        licence="not stated",
+        rtf_cpu=52.63,
+        rtf_note="full size at random weights, 30 s of music, 2 torch threads, 2026-12-07 "
+        "(./run.sh bench bench_msst --model mdx23c_drumsep --seconds 30 --no-reference): 1579 s, "
+        "on a machine shared with other work (load average 6-7 on 2 cores), so an upper bound; "
+        "one forward of a 3 s chunk 43 s; peak 1.7 GB. 6 drum parts (kick, snare, toms, hh, "
+        "ride, crash) of a drums stem (chain=drums>mdx23c_drumsep); MDX23C (TFC-TDF v3), 128 "
+        "channels, 5 scales, 3 s chunks, 4 x overlap",
+    ),
+    "scnet_xl_ihf": _card(
+        53.47,
+        published_sdr="MUSDB18 test: avg 10.08 (bass 9.23, drums 11.81, vocals 11.42, other "
+        "7.88 dB); Multisong avg 9.92",
+        sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models (MUSDB18HQ)': trained "
+        "on MUSDB18-HQ only",
+        licence="not stated",
+        rtf_note="about 51 (not measured end to end): one forward of an 11 s chunk took 141 s "
+        "at full size, random weights, 2 torch threads, 2026-12-07 (./run.sh bench bench_msst "
+        "--model scnet_xl_ihf --seconds 30 --no-reference, its first line; the job path was "
+        "stopped unfinished), and MSST's 4 x overlap runs each stretch of a song four times; "
+        "its dual-path LSTMs take three quarters of the time. 4 stems (drums, bass, other, "
+        "vocals); SCNet dims 4-64-128-256, 8 dual-path layers, 11 s chunks",
+    ),
     "dsp": _card(
         None,
         published_sdr="vocals 2.25, drums 7.18, bass 4.10, other 2.71 dB on the falcon69 "

@@ -37,6 +37,7 @@ ROFORMER_MODELS = (
     "mel_band_roformer_denoise",
     "bs_roformer_sw",
 )
+MSST_MODELS = ("mdx23c_drumsep", "scnet_xl_ihf")  # MSST's own classes (the msst wheel)
 # A new family is one module (probe(name, settings) -> SeparatorInfo, load(name, settings) ->
 # Separator; where weights can be fetched also download(name, settings) and, for its progress,
 # download_plan(name, settings) -> [[prediction.download.Expected]]) and its names here.
@@ -45,6 +46,7 @@ FAMILIES = {
     **{name: "prediction.demucs_separator" for name in DEMUCS_MODELS},
     **{name: "prediction.umx_separator" for name in UMX_MODELS},
     **{name: "prediction.roformer_separator" for name in ROFORMER_MODELS},
+    **{name: "prediction.msst_separator" for name in MSST_MODELS},
 }
 CHECKPOINT_FAMILY = "prediction.demucs_separator"  # a model named by a checkpoint's path
 # ... unless an MSST YAML config sits beside it (same name): a RoFormer checkpoint
