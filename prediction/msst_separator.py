@@ -27,7 +27,7 @@ from common.config import Settings
 from common.errors import ModelUnavailable
 from common.interfaces import SeparatorInfo
 from prediction.devices import configure_threads, pick_device
-from prediction.download import Expected, download_failed, fetch_refusal, fetch_url
+from prediction.download import Expected, fetch_refusal
 from prediction.roformer_networks import read_config
 from prediction.roformer_separator import (
     DEFAULT_CHUNK,
@@ -37,6 +37,7 @@ from prediction.roformer_separator import (
     Checkpoint,
     Inference,
     RoformerSeparator,
+    fetch_files,
 )
 
 JARREDOU_RELEASES = "https://github.com/jarredou/models/releases/download"
@@ -174,24 +175,15 @@ def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
 
 
 def download(name: str, settings: Settings) -> None:
-    """Fetch a registry name's config, then its checkpoint; each is renamed into place only
-    once whole and usable. Raises ModelUnavailable saying what to do."""
+    """Fetch a registry name's config, then its checkpoint (`roformer_separator.fetch_files`)."""
     entry = CHECKPOINTS[name]
     checkpoint, config_path = files_of(name, settings)
+
+    def loads(config: dict, path: Path) -> None:
+        load_weights(build_network(config, entry.architecture), path, name, config_path)
+
     urls = published_urls(name, settings)
-    timeout = settings.fetch_timeout_s
-    try:
-        if not config_path.is_file():
-            fetch_url(urls[config_path.name], config_path, timeout, check=read_config)
-        if not checkpoint.is_file():
-            config = read_config(config_path)
-
-            def loads(path: Path) -> None:
-                load_weights(build_network(config, entry.architecture), path, name, config_path)
-
-            fetch_url(urls[checkpoint.name], checkpoint, timeout, entry.sha256, check=loads)
-    except Exception as e:
-        raise download_failed(name, e, timeout) from e
+    fetch_files(name, (checkpoint, config_path), urls, entry.sha256, settings, loads)
 
 
 def load(name: str, settings: Settings) -> MsstSeparator:

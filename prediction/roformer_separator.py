@@ -21,6 +21,7 @@ of equal stretches changes nothing (one-model jobs use no overlap at all).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,22 +305,43 @@ def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
 
 
 def download(name: str, settings: Settings) -> None:
-    """Fetch a registry name's config, then its checkpoint, into `<models>/roformer/`; each is
-    renamed into place only once whole and usable. Raises ModelUnavailable saying what to do."""
+    """Fetch a registry name's config, then its checkpoint, into `<models>/roformer/`."""
     entry = CHECKPOINTS[name]
     checkpoint, config_path = files_of(name, settings)
+
+    def loads(config: dict, path: Path) -> None:
+        load_weights(build_model(config, entry.architecture), path, name, config_path)
+
     urls = published_urls(name, settings)
+    fetch_files(name, (checkpoint, config_path), urls, entry.sha256, settings, loads)
+
+
+def fetch_files(
+    name: str,
+    files: tuple[Path, Path],
+    urls: dict[str, str],
+    sha256: str | None,
+    settings: Settings,
+    loads: Callable[[dict, Path], None],
+) -> None:
+    """Fetch an MSST model's files (checkpoint, config): the config first, read as a config,
+    then the checkpoint, checked by `loads(config, path)` (it loads into the config's network);
+    each is renamed into place only once whole and usable. Raises ModelUnavailable saying what
+    to do."""
+    checkpoint, config_path = files
     timeout = settings.fetch_timeout_s
     try:
         if not config_path.is_file():
             fetch_url(urls[config_path.name], config_path, timeout, check=read_config)
         if not checkpoint.is_file():
             config = read_config(config_path)
-
-            def loads(path: Path) -> None:
-                load_weights(build_model(config, entry.architecture), path, name, config_path)
-
-            fetch_url(urls[checkpoint.name], checkpoint, timeout, entry.sha256, check=loads)
+            fetch_url(
+                urls[checkpoint.name],
+                checkpoint,
+                timeout,
+                sha256,
+                check=lambda path: loads(config, path),
+            )
     except Exception as e:
         raise download_failed(name, e, timeout) from e
 
