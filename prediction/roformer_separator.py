@@ -61,6 +61,13 @@ class Checkpoint:
     def our_stems(self) -> list[str]:
         return [self.rename.get(s, s) for s in self.stems]
 
+    def urls(self, mirror: str) -> dict[str, str]:
+        """file name -> URL, as published or under `mirror` (ROFORMER_ROOT_URL: a mirror, a
+        test's hub; empty: none)."""
+        root = mirror.rstrip("/")
+        urls = (self.checkpoint_url, self.config_url)
+        return {Path(u).name: (f"{root}/{Path(u).name}" if root else u) for u in urls}
+
     @property
     def files(self) -> tuple[str, str]:
         return Path(self.checkpoint_url).name, Path(self.config_url).name
@@ -291,10 +298,7 @@ def probe(name: str, settings: Settings) -> SeparatorInfo:
 
 
 def published_urls(name: str, settings: Settings) -> dict[str, str]:
-    """file name -> URL, as published or under ROFORMER_ROOT_URL (a mirror, a test's hub)."""
-    entry, root = CHECKPOINTS[name], settings.roformer_root_url.rstrip("/")
-    urls = (entry.checkpoint_url, entry.config_url)
-    return {Path(u).name: (f"{root}/{Path(u).name}" if root else u) for u in urls}
+    return CHECKPOINTS[name].urls(settings.roformer_root_url)
 
 
 def download_plan(name: str, settings: Settings) -> list[list[Expected]]:
