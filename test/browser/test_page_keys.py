@@ -27,16 +27,33 @@ from test.stackutil import APPS_KEY
 KEY = APPS_KEY
 LONG_S = 180.0  # a dsp job that still runs while a second is uploaded, and is cancelled
 DRIP_PIECES, DRIP_PAUSE_S = 12, 0.25  # the link's song arrives over 3 s: its fetch is seen
-# Stems that reach the page 1.5 s late, so that a cancel lands while the player is still
-# opening the job (it opens by itself once the job's first seconds are final).
-SLOW_STEMS = """() => {
+# Stems held back until the test lets them go, so that a cancel lands while the player is
+# still opening the job (it opens by itself once the job's first seconds are final). Held
+# from before the job runs: a job that is listenable at its first poll opens at once, before
+# the test could see it load (a 1.5 s delay put in after it ran lost that race in CI).
+HOLD_STEMS = """() => {
   window.realFetch = window.fetch;
+  let release;
+  const held = new Promise((ok) => { release = ok; });
+  window.releaseStems = release;
+  window.stemsLetGo = 0;
   window.fetch = async (...args) => {
+    const stem = String(args[0]).includes("/stems/");
+    if (stem) await held;
     const r = await window.realFetch(...args);
-    if (String(args[0]).includes("/stems/")) await new Promise((ok) => setTimeout(ok, 1500));
+    if (stem) window.stemsLetGo++;
     return r;
   };
+  // every job the player comes to show, in order
+  const state = window.audiosplit.state;
+  let job = state.job;
+  window.shown = [];
+  Object.defineProperty(state, "job", {
+    get: () => job,
+    set: (v) => { job = v; if (v) window.shown.push(v.id); },
+  });
 }"""
+RELEASE_STEMS = "() => { window.releaseStems(); window.fetch = window.realFetch; }"
 
 
 @pytest.fixture(scope="module")
@@ -105,22 +122,24 @@ def test_a_queued_job_says_its_place_and_a_running_one_is_cancelled(keyed, long_
     page.set_input_files("#file", str(long_songs[1]))
     page.click("#go")
     expect(second.locator(".job-status")).to_contain_text("Queued, 1st in line", timeout=WAIT_MS)
-    first.get_by_role("button", name="Cancel long 1.wav").click()
-    expect(first).to_have_attribute("data-status", "cancelled")
-    expect(first.locator(".job-status")).to_have_text(re.compile(r"^Cancelled"))
-    expect(first.get_by_role("button", name=re.compile("^Cancel "))).to_have_count(0)
-    expect(second).to_have_attribute("data-status", "running", timeout=WAIT_MS)
-    page.evaluate(SLOW_STEMS)
+    page.evaluate(HOLD_STEMS)
     try:
+        first.get_by_role("button", name="Cancel long 1.wav").click()
+        expect(first).to_have_attribute("data-status", "cancelled")
+        expect(first.locator(".job-status")).to_have_text(re.compile(r"^Cancelled"))
+        expect(first.get_by_role("button", name=re.compile("^Cancel "))).to_have_count(0)
+        expect(second).to_have_attribute("data-status", "running", timeout=WAIT_MS)
         page.wait_for_function("() => window.audiosplit.state.loading", timeout=WAIT_MS)
         second.get_by_role("button", name="Cancel long 2.wav").click()
         expect(second).to_have_attribute("data-status", "cancelled")
-        # the player lets go of the job it was opening: the next upload opens by itself
-        page.wait_for_function(
-            "() => !window.audiosplit.state.job && !window.audiosplit.state.loading"
-        )
     finally:
-        page.evaluate("() => { window.fetch = window.realFetch; }")
+        page.evaluate(RELEASE_STEMS)
+    # the player lets go of the job it was opening: its stems, let go now, are never shown,
+    # and the next upload opens by itself
+    page.wait_for_function("() => window.stemsLetGo > 0")
+    page.wait_for_timeout(500)  # time to decode them and show the job, were it still held
+    assert second.get_attribute("data-job-id") not in page.evaluate("() => window.shown")
+    assert page.evaluate("() => !window.audiosplit.state.job && !window.audiosplit.state.loading")
     job_id = first.get_attribute("data-job-id")
     r = httpx.get(f"{base_url}/api/jobs/{job_id}", headers={"X-API-Key": KEY})
     assert r.json()["status"] == "cancelled"
