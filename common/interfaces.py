@@ -194,24 +194,36 @@ class EnsembleJob(Message):
 
 
 class AssembledStem(Message):
-    """One stem of an assembled result: the stem numbered `index` of a fused result (a
-    multi-channel WAV in the job storage, channels = stems x [L, R])."""
+    """One stem of an assembled result: the stem numbered `index` of the fused result in the
+    folder `out_key` of the job storage (a multi-channel WAV, channels = stems x [L, R]:
+    `result.wav` once finished, its final prefix while it grows)."""
 
     name: str
-    result_key: str = Field(pattern=STORAGE_KEY)
+    out_key: str = Field(pattern=STORAGE_KEY)
     index: int = Field(ge=0)
 
 
 class AssemblyJob(Message):
     """`POST /assemblies/{id}` on the fuser: the job's final files, each stem taken as it is
     from one of several fused results (a chained job: the first stage's stems, a chained
-    stem's parts in its place)."""
+    stem's parts in its place). `POST /assemblies/{id}/extend` copies what is final in every
+    one of them so far: the job's result grows while its links run."""
 
     job_id: str
     stems: list[AssembledStem] = Field(min_length=1)
+    n_frames: int = Field(gt=0)  # the track's, and so every fused result's
     out_key: str = Field(pattern=STORAGE_KEY)
     activity_window: int = Field(default=0, ge=0)
     activity_hop: int = Field(default=0, ge=0)
+
+
+class AssemblyStatus(Message):
+    """Answer of `POST /assemblies/{id}/extend`: frames [0, ready_frames) of the job's result
+    are final."""
+
+    job_id: str
+    ready_frames: int
+    n_frames: int
 
 
 class FuseChunkMeta(Message):

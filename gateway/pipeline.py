@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 from anyio import to_thread
 
 from common.chunks import chunk_window, standardisation
 from common.config import Settings
-from common.constants import ANALYSIS_WINDOW, CHANNELS, SAMPLE_RATE, WIRE_DTYPE
+from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
 from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
 from common.interfaces import (
-    AssembledStem,
     AssemblyJob,
+    AssemblyStatus,
     ChunkSpec,
     EnsembleJob,
     EnsembleMember,
@@ -40,12 +38,19 @@ from common.interfaces import (
     SeparatorInfo,
 )
 from common.logs import job_id_var
-from common.rawfile import RawArrayFile
 from common.redact import settings_paths, without_paths
 from common.replicas import ReplicaPool, expect_ok
-from common.storage import Storage
 from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
+from gateway.assembly import (
+    CHAINS,
+    FIRST_STAGE,
+    Growth,
+    assembled_stems,
+    check_parts,
+    link_key,
+    stem_file,
+)
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
 from gateway.music import Music, MusicAnalyser
@@ -61,9 +66,6 @@ from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
 
-FIRST_STAGE = "first"  # under the result's key: a chained job's first stage
-CHAINS = "chains"  # under the result's key: `chains/<k>`, the k-th chained stem's parts
-READ_BLOCK = 1 << 18  # frames of a stored result read at a time
 SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
 
 
@@ -206,7 +208,9 @@ class Pipeline:
                 job_id, members, track, opts, files, first_key, n_parts
             )
             first = MemberResult(result.result_key, result.stems)
-        chained = await self._separate_chain(job_id, links, first, n_frames, opts, files, n_parts)
+        chained = await self._separate_chain(
+            job_id, links, first, first_key, n_frames, opts, files, n_parts
+        )
         return chained[0], total + chained[1]
 
     async def _separate_chain(
@@ -214,6 +218,7 @@ class Pipeline:
         job_id: str,
         links: list[dict],
         first: MemberResult,
+        first_key: str,
         n_frames: int,
         opts: dict,
         files: JobFiles,
@@ -221,41 +226,56 @@ class Pipeline:
     ) -> tuple[FusedResult, int]:
         """Each chained stem of the first stage separated by its model, as that model alone
         separates a track (its own plan, normalisation and defaults), into `result/chains/<k>`;
-        then the job's result assembled: the first stage's stems, each chained one replaced
-        by its parts. A resumed job skips the links whose result is complete."""
+        the job's result assembled from them as they go (`gateway.assembly`): it grows while
+        the last link runs, and is published once every link is done. A resumed job skips the
+        links whose result is complete."""
         total = 0
         alone = {**opts, "stem": None, "overlap": None}  # the second model's own defaults
-        parts = {}
-        for k, link in enumerate(links):
-            out_key = f"{files.result_key}/{CHAINS}/{k}"
-            done = await to_thread.run_sync(finished_member, files.store, out_key, n_frames)
-            if done is not None:
-                log.info("chain link %d (%s) finished before: not run again", k, link["model"])
-                parts[link["stem"]] = done
-                continue
-            path = files.dir / f"chain-{k}.f32"
-            index = first.stems.index(link["stem"])
-            stem = await to_thread.run_sync(stem_file, files.store, first.result_key, index, path)
-            at = (n_parts - len(links) + k, n_parts)
-            try:
-                result, chunks = await self._separate_model(
-                    job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at
-                )
-            finally:
-                path.unlink(missing_ok=True)
-            parts[link["stem"]] = MemberResult(result.result_key, result.stems)
-            total += chunks
-        self.store.update(job_id, stage="fusing")
         job = AssemblyJob(
             job_id=job_id,
-            stems=assembled_stems(first, links, parts),
+            stems=assembled_stems(first_key, first.stems, links, files.result_key),
+            n_frames=n_frames,
             out_key=files.result_key,
             activity_window=ANALYSIS_WINDOW if opts["analysis"] else 0,
             activity_hop=self.analyser.hop if opts["analysis"] else 0,
         )
-        result = await self._fuser_json(
-            "POST", f"/assemblies/{job_id}", FusedResult, json=job.model_dump()
+        path = f"/assemblies/{job_id}"
+        body = job.model_dump()
+        growth = Growth(
+            lambda: self._fuser_json("POST", f"{path}/extend", AssemblyStatus, json=body),
+            self.store,
+            job_id,
+            len(links),
         )
+        for k, link in enumerate(links):
+            out_key = link_key(files.result_key, k)
+            done = await to_thread.run_sync(finished_member, files.store, out_key, n_frames)
+            if done is not None:
+                log.info("chain link %d (%s) finished before: not run again", k, link["model"])
+                check_parts(link, done.stems)
+                await growth.link_ready(k, n_frames)
+                continue
+            stem_path = files.dir / f"chain-{k}.f32"
+            index = first.stems.index(link["stem"])
+            stem = await to_thread.run_sync(
+                stem_file, files.store, first.result_key, index, stem_path
+            )
+            at = (n_parts - len(links) + k, n_parts)
+
+            async def ready(frames: int, k: int = k) -> None:
+                await growth.link_ready(k, frames)
+
+            try:
+                result, chunks = await self._separate_model(
+                    job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at, ready
+                )
+            finally:
+                stem_path.unlink(missing_ok=True)
+            check_parts(link, result.stems)
+            await growth.link_ready(k, n_frames)
+            total += chunks
+        self.store.update(job_id, stage="fusing")
+        result = await self._fuser_json("POST", path, FusedResult, json=body)
         for folder in (FIRST_STAGE, CHAINS):
             await to_thread.run_sync(files.delete_results_under, folder)
         return result, total
@@ -314,10 +334,13 @@ class Pipeline:
         opts: dict,
         out_key: str,
         part: tuple[int, int],
+        on_ready: Callable[[int], Awaitable[None]] | None = None,
     ) -> tuple[FusedResult, int]:
         """One model over the whole track: plan, fan the chunks out, fuse them into `out_key`
         as fuser job `fuse_id`. `part` = (k, n): this is the k-th of n models of the job (its
-        share of the progress). Returns the fused result and the number of chunks."""
+        share of the progress). `on_ready`: told how far the result is final as it grows (a
+        chain's link; the job's own result reports it itself). Returns the fused result and
+        the number of chunks."""
         plan = await self._plan(
             PlanRequest(
                 model=model,
@@ -357,6 +380,8 @@ class Pipeline:
         first = part[0] == 0 and not opts.get("chain")  # a chain's stems are known at submission
         stems = {"stems": output_stems(fuse_job)} if first else {}
         report.write(done, stage="separating", **stems)
+        if on_ready is not None and status.ready_frames:  # resumed: part of it final already
+            await on_ready(status.ready_frames)
         limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
         normalise = norm if plan.model.normalise else None
 
@@ -372,6 +397,8 @@ class Pipeline:
                     fused = await self._fuse_chunk(fuse_id, chunk, piece)
                     if own:
                         report.ready(fused.ready_frames)
+                    elif on_ready is not None:
+                        await on_ready(fused.ready_frames)
             done += len(batch)
             report.tick(done)
 
@@ -554,41 +581,3 @@ def with_music(track: dict, music: Music) -> None:
             track.get("reasons", {}).pop(name, None)
     if music.errors:
         track["errors"] = [*track.get("errors", []), *music.errors]
-
-
-def stem_file(store: Storage, key: str, index: int, path: Path) -> RawArrayFile:
-    """The stem numbered `index` of a fused result (channels = stems x [L, R]) as a (2, n)
-    float32 file at `path`, read a window at a time like the job's input: a chained stem
-    costs the gateway a block of memory, whatever the song's length."""
-    with store.open(key) as f, sf.SoundFile(f) as wav, open(path, "wb") as out:
-        n = wav.frames
-        out.truncate(CHANNELS * n * 4)
-        for lo in range(0, n, READ_BLOCK):
-            block = wav.read(min(READ_BLOCK, n - lo), dtype="float32", always_2d=True)
-            pair = block[:, CHANNELS * index : CHANNELS * (index + 1)].T.astype(WIRE_DTYPE)
-            for side in range(CHANNELS):
-                os.pwrite(out.fileno(), pair[side].tobytes(), (side * n + lo) * 4)
-    return RawArrayFile(path, (CHANNELS, n))
-
-
-def assembled_stems(first, links: list[dict], parts: dict) -> list[AssembledStem]:
-    """The job's stems, in order: the first stage's, each chained stem replaced by its parts
-    (`first`, `parts[stem]`: results with `.result_key` and `.stems`)."""
-    out = []
-    chained = {link["stem"]: link for link in links}
-    for i, stem in enumerate(first.stems):
-        if stem not in chained:
-            out.append(AssembledStem(name=stem, result_key=first.result_key, index=i))
-            continue
-        held = parts[stem]
-        names = chained[stem]["parts"]
-        out += [
-            AssembledStem(name=name, result_key=held.result_key, index=j)
-            for j, name in enumerate(names)
-        ]
-        if len(held.stems) != len(names):
-            raise ModelUnavailable(
-                f"{chained[stem]['model']} gave {len(held.stems)} stems, "
-                f"{len(names)} were planned ({', '.join(names)})"
-            )
-    return out

@@ -4,7 +4,8 @@
 (idempotent: a retried chunk replaces itself) and fuses by weighted overlap-add the part of the
 track it makes final into the job's result dir (`prediction/prefix.py`: the answer's
 `ready_frames` says how far); `POST /jobs/{id}/finalize` fuses the rest and publishes the
-multi-channel WAV; `POST /ensembles/{id}` combines several members' results, weighted, into one.
+multi-channel WAV; `POST /ensembles/{id}` combines several members' results, weighted, into one;
+`POST /assemblies/{id}` (and `/extend` while it runs) assembles a chained job's result.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from common.config import Settings, get_settings
 from common.errors import BadRequest, StorageError
 from common.interfaces import (
     AssemblyJob,
+    AssemblyStatus,
     EnsembleJob,
     FuseChunkMeta,
     FusedResult,
@@ -32,7 +34,8 @@ from common.interfaces import (
 from common.service import create_service_app
 from common.storage import Storage, storage_for
 from common.wire import decode
-from prediction.fusion import JobAccumulator, assemble_stems, combine_members
+from prediction.assembly import assemble_stems, extend_assembly
+from prediction.fusion import JobAccumulator, combine_members
 
 router = APIRouter()
 
@@ -103,15 +106,31 @@ async def combine(job_id: JobId, job: EnsembleJob, root: Root) -> FusedResult:
             await to_thread.run_sync(shutil.rmtree, acc.dir, True)
 
 
-@router.post("/assemblies/{job_id}", response_model=FusedResult)
-async def assemble(job_id: JobId, job: AssemblyJob, root: Root) -> FusedResult:
-    """A chained job's final file: each stem taken from the fused result that holds it."""
+def assembly_of(job_id: str, job: AssemblyJob, root: Jobs) -> JobAccumulator:
     if job.job_id != job_id:
         raise BadRequest(f"path says job {job_id}, body says {job.job_id}")
     names = [stem.name for stem in job.stems]
     if len(set(names)) != len(names):
         raise BadRequest(f"stems named twice: {names}")
-    acc = root(job_id)
+    return root(job_id)
+
+
+@router.post("/assemblies/{job_id}/extend", response_model=AssemblyStatus)
+async def extend(job_id: JobId, job: AssemblyJob, root: Root) -> AssemblyStatus:
+    """A chained job's result grown by what is final in every result it takes stems from."""
+    acc = assembly_of(job_id, job, root)
+    try:
+        grow = await to_thread.run_sync(extend_assembly, job, acc)
+    except (OSError, sf.LibsndfileError) as e:
+        raise StorageError(f"cannot assemble the stems of {job_id}: {e}") from e
+    # in object storage the local copy is kept while it grows: the next call appends to it
+    return AssemblyStatus(job_id=job_id, ready_frames=grow.ready, n_frames=job.n_frames)
+
+
+@router.post("/assemblies/{job_id}", response_model=FusedResult)
+async def assemble(job_id: JobId, job: AssemblyJob, root: Root) -> FusedResult:
+    """A chained job's final file: each stem taken from the fused result that holds it."""
+    acc = assembly_of(job_id, job, root)
     try:
         return await to_thread.run_sync(assemble_stems, job, acc)
     except (OSError, sf.LibsndfileError) as e:

@@ -25,7 +25,6 @@ from common.analysis_plan import window_bounds
 from common.chunks import triangle_weight
 from common.errors import BadRequest, Conflict, NotFound, StorageError
 from common.interfaces import (
-    AssemblyJob,
     ChunkSpec,
     EnsembleJob,
     FusedResult,
@@ -285,47 +284,6 @@ def combine_members(job: EnsembleJob, acc: JobAccumulator) -> FusedResult:
 
             grow.append(blocks())
             activity = StemActivity(n, len(job.stems), job.activity_window, job.activity_hop)
-            return published(job.job_id, grow, activity, job.out_key)
-    finally:
-        for r in readers:
-            r.close()
-        for f in objects:
-            f.close()
-
-
-def assemble_stems(job: AssemblyJob, acc: JobAccumulator) -> FusedResult:
-    """A chained job's stems, each copied from the fused result that holds it (read in place
-    from the storage, block by block). A retried assembly goes on from the frames it had
-    written. `acc`: the fuser's files of the job."""
-    keys = list(dict.fromkeys(stem.result_key for stem in job.stems))
-    objects = [acc.store.open(key) for key in keys]
-    readers = [sf.SoundFile(f) for f in objects]
-    try:
-        lengths = {r.frames for r in readers}
-        if len(lengths) != 1:
-            raise BadRequest(f"the assembled results differ in length: {sorted(lengths)}")
-        n = lengths.pop()
-        for stem in job.stems:
-            channels = readers[keys.index(stem.result_key)].channels
-            if 2 * stem.index + 2 > channels:
-                raise BadRequest(f"{stem.result_key} has no stem {stem.index} ({stem.name})")
-        picks = [[s.index for s in job.stems if s.result_key == key] for key in keys]
-        read = [(key, i) for key, p in zip(keys, picks, strict=True) for i in p]  # read order
-        order = [read.index((s.result_key, s.index)) for s in job.stems]
-        names = [stem.name for stem in job.stems]
-        with job_lock(job.job_id):
-            grow = acc.growing(job.out_key, names, n)
-            for r in readers:
-                r.seek(grow.ready)
-
-            def blocks() -> Iterator[np.ndarray]:
-                for b0 in range(grow.ready, n, BLOCK_FRAMES):
-                    k = min(n, b0 + BLOCK_FRAMES) - b0
-                    taken = [stem_pairs(r, p, k) for r, p in zip(readers, picks, strict=True)]
-                    yield np.concatenate(taken)[order]
-
-            grow.append(blocks())
-            activity = StemActivity(n, len(names), job.activity_window, job.activity_hop)
             return published(job.job_id, grow, activity, job.out_key)
     finally:
         for r in readers:

@@ -13,6 +13,7 @@ from common.resultstore import open_result_bytes, read_stored_record, result_key
 from common.storage import S3Storage
 from prediction import fusion
 from prediction.fusion import JobAccumulator, combine_members
+from test.unit.prediction.test_assembly import grows_with_the_link
 from test.unit.prediction.test_prefix import finished, make_job
 
 
@@ -90,3 +91,12 @@ def test_an_ensemble_combines_members_read_in_place_from_the_bucket(tmp_path, bu
             results[where] = sf.read(f, dtype="float32", always_2d=True)[0]
     assert np.array_equal(results["s3"], results["local"])
     assert bucket.exists("e/result.wav")
+
+
+def test_a_chained_job_s_result_grows_from_stretches_read_in_the_bucket(
+    tmp_path, monkeypatch, bucket
+):
+    """The first stage and a growing link in the bucket, assembled by another replica with no
+    local copy of either: each prefix of the job's result is the start of the finished one."""
+    monkeypatch.setattr(fusion, "BLOCK_FRAMES", 700)  # several stretches per step
+    grows_with_the_link(tmp_path, "c", bucket, assembler_root=tmp_path / "other")
