@@ -355,6 +355,12 @@ class Settings(BaseSettings):
     network_check_ttl_s: float = Field(
         default=60.0, ge=0, description='How long (seconds) a "hub answers" check is trusted.'
     )
+    model_info_ttl_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long (seconds) a gateway trusts the predictor's model list (which "
+        "weights are present, which can be fetched).",
+    )
 
     log_level: str = Field(
         default="INFO",

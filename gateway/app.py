@@ -42,7 +42,6 @@ from gateway.webhooks import enqueue, new_secret
 
 log = logging.getLogger("audiosplit.gateway")
 
-MODEL_INFO_TTL_S = 10.0
 DECODES_AT_ONCE = 2  # decoding is CPU and memory heavy: bound it whatever the upload rate
 
 
@@ -131,7 +130,7 @@ class Gateway:
 
     async def model_infos(self) -> dict[str, SeparatorInfo]:
         """The predictor's models and whether their weights are present (cached briefly)."""
-        if self._infos and time.monotonic() - self._infos_at < MODEL_INFO_TTL_S:
+        if self._infos and time.monotonic() - self._infos_at < self.settings.model_info_ttl_s:
             return self._infos
         # an upload waits for no restart: it fails fast and says why
         response = await self.pools.predictor.request("GET", "/models", connect_grace_s=0)

@@ -233,6 +233,7 @@ def online_settings(hub: FakeHub) -> dict[str, str]:
         "umx_root_url": f"http://127.0.0.1:{hub.port}/zenodo",
         "roformer_root_url": f"http://127.0.0.1:{hub.port}/roformer",
         "network_check_ttl_s": "1",
+        "model_info_ttl_s": "1",  # the gateway sees the hub come up within a second or two
     }
 
 
@@ -269,8 +270,20 @@ def online(hub, client):
     """The hubs up, whichever test runs first (the offline test starts them when it runs)."""
     if hub.server is None:
         hub.start()
-        time.sleep(11)  # the gateway's model list (10 s) and the predictor's network check (1 s)
+        wait_fetchable(client)
     return hub
+
+
+def wait_fetchable(client: httpx.Client, timeout: float = 30.0) -> None:
+    """Until the gateway's model list says htdemucs can be fetched (the predictor's network
+    check and the gateway's list are each trusted for a second here)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        models = client.get("/api/models").json()["models"]
+        if next(m for m in models if m["name"] == "htdemucs")["fetchable"]:
+            return
+        assert time.monotonic() < deadline, "the hub came up but htdemucs is not fetchable"
+        time.sleep(0.2)
 
 
 def submit(client: httpx.Client, upload: bytes, **fields) -> dict:
@@ -287,7 +300,7 @@ def test_offline_auto_falls_back_to_dsp_at_once(client, upload, hub):
     assert "no network" in job["model_reason"], job["model_reason"]
     assert wait_job(client, job["id"], timeout=120)["status"] == "done"
     hub.start()  # the hubs come up: the next tests fetch
-    time.sleep(11)  # the gateway's model list (10 s) and the predictor's network check (1 s)
+    wait_fetchable(client)
 
 
 def test_first_job_fetches_once_and_later_jobs_find_the_file(
