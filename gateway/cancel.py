@@ -26,9 +26,15 @@ LEASE_WAIT_S = 5.0  # a delete of a running job waits this long for its runner t
 
 
 def fuse_ids(job_id: str, job: JobRecord | None) -> list[str]:
-    """The fuser jobs a job may have: its own, and one per ensemble member."""
-    members = (job.options.get("resolved", {}).get("members") or []) if job else []
-    return [job_id] + [f"{job_id}-m{k}" for k in range(len(members))]
+    """The fuser jobs a job may have: its own (a chained job's assembly too), one per ensemble
+    member, and a chained job's first stage and links (`gateway.pipeline`)."""
+    resolved = job.options.get("resolved", {}) if job else {}
+    members = resolved.get("members") or []
+    links = resolved.get("chain") or []
+    ids = [job_id] + [f"{job_id}-m{k}" for k in range(len(members))]
+    if links:
+        ids += [f"{job_id}-s"] + [f"{job_id}-c{k}" for k in range(len(links))]
+    return ids
 
 
 async def clean_up(gw, job_id: str) -> bool:

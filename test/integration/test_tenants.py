@@ -238,6 +238,25 @@ def test_cancel_stops_a_running_job_and_leaves_no_file(stack, tenants):
     assert '" 500' not in fuser_log
 
 
+def test_a_chained_job_cancelled_while_its_link_runs_leaves_no_file(stack, tenants):
+    """dsp, then vocals>dsp, cancelled once its result grows (the link running): the first
+    stage's, the link's and the assembly's fuser state go with the rest."""
+    song = wav_bytes(mixture(make_song(2 * LONG_S, seed=53)))
+    with client(stack, tenants["alice"][0]) as alice:
+        job = submit(alice, song, model="dsp", chain="vocals>dsp").json()
+        deadline = time.monotonic() + 120
+        while (now := alice.get(f"/api/jobs/{job['id']}").json())["ready_s"] == 0:
+            assert time.monotonic() < deadline and now["status"] in ("queued", "running"), now
+            time.sleep(0.05)
+        assert now["status"] == "running", now
+        assert [p for p in leftovers(stack, job["id"]) if f"{job['id']}-c0" in p]
+        started = time.monotonic()
+        assert alice.post(f"/api/jobs/{job['id']}/cancel").status_code == 200
+        while leftovers(stack, job["id"]):
+            assert time.monotonic() - started < 2.0, leftovers(stack, job["id"])
+            time.sleep(0.05)
+
+
 def test_delete_of_a_running_job_cancels_it_and_leaves_no_file(stack, tenants):
     with client(stack, tenants["bob"][0]) as bob:
         job = running_job(bob, seed=51)
