@@ -12,6 +12,7 @@ another, so with several it grows while the last one runs. The end publishes it 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ from pathlib import Path
 import soundfile as sf
 
 from common.constants import CHANNELS, SAMPLE_RATE, WIRE_DTYPE
-from common.errors import ModelUnavailable
+from common.errors import AudiosplitError, ModelUnavailable
 from common.interfaces import AssembledStem, AssemblyStatus
 from common.rawfile import RawArrayFile
 from common.storage import Storage
@@ -29,6 +30,8 @@ from gateway.store import JobStore
 FIRST_STAGE = "first"  # under the result's key: a chained job's first stage
 CHAINS = "chains"  # under the result's key: `chains/<k>`, the k-th chained stem's parts
 READ_BLOCK = 1 << 18  # frames of a stored result read at a time
+
+log = logging.getLogger("audiosplit.pipeline")
 
 
 def link_key(result_key: str, k: int) -> str:
@@ -65,7 +68,8 @@ def check_parts(link: dict, stems: list[str]) -> None:
 
 class Growth:
     """How far each link's result is final; the job's result extended to the least of them
-    (`extend`: the fuser's call) at most every `INTERVAL_S`, and its `ready_s` stored."""
+    (`extend`: the fuser's call) at most every `INTERVAL_S`, and its `ready_s` stored. A failed
+    extension is logged and left: the next one, or the end's assembly, catches up."""
 
     INTERVAL_S = 0.5
 
@@ -91,7 +95,11 @@ class Growth:
             if min(self.ready) <= self.shown:
                 return
             self.last = time.monotonic()
-            status = await self.extend()
+            try:
+                status = await self.extend()
+            except (AudiosplitError, OSError) as e:  # a nicety: the end's assembly is what counts
+                log.warning("cannot extend the assembled result yet: %s", e)
+                return
             if status.ready_frames > self.shown:
                 self.shown = status.ready_frames
                 self.store.update(self.job_id, ready_s=round(self.shown / SAMPLE_RATE, 3))
