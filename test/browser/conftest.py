@@ -29,6 +29,7 @@ README_SHOTS = (
     "page-dsp-notice.png",
     "page-practice.png",
     "page-phone.png",
+    "page-chained.png",
 )
 
 if not CHROMIUM.exists():

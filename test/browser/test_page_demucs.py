@@ -127,7 +127,7 @@ def test_an_ensemble_chosen_on_the_page_runs_and_lists_its_members(context, song
     page.close()
 
 
-def test_a_recipe_chosen_on_the_page_replaces_the_vocals_by_their_parts(context, songs):
+def test_a_recipe_chosen_on_the_page_replaces_the_vocals_by_their_parts(context, songs, shots):
     page = new_page(context)
     goto_page(page)
     karaoke = page.locator('#stems option[value="recipe:karaoke"]')
@@ -149,6 +149,13 @@ def test_a_recipe_chosen_on_the_page_replaces_the_vocals_by_their_parts(context,
     for part in parts:
         expect(page.locator(".lane").filter(has_text=part)).to_have_count(1)
     assert page.errors == []
+    page.wait_for_timeout(500)  # the waveforms drawn
+    # the job's card down to the last lane, in page coordinates
+    top = card(page, job["id"]).evaluate("e => e.getBoundingClientRect().top + scrollY")
+    bottom = page.locator(".lane").last.evaluate("e => e.getBoundingClientRect().bottom + scrollY")
+    width = page.locator("#player").evaluate("e => e.getBoundingClientRect().right")
+    clip = {"x": 0, "y": top - 8, "width": width + 8, "height": bottom - top + 16}
+    shots(page, "page-chained.png", full_page=True, clip=clip)
     page.close()
 
 
