@@ -191,13 +191,13 @@ CARDS: dict[str, ModelCard] = {
         sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models' (aufr33 & jarredou's "
         "DrumSep test set)",
         licence="not stated",
-        rtf_cpu=52.63,
-        rtf_note="full size at random weights, 30 s of music, 2 torch threads, 2026-12-07 "
-        "(./run.sh bench bench_msst --model mdx23c_drumsep --seconds 30 --no-reference): 1579 s, "
-        "on a machine shared with other work (load average 6-7 on 2 cores), so an upper bound; "
-        "one forward of a 3 s chunk 43 s; peak 1.7 GB. 6 drum parts (kick, snare, toms, hh, "
-        "ride, crash) of a drums stem (chain=drums>mdx23c_drumsep); MDX23C (TFC-TDF v3), 128 "
-        "channels, 5 scales, 3 s chunks, 4 x overlap",
+        rtf_cpu=4.57,
+        rtf_note="full size at random weights, 30 s of music, 2 torch threads, nothing else "
+        "running, 2026-12-07 (./run.sh bench bench_msst --model mdx23c_drumsep --seconds 30 "
+        "--no-reference): 137 s; one forward of a 3 s chunk 2.6 s; peak 1.7 GB (52.6 measured "
+        "earlier that day on a machine loaded to 6-7 by other work). 6 drum parts (kick, snare, "
+        "toms, hh, ride, crash) of a drums stem (chain=drums>mdx23c_drumsep); MDX23C (TFC-TDF "
+        "v3), 128 channels, 5 scales, 3 s chunks, 4 x overlap",
     ),
     "scnet_xl_ihf": _card(
         53.47,
@@ -206,10 +206,11 @@ CARDS: dict[str, ModelCard] = {
         sdr_source="MSST docs/pretrained_models.md, 'Multi-stem models (MUSDB18HQ)': trained "
         "on MUSDB18-HQ only",
         licence="not stated",
-        rtf_note="about 51 (not measured end to end): one forward of an 11 s chunk took 141 s "
-        "at full size, random weights, 2 torch threads, 2026-12-07 (./run.sh bench bench_msst "
-        "--model scnet_xl_ihf --seconds 30 --no-reference, its first line; the job path was "
-        "stopped unfinished), and MSST's 4 x overlap runs each stretch of a song four times; "
+        rtf_cpu=12.01,
+        rtf_note="full size at random weights, 30 s of music, 2 torch threads, nothing else "
+        "running, 2026-12-07 (./run.sh bench bench_msst --model scnet_xl_ihf --seconds 30 "
+        "--no-reference): 360 s through the job path; one forward of an 11 s chunk 24.9 s, "
+        "and MSST's 4 x overlap runs each stretch of a song four times; peak 2.3 GB; "
         "its dual-path LSTMs take three quarters of the time. 4 stems (drums, bass, other, "
         "vocals); SCNet dims 4-64-128-256, 8 dual-path layers, 11 s chunks",
     ),
