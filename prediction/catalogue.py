@@ -147,11 +147,11 @@ CARDS: dict[str, ModelCard] = {
         sdr_source="no test figure in MSST's or audio-separator's lists; the checkpoint's name "
         "carries its authors' validation SDR 10.1956 (aufr33 & viperx; data not published)",
         licence="not stated",
+        rtf_cpu=18.36,
         rtf_note="full size at random weights, 30 s of music (one job chunk: 8 s of context on "
-        "each side), 2 torch threads, 2026-12-07 (./run.sh bench bench_roformer --config "
-        "karaoke --seconds 30 --threads 2 --no-reference): RTF 64.47, but NOT on an idle CPU "
-        "(other work kept the 2-core machine's load average at 5.7-9; the bench got 50 % of the "
-        "CPU, 985 s of CPU time: about 16 with both cores to itself, not measured); peak 5.1 GB. "
+        "each side), 2 torch threads, nothing else running, 2026-12-07 (./run.sh bench "
+        "bench_roformer --config karaoke --seconds 30 --threads 2 --no-reference): 551 s; peak "
+        "3.5 GB (64.5 measured earlier that day on a machine loaded to 5.7-9 by other work). "
         "Lead + backing vocals (the config's karaoke, the lead, and the residual), for a vocals "
         "stem: chain=vocals>mel_band_roformer_karaoke",
     ),
