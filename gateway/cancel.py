@@ -18,23 +18,12 @@ from anyio import to_thread
 
 from common.errors import AudiosplitError, NotFound
 from gateway.jobfiles import job_files
+from gateway.schedule import fuser_job_ids
 from gateway.store import RUNNABLE, JobRecord
 
 log = logging.getLogger("audiosplit.cancel")
 
 LEASE_WAIT_S = 5.0  # a delete of a running job waits this long for its runner to stop
-
-
-def fuse_ids(job_id: str, job: JobRecord | None) -> list[str]:
-    """The fuser jobs a job may have: its own (a chained job's assembly too), one per ensemble
-    member, and a chained job's first stage and links (`gateway.pipeline`)."""
-    resolved = job.options.get("resolved", {}) if job else {}
-    members = resolved.get("members") or []
-    links = resolved.get("chain") or []
-    ids = [job_id] + [f"{job_id}-m{k}" for k in range(len(members))]
-    if links:
-        ids += [f"{job_id}-s"] + [f"{job_id}-c{k}" for k in range(len(links))]
-    return ids
 
 
 async def clean_up(gw, job_id: str) -> bool:
@@ -45,7 +34,8 @@ async def clean_up(gw, job_id: str) -> bool:
     except NotFound:
         job = None
     complete = True
-    for fuse_id in fuse_ids(job_id, job):
+    resolved = job.options.get("resolved", {}) if job else {}
+    for fuse_id in fuser_job_ids(job_id, resolved):
         try:
             response = await gw.pools.fuser.request(
                 "DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id, connect_grace_s=0

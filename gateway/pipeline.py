@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from anyio import to_thread
@@ -57,6 +58,7 @@ from gateway.music import Music, MusicAnalyser
 from gateway.results import clip_warning
 from gateway.schedule import (
     ProgressReport,
+    fuser_job_id,
     group_batches,
     output_stems,
     separation_share,
@@ -200,7 +202,13 @@ class Pipeline:
             log.info("the chain's first stage finished before: not run again")
         elif len(members) == 1:
             result, total = await self._separate_model(
-                job_id, f"{job_id}-s", opts["model"], track, opts, first_key, (0, n_parts)
+                job_id,
+                fuser_job_id(job_id, "s"),
+                opts["model"],
+                track,
+                opts,
+                first_key,
+                (0, n_parts),
             )
             first = MemberResult(result.result_key, result.stems)
         else:
@@ -261,13 +269,17 @@ class Pipeline:
                 stem_file, files.store, first.result_key, index, stem_path
             )
             at = (n_parts - len(links) + k, n_parts)
-
-            async def ready(frames: int, k: int = k) -> None:
-                await growth.link_ready(k, frames)
-
+            ready = partial(growth.link_ready, k)
             try:
                 result, chunks = await self._separate_model(
-                    job_id, f"{job_id}-c{k}", link["model"], stem, alone, out_key, at, ready
+                    job_id,
+                    fuser_job_id(job_id, f"c{k}"),
+                    link["model"],
+                    stem,
+                    alone,
+                    out_key,
+                    at,
+                    ready,
                 )
             finally:
                 stem_path.unlink(missing_ok=True)
@@ -443,7 +455,13 @@ class Pipeline:
                 fused.append(done)
                 continue
             result, chunks = await self._separate_model(
-                job_id, f"{job_id}-m{k}", member["model"], track, opts, member_key, (k, n_parts)
+                job_id,
+                fuser_job_id(job_id, f"m{k}"),
+                member["model"],
+                track,
+                opts,
+                member_key,
+                (k, n_parts),
             )
             fused.append(MemberResult(result.result_key, result.stems))
             total += chunks

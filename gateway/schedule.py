@@ -68,6 +68,21 @@ class ProgressReport:
         self.last = time.monotonic()
 
 
+def fuser_job_id(job_id: str, run: str = "") -> str:
+    """The fuser's job for one model run of a job: the job's own (`run` empty), an ensemble
+    member's (`m<k>`), a chained job's first stage (`s`) or its k-th link (`c<k>`)."""
+    return f"{job_id}-{run}" if run else job_id
+
+
+def fuser_job_ids(job_id: str, resolved: dict) -> list[str]:
+    """Every fuser job a job with these resolved options may have."""
+    runs = [f"m{k}" for k in range(len(resolved.get("members") or []))]
+    links = resolved.get("chain") or []
+    if links:
+        runs += ["s", *(f"c{k}" for k in range(len(links)))]
+    return [fuser_job_id(job_id), *(fuser_job_id(job_id, run) for run in runs)]
+
+
 def output_stems(job: FuseJob) -> list[str]:
     """The stems the fused result holds, in channel order: the model's, or [stem, no_stem]."""
     return list(job.model_stems) if job.stem is None else [job.stem, f"no_{job.stem}"]

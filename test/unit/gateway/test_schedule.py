@@ -1,7 +1,7 @@
 import time
 
 from common.chunks import plan_chunks, plan_passes
-from gateway.schedule import ProgressReport, group_batches, track_order
+from gateway.schedule import ProgressReport, fuser_job_ids, group_batches, track_order
 from gateway.store import JobRecord, JobStore
 from prediction.prefix import ready_frames
 
@@ -64,3 +64,9 @@ def test_progress_is_written_at_most_twice_a_second(tmp_path):
     report.write(50, stage="fusing")  # the last one always is
     job = store.get("j")
     assert (job.progress, job.ready_s, job.stage) == (0.475, 49.0, "fusing")
+
+
+def test_a_job_s_fuser_jobs_are_its_own_its_members_and_its_chain_s():
+    assert fuser_job_ids("j", {"model": "dsp"}) == ["j"]
+    chained_ensemble = {"members": [{"model": "a"}, {"model": "b"}], "chain": [{}, {}]}
+    assert fuser_job_ids("j", chained_ensemble) == ["j", "j-m0", "j-m1", "j-s", "j-c0", "j-c1"]
