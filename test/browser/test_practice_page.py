@@ -228,6 +228,20 @@ def touch(cdp, kind: str, x: float, y: float) -> None:
     cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
 
 
+def settled_box(page, locator) -> dict:
+    """The element's box once two reads 100 ms apart agree: the player's rows can still move as
+    the page lays out what the job brought (a tap at a box read too early missed the lane, in
+    one CI run: the position stayed 0)."""
+    box = locator.bounding_box()
+    for _ in range(50):
+        page.wait_for_timeout(100)
+        now = locator.bounding_box()
+        if now == box:
+            return box
+        box = now
+    raise AssertionError(f"the element kept moving: {box}")
+
+
 def test_phone_width_taps_seek_and_a_touch_drag_loops(browser, base_url, job, shots):
     context = browser.new_context(
         base_url=base_url, viewport=PHONE, has_touch=True, is_mobile=True, service_workers="block"
@@ -241,7 +255,7 @@ def test_phone_width_taps_seek_and_a_touch_drag_loops(browser, base_url, job, sh
         assert page.evaluate("document.scrollingElement.scrollWidth") <= PHONE["width"]
         tl = page.locator(".lane .tl").first
         tl.scroll_into_view_if_needed()
-        box = tl.bounding_box()
+        box = settled_box(page, tl)
         y = box["y"] + box["height"] / 2
         at = lambda f: box["x"] + box["width"] * f  # noqa: E731
         page.touchscreen.tap(at(0.3), y)
