@@ -381,12 +381,13 @@ class Pipeline:
         todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
         total = sum(len(p.chunks) for p in plan.plans)
         done = total - len(todo)
-        # an ensemble's members fuse into files of their own: its result is final only once
-        # they are combined
+        # an ensemble's members and a chain's runs fuse into files of their own: the job's
+        # result is final only once they are combined (a chain's `Growth` writes its ready_s;
+        # a run's report must not write it back to 0)
         own = part[1] == 1
         share = separation_share(opts["analysis"], opts.get("midi", False))
         report = ProgressReport(
-            self.store, job_id, total, part, status.ready_frames if own else 0, share
+            self.store, job_id, total, part, status.ready_frames if own else None, share
         )
         # the stems are known once planned: a client can lay out its players while it runs
         first = part[0] == 0 and not opts.get("chain")  # a chain's stems are known at submission

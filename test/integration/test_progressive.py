@@ -78,6 +78,7 @@ def follow(client: httpx.Client, job_id: str, stem: str, on_ready=None, timeout=
         job = client.get(f"/api/jobs/{job_id}").json()
         if job["status"] in ("done", "failed"):
             return seen
+        assert job["ready_s"] >= last, f"ready_s went back from {last} to {job['ready_s']}"
         if job["ready_s"] > last:
             last = job["ready_s"]
             assert job["stems"] and "stems" in job["links"] and "result" in job["links"], job
