@@ -41,6 +41,20 @@ def new_page(context) -> Page:
     return page
 
 
+def settled_box(page, locator) -> dict:
+    """The element's box once two reads 100 ms apart agree: the player's rows can still move as
+    the page lays out what the job brought (a tap at a box read too early missed the lane, in
+    one CI run: the position stayed 0)."""
+    box = locator.bounding_box()
+    for _ in range(50):
+        page.wait_for_timeout(100)
+        now = locator.bounding_box()
+        if now == box:
+            return box
+        box = now
+    raise AssertionError(f"the element kept moving: {box}")
+
+
 def goto_page(page: Page) -> None:
     """Loads `/` and waits for its script, failing at once with the script's errors."""
     page.goto("/")
@@ -313,7 +327,7 @@ def test_clicking_seeks_and_dragging_selects_a_loop(done):
     page, _ = done
     wave = page.locator('.lane[data-stem="bass"] .tl')
     wave.scroll_into_view_if_needed()
-    box = wave.bounding_box()
+    box = settled_box(page, wave)
     y = box["y"] + box["height"] / 2
     page.mouse.click(box["x"] + box["width"] / 2, y)
     assert page.evaluate("window.audiosplit.position()") == pytest.approx(SONG_S / 2, abs=0.1)

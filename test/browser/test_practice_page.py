@@ -19,7 +19,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from test.browser.conftest import SAMPLE_RATE
-from test.browser.test_page import READY, goto_page, new_page, shown
+from test.browser.test_page import READY, goto_page, new_page, settled_box, shown
 from test.stackutil import wait_job
 from transforms.spelling import chord_label, pitch_class, spell_key
 
@@ -159,7 +159,7 @@ def test_key_chords_and_tempo_follow_pitch_and_speed(desk, job):
 def drag(page: Page, lane, t0: float, t1: float, duration: float) -> None:
     """A real mouse drag across a lane's timeline from t0 to t1 seconds."""
     lane.scroll_into_view_if_needed()
-    box = lane.bounding_box()
+    box = settled_box(page, lane)
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * t0 / duration, y)
     page.mouse.down()
@@ -226,20 +226,6 @@ def test_a_and_b_keys_set_the_loop_at_the_playhead(desk):
 def touch(cdp, kind: str, x: float, y: float) -> None:
     points = [] if kind == "touchEnd" else [{"x": x, "y": y}]
     cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
-
-
-def settled_box(page, locator) -> dict:
-    """The element's box once two reads 100 ms apart agree: the player's rows can still move as
-    the page lays out what the job brought (a tap at a box read too early missed the lane, in
-    one CI run: the position stayed 0)."""
-    box = locator.bounding_box()
-    for _ in range(50):
-        page.wait_for_timeout(100)
-        now = locator.bounding_box()
-        if now == box:
-            return box
-        box = now
-    raise AssertionError(f"the element kept moving: {box}")
 
 
 def test_phone_width_taps_seek_and_a_touch_drag_loops(browser, base_url, job, shots):
