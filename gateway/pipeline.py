@@ -1,8 +1,6 @@
-"""One job, from decoded input to fused files: plan -> fan out chunks -> fuse; analysis beside.
-
-Chunks go to the channel predictor with bounded concurrency and their stems on to the fuser,
-which keeps them on disk; a job that resumes after a restart asks the fuser which chunks it
-already holds and sends only the others.
+"""One job, from decoded input to fused files: its model runs (`gateway.modelrun`: plan, fan
+out chunks, fuse), one model's or an ensemble's members' then a chain's links; analysis beside.
+A job that resumes after a restart skips the runs that had finished.
 """
 
 from __future__ import annotations
@@ -10,38 +8,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 from anyio import to_thread
 
-from common.chunks import chunk_window, standardisation
 from common.config import Settings
 from common.constants import ANALYSIS_WINDOW, SAMPLE_RATE
-from common.errors import AudiosplitError, ModelUnavailable, UpstreamError
-from common.interfaces import (
-    AssemblyJob,
-    AssemblyStatus,
-    ChunkSpec,
-    EnsembleJob,
-    EnsembleMember,
-    FuseChunkMeta,
-    FusedResult,
-    FuseJob,
-    FuseStatus,
-    Normalisation,
-    PlanRequest,
-    PlanResponse,
-    SeparateMeta,
-    SeparateResult,
-    SeparatorInfo,
-)
+from common.errors import AudiosplitError
+from common.interfaces import AssemblyJob, AssemblyStatus, EnsembleJob, EnsembleMember, FusedResult
 from common.logs import job_id_var
 from common.redact import settings_paths, without_paths
-from common.replicas import ReplicaPool, expect_ok
-from common.wire import decode, encode
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.assembly import (
     CHAINS,
@@ -54,39 +30,13 @@ from gateway.assembly import (
 )
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
+from gateway.modelrun import ModelRuns, Pools
 from gateway.music import Music, MusicAnalyser
 from gateway.results import clip_warning
-from gateway.schedule import (
-    ProgressReport,
-    fuser_job_id,
-    group_batches,
-    output_stems,
-    separation_share,
-    track_order,
-)
+from gateway.schedule import fuser_job_id, separation_share
 from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
-
-SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
-
-
-@dataclass
-class Pools:
-    predictor: ReplicaPool
-    fuser: ReplicaPool
-    fft: ReplicaPool
-    cqt: ReplicaPool
-
-
-DOWNLOAD_POLL_S = 1.0  # how often a job in stage `downloading model` asks how far it is
-
-
-def download_stage(done: int, total: int | None) -> str:
-    """The job's stage while its model downloads: "downloading model (12.0 of 80.3 MB)"."""
-    if total:
-        return f"downloading model ({done / 1e6:.1f} of {total / 1e6:.1f} MB)"
-    return f"downloading model ({done / 1e6:.1f} MB so far)"
 
 
 class Pipeline:
@@ -95,12 +45,12 @@ class Pipeline:
     ):
         self.settings = settings
         self.store = store
-        self.pools = pools
         self.importer = importer  # gateway/fetching.py's Importer: jobs given as a link
         self.on_end = on_end  # (connection, job) -> None, in the job's last transaction
         self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
         self.music = MusicAnalyser(pools.fft, pools.cqt, settings.request_timeout_s)
         self.paths = settings_paths(settings)  # kept out of what a job tells its client
+        self.runs = ModelRuns(settings, store, pools, self.analyser.hop, self.paths)
 
     async def run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)
@@ -129,7 +79,7 @@ class Pipeline:
             raise JobCancelled("was cancelled before it started")
         start = time.perf_counter()
         chained = [link["model"] for link in opts.get("chain") or []]
-        await self._fetch_weights(job_id, ",".join(dict.fromkeys([opts["model"], *chained])))
+        await self.runs.fetch_weights(job_id, ",".join(dict.fromkeys([opts["model"], *chained])))
 
         analysis = None
         if opts["analysis"]:
@@ -170,14 +120,6 @@ class Pipeline:
         # Done: the result is all the job needs now; the decoded input goes (disk in proportion).
         await to_thread.run_sync(drop_input, files)
 
-    async def _fetch_weights(self, job_id: str, model: str) -> None:
-        """First use fetches: a model whose weights are missing is downloaded by the predictor
-        (the job in stage `downloading model`) before planning; a failed download fails the job
-        with the predictor's message."""
-        for name in model.split(","):  # an ensemble's members, each fetched in turn
-            if name != "dsp" and "/" not in name:  # dsp has no weights, a path no hub
-                await self._fetch_one(job_id, name)
-
     async def _separate_all(
         self, job_id: str, track, opts: dict, files: JobFiles
     ) -> tuple[FusedResult, int]:
@@ -186,7 +128,7 @@ class Pipeline:
         members = opts.get("members") or [{"model": opts["model"]}]
         links = opts.get("chain") or []
         if len(members) == 1 and not links:
-            return await self._separate_model(
+            return await self.runs.separate(
                 job_id, job_id, opts["model"], track, opts, files.result_key, (0, 1)
             )
         # a chained job's first stage fuses into files of its own, like an ensemble's members
@@ -201,7 +143,7 @@ class Pipeline:
         if first is not None:
             log.info("the chain's first stage finished before: not run again")
         elif len(members) == 1:
-            result, total = await self._separate_model(
+            result, total = await self.runs.separate(
                 job_id,
                 fuser_job_id(job_id, "s"),
                 opts["model"],
@@ -250,7 +192,7 @@ class Pipeline:
         path = f"/assemblies/{job_id}"
         body = job.model_dump()
         growth = Growth(
-            lambda: self._fuser_json("POST", f"{path}/extend", AssemblyStatus, json=body),
+            lambda: self.runs.fuser_json("POST", f"{path}/extend", AssemblyStatus, json=body),
             self.store,
             job_id,
             len(links),
@@ -271,7 +213,7 @@ class Pipeline:
             at = (n_parts - len(links) + k, n_parts)
             ready = partial(growth.link_ready, k)
             try:
-                result, chunks = await self._separate_model(
+                result, chunks = await self.runs.separate(
                     job_id,
                     fuser_job_id(job_id, f"c{k}"),
                     link["model"],
@@ -287,145 +229,9 @@ class Pipeline:
             await growth.link_ready(k, n_frames)
             total += chunks
         self.store.update(job_id, stage="fusing")
-        result = await self._fuser_json("POST", path, FusedResult, json=body)
+        result = await self.runs.fuser_json("POST", path, FusedResult, json=body)
         for folder in (FIRST_STAGE, CHAINS):
             await to_thread.run_sync(files.delete_results_under, folder)
-        return result, total
-
-    async def _fetch_one(self, job_id: str, model: str) -> None:
-        response = await self.pools.predictor.request("GET", f"/models/{model}")
-        expect_ok(response, "the channel predictor")
-        if SeparatorInfo.model_validate_json(response.content).available:
-            return
-        self.store.update(job_id, stage="downloading model")
-        # the fetch and the polls of its progress go to one replica: the one downloading
-        sticky = f"fetch {model}"
-        fetch = asyncio.create_task(
-            self.pools.predictor.request(
-                "POST",
-                f"/models/{model}/fetch",
-                sticky_key=sticky,
-                timeout=max(self.settings.request_timeout_s, 3600.0),
-            )
-        )
-        try:
-            shown = "downloading model"
-            while not (await asyncio.wait({fetch}, timeout=DOWNLOAD_POLL_S))[0]:
-                try:
-                    poll = await self.pools.predictor.request(
-                        "GET", f"/models/{model}", sticky_key=sticky
-                    )
-                except UpstreamError:  # progress is a nicety: the fetch says how it ended
-                    continue
-                if poll.status_code != 200:
-                    continue
-                progress = SeparatorInfo.model_validate_json(poll.content).download
-                if progress is not None:
-                    stage = download_stage(progress.bytes, progress.total)
-                    if stage != shown:
-                        self.store.update(job_id, stage=stage)
-                        shown = stage
-        finally:
-            fetch.cancel()  # the job was cancelled or failed: stop waiting (no-op when done)
-        response = fetch.result()
-        if 400 <= response.status_code < 500:
-            try:
-                error = response.json()["error"]
-            except (ValueError, KeyError, TypeError):
-                error = {"code": "model_unavailable", "message": response.text[:300]}
-            raise ModelUnavailable(error["message"], code=error["code"])
-        expect_ok(response, "the channel predictor")
-        self.store.update(job_id, stage="planning")
-
-    async def _separate_model(
-        self,
-        job_id: str,
-        fuse_id: str,
-        model: str,
-        track,
-        opts: dict,
-        out_key: str,
-        part: tuple[int, int],
-        on_ready: Callable[[int], Awaitable[None]] | None = None,
-    ) -> tuple[FusedResult, int]:
-        """One model over the whole track: plan, fan the chunks out, fuse them into `out_key`
-        as fuser job `fuse_id`. `part` = (k, n): this is the k-th of n models of the job (its
-        share of the progress). `on_ready`: told how far the result is final as it grows (a
-        chain's link; the job's own result reports it itself). Returns the fused result and
-        the number of chunks."""
-        plan = await self._plan(
-            PlanRequest(
-                model=model,
-                n_frames=track.shape[1],
-                overlap=opts["overlap"],
-                shifts=opts["shifts"],
-                seed=SHIFT_SEED,
-            )
-        )
-        norm = standardisation(track) if plan.model.normalise else Normalisation()
-        measure = opts["analysis"] and part[1] == 1  # an ensemble measures its combination
-        fuse_job = FuseJob(
-            job_id=fuse_id,
-            plans=plan.plans,
-            model_stems=plan.model.stems,
-            stem=opts["stem"],
-            norm=norm,
-            out_key=out_key,
-            activity_window=ANALYSIS_WINDOW if measure else 0,
-            activity_hop=self.analyser.hop if measure else 0,
-        )
-        status = await self._fuser_json(
-            "PUT", f"/jobs/{fuse_id}", FuseStatus, json=fuse_job.model_dump()
-        )
-        received = set(status.received)
-        todo = [(p.lead, c) for p in plan.plans for c in p.chunks if c.index not in received]
-        total = sum(len(p.chunks) for p in plan.plans)
-        done = total - len(todo)
-        # an ensemble's members and a chain's runs fuse into files of their own: the job's
-        # result is final only once they are combined (a chain's `Growth` writes its ready_s;
-        # a run's report must not write it back to 0)
-        own = part[1] == 1
-        share = separation_share(opts["analysis"], opts.get("midi", False))
-        report = ProgressReport(
-            self.store, job_id, total, part, status.ready_frames if own else None, share
-        )
-        # the stems are known once planned: a client can lay out its players while it runs
-        first = part[0] == 0 and not opts.get("chain")  # a chain's stems are known at submission
-        stems = {"stems": output_stems(fuse_job)} if first else {}
-        report.write(done, stage="separating", **stems)
-        if on_ready is not None and status.ready_frames:  # resumed: part of it final already
-            await on_ready(status.ready_frames)
-        limiter = asyncio.Semaphore(self.settings.chunk_concurrency)
-        normalise = norm if plan.model.normalise else None
-
-        async def one(batch: list[tuple[int, ChunkSpec]]) -> None:
-            nonlocal done
-            async with limiter:
-                windows = np.stack(
-                    [chunk_window(track, c, normalise, lead=lead) for lead, c in batch]
-                )
-                chunks = [c for _, c in batch]
-                stems = await self._separate(job_id, model, chunks, windows)
-                for chunk, piece in zip(chunks, stems, strict=True):
-                    fused = await self._fuse_chunk(fuse_id, chunk, piece)
-                    if own:
-                        report.ready(fused.ready_frames)
-                    elif on_ready is not None:
-                        await on_ready(fused.ready_frames)
-            done += len(batch)
-            report.tick(done)
-
-        batches = track_order(group_batches(todo, plan.model.batch_size))
-        tasks = [asyncio.create_task(one(b)) for b in batches]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for t in tasks:
-                t.cancel()
-            raise
-        report.write(done, stage="fusing")
-        result = await self._fuser_json("POST", f"/jobs/{fuse_id}/finalize", FusedResult)
-        await self.pools.fuser.request("DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id)
         return result, total
 
     async def _separate_ensemble(
@@ -455,7 +261,7 @@ class Pipeline:
                 )
                 fused.append(done)
                 continue
-            result, chunks = await self._separate_model(
+            result, chunks = await self.runs.separate(
                 job_id,
                 fuser_job_id(job_id, f"m{k}"),
                 member["model"],
@@ -481,69 +287,11 @@ class Pipeline:
             activity_window=ANALYSIS_WINDOW if measure else 0,
             activity_hop=self.analyser.hop if measure else 0,
         )
-        result = await self._fuser_json(
+        result = await self.runs.fuser_json(
             "POST", f"/ensembles/{job_id}", FusedResult, json=job.model_dump()
         )
         await to_thread.run_sync(files.delete_results_under, "members")
         return result, total
-
-    async def _plan(self, req: PlanRequest) -> PlanResponse:
-        response = await self.pools.predictor.request(
-            "POST", "/plan", json=req.model_dump(), timeout=self.settings.request_timeout_s
-        )
-        expect_ok(response, "the channel predictor")
-        return PlanResponse.model_validate_json(response.content)
-
-    async def _separate(
-        self, job_id: str, model: str, chunks: list[ChunkSpec], windows: np.ndarray
-    ) -> np.ndarray:
-        """(batch, 2, window) -> (batch, n_stems, 2, length) from the predictor."""
-        meta = SeparateMeta(model=model, chunks=chunks, job_id=job_id)
-        body, headers = encode(windows, meta)
-        response = await self.pools.predictor.request(
-            "POST",
-            "/separate",
-            content=body,
-            headers=headers,
-            timeout=self.settings.request_timeout_s,
-        )
-        expect_ok(response, "the channel predictor")
-        stems, result = decode(response.content, response.headers, SeparateResult)
-        self._note_warnings(job_id, result.warnings)
-        if stems.shape[0] != len(chunks):
-            raise UpstreamError(f"the predictor answered {stems.shape[0]} of {len(chunks)} chunks")
-        return stems
-
-    def _note_warnings(self, job_id: str, new: list[str]) -> None:
-        """Add the predictor's warnings (device fallbacks) to the job, each once."""
-        if not new:
-            return
-        new = [without_paths(w, self.paths) for w in new]
-        job = self.store.get(job_id)
-        merged = job.warnings + [w for w in dict.fromkeys(new) if w not in job.warnings]
-        if merged != job.warnings:
-            self.store.update(job_id, warnings=merged)
-
-    async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> FuseStatus:
-        """Send one chunk's stems to the fuser; its answer says how far the result is final."""
-        body, headers = encode(stems, FuseChunkMeta(chunk=chunk))
-        response = await self.pools.fuser.request(
-            "PUT",
-            f"/jobs/{job_id}/chunks/{chunk.index}",
-            content=body,
-            headers=headers,
-            sticky_key=job_id,
-        )
-        expect_ok(response, "the channel fuser")
-        return FuseStatus.model_validate_json(response.content)
-
-    async def _fuser_json(self, method: str, path: str, model, **kwargs):
-        job_id = path.split("/")[2]
-        response = await self.pools.fuser.request(
-            method, path, sticky_key=job_id, timeout=self.settings.request_timeout_s, **kwargs
-        )
-        expect_ok(response, "the channel fuser")
-        return model.model_validate_json(response.content)
 
     async def _music(self, job_id, files, track, opts, result: FusedResult) -> Music:
         """Beats, key, chords, sections and MIDI from the final stems (gateway/music.py)."""

@@ -19,7 +19,7 @@ import soundfile as sf
 from common.chunks import MAX_SHIFT
 from common.config import Settings
 from common.interfaces import PlanRequest, PlanResponse
-from gateway.pipeline import SHIFT_SEED
+from gateway.modelrun import SHIFT_SEED
 from prediction.demucs_separator import offline_hub
 from test.separation_fixtures import (
     FOUR,

@@ -1,5 +1,5 @@
 from common.chunks import plan_passes
-from gateway.pipeline import group_batches
+from gateway.schedule import group_batches
 
 
 def test_batches_keep_one_pass_and_one_length_per_request():
