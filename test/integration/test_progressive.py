@@ -72,13 +72,16 @@ class Seen:
 def follow(client: httpx.Client, job_id: str, stem: str, on_ready=None, timeout=600.0) -> Seen:
     """Poll the job until it ends; each time its `ready_s` grows, fetch the prefix and the new
     part of `stem`. `on_ready(seen)` runs after each fetch (to kill something mid-job)."""
-    seen, last, have = Seen(), 0.0, 0
+    seen, last, have, progress = Seen(), 0.0, 0, 0.0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/api/jobs/{job_id}").json()
         if job["status"] in ("done", "failed"):
             return seen
+        # what a player shows only moves forward
         assert job["ready_s"] >= last, f"ready_s went back from {last} to {job['ready_s']}"
+        assert job["progress"] >= progress, f"progress went back to {job['progress']}"
+        progress = job["progress"]
         if job["ready_s"] > last:
             last = job["ready_s"]
             assert job["stems"] and "stems" in job["links"] and "result" in job["links"], job
