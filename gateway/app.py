@@ -31,10 +31,9 @@ from gateway.egress_proxy import EgressProxy
 from gateway.fetching import Importer
 from gateway.idempotency import forget_old as forget_old_keys
 from gateway.jobfiles import drop_stale_caches, job_files
-from gateway.modelrun import Pools
 from gateway.outbox import WebhookSender
 from gateway.page import router as page_router
-from gateway.pipeline import Pipeline
+from gateway.pipeline import Pipeline, Pools
 from gateway.runner import JobRunner
 from gateway.store import JobRecord, JobStore
 from gateway.submit import router as submit_router

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -46,14 +45,6 @@ from gateway.store import JobStore
 SHIFT_SEED = 0  # random shifts are drawn from a fixed seed: the same job gives the same stems
 
 
-@dataclass
-class Pools:
-    predictor: ReplicaPool
-    fuser: ReplicaPool
-    fft: ReplicaPool
-    cqt: ReplicaPool
-
-
 DOWNLOAD_POLL_S = 1.0  # how often a job in stage `downloading model` asks how far it is
 
 
@@ -68,8 +59,17 @@ class ModelRuns:
     """The calls one model run makes to the channel predictor and the fuser. `hop`: the
     analysis hop (frames) the fuser measures a job's stem activity at."""
 
-    def __init__(self, settings: Settings, store: JobStore, pools: Pools, hop: int, paths):
-        self.settings, self.store, self.pools, self.hop = settings, store, pools, hop
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        predictor: ReplicaPool,
+        fuser: ReplicaPool,
+        hop: int,
+        paths,
+    ):
+        self.settings, self.store, self.hop = settings, store, hop
+        self.predictor, self.fuser = predictor, fuser
         self.paths = paths  # kept out of the warnings a job tells its client
 
     async def fetch_weights(self, job_id: str, model: str) -> None:
@@ -81,7 +81,7 @@ class ModelRuns:
                 await self._fetch_one(job_id, name)
 
     async def _fetch_one(self, job_id: str, model: str) -> None:
-        response = await self.pools.predictor.request("GET", f"/models/{model}")
+        response = await self.predictor.request("GET", f"/models/{model}")
         expect_ok(response, "the channel predictor")
         if SeparatorInfo.model_validate_json(response.content).available:
             return
@@ -89,7 +89,7 @@ class ModelRuns:
         # the fetch and the polls of its progress go to one replica: the one downloading
         sticky = f"fetch {model}"
         fetch = asyncio.create_task(
-            self.pools.predictor.request(
+            self.predictor.request(
                 "POST",
                 f"/models/{model}/fetch",
                 sticky_key=sticky,
@@ -100,7 +100,7 @@ class ModelRuns:
             shown = "downloading model"
             while not (await asyncio.wait({fetch}, timeout=DOWNLOAD_POLL_S))[0]:
                 try:
-                    poll = await self.pools.predictor.request(
+                    poll = await self.predictor.request(
                         "GET", f"/models/{model}", sticky_key=sticky
                     )
                 except UpstreamError:  # progress is a nicety: the fetch says how it ended
@@ -213,11 +213,11 @@ class ModelRuns:
             raise
         report.write(done, stage="fusing")
         result = await self.fuser_json("POST", f"/jobs/{fuse_id}/finalize", FusedResult)
-        await self.pools.fuser.request("DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id)
+        await self.fuser.request("DELETE", f"/jobs/{fuse_id}", sticky_key=fuse_id)
         return result, total
 
     async def _plan(self, req: PlanRequest) -> PlanResponse:
-        response = await self.pools.predictor.request(
+        response = await self.predictor.request(
             "POST", "/plan", json=req.model_dump(), timeout=self.settings.request_timeout_s
         )
         expect_ok(response, "the channel predictor")
@@ -229,7 +229,7 @@ class ModelRuns:
         """(batch, 2, window) -> (batch, n_stems, 2, length) from the predictor."""
         meta = SeparateMeta(model=model, chunks=chunks, job_id=job_id)
         body, headers = encode(windows, meta)
-        response = await self.pools.predictor.request(
+        response = await self.predictor.request(
             "POST",
             "/separate",
             content=body,
@@ -256,7 +256,7 @@ class ModelRuns:
     async def _fuse_chunk(self, job_id: str, chunk: ChunkSpec, stems: np.ndarray) -> FuseStatus:
         """Send one chunk's stems to the fuser; its answer says how far the result is final."""
         body, headers = encode(stems, FuseChunkMeta(chunk=chunk))
-        response = await self.pools.fuser.request(
+        response = await self.fuser.request(
             "PUT",
             f"/jobs/{job_id}/chunks/{chunk.index}",
             content=body,
@@ -268,7 +268,7 @@ class ModelRuns:
 
     async def fuser_json(self, method: str, path: str, model, **kwargs):
         job_id = path.split("/")[2]
-        response = await self.pools.fuser.request(
+        response = await self.fuser.request(
             method, path, sticky_key=job_id, timeout=self.settings.request_timeout_s, **kwargs
         )
         expect_ok(response, "the channel fuser")

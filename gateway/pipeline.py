@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 
 from anyio import to_thread
@@ -18,6 +19,7 @@ from common.errors import AudiosplitError
 from common.interfaces import AssemblyJob, AssemblyStatus, EnsembleJob, EnsembleMember, FusedResult
 from common.logs import job_id_var
 from common.redact import settings_paths, without_paths
+from common.replicas import ReplicaPool
 from gateway.analysis import Analyser, failed_analysis, with_stem_activity
 from gateway.assembly import (
     CHAINS,
@@ -30,13 +32,21 @@ from gateway.assembly import (
 )
 from gateway.ensemble import MemberResult, finished_member
 from gateway.jobfiles import JobFiles, drop_input, job_files, load_input
-from gateway.modelrun import ModelRuns, Pools
+from gateway.modelrun import ModelRuns
 from gateway.music import Music, MusicAnalyser
 from gateway.results import clip_warning
 from gateway.schedule import fuser_job_id, separation_share
 from gateway.store import JobCancelled, JobStore
 
 log = logging.getLogger("audiosplit.pipeline")
+
+
+@dataclass
+class Pools:
+    predictor: ReplicaPool
+    fuser: ReplicaPool
+    fft: ReplicaPool
+    cqt: ReplicaPool
 
 
 class Pipeline:
@@ -50,7 +60,9 @@ class Pipeline:
         self.analyser = Analyser(pools.fft, pools.cqt, settings.analysis_hop_s)
         self.music = MusicAnalyser(pools.fft, pools.cqt, settings.request_timeout_s)
         self.paths = settings_paths(settings)  # kept out of what a job tells its client
-        self.runs = ModelRuns(settings, store, pools, self.analyser.hop, self.paths)
+        self.runs = ModelRuns(
+            settings, store, pools.predictor, pools.fuser, self.analyser.hop, self.paths
+        )
 
     async def run(self, job_id: str) -> None:
         token = job_id_var.set(job_id)

@@ -31,7 +31,8 @@ def separation_share(analysis: bool, midi: bool) -> float:
 class ProgressReport:
     """A job's progress and its final seconds (`ready_s`) in the store, written at most every
     `INTERVAL_S` (a fast model's chunks come back tens of times a second; every poll reads the
-    store). `ready_frames` None: the job's own result is not being fused (an ensemble member)."""
+    store). `ready_frames` None: the job's own result is not being fused (an ensemble member, a
+    chain's first stage or link: their job's ready_s is written where they are combined)."""
 
     INTERVAL_S = 0.5
 
